@@ -1,0 +1,86 @@
+"""Backend-neutral checks of user parameters.
+
+Every public constructor and runner funnels its arguments through these helpers so that a bad value
+fails at once with one message that names the parameter, whichever backend is in use.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+from typing import Any, Iterable
+
+KERNELS = ("rbf", "matern12", "matern32", "matern52")
+SELECT = ("last", "min_loss", "min_grad_norm")
+PROXY = ("kernel", "none", "target", "linesearch", "large_batch")
+PARALLEL = ("vmap", "loop")
+LENGTHSCALE_RULES = ("auto", "median")
+DEVICES = ("cpu", "cuda", "mps", "auto")
+BACKENDS = ("torch", "jax")
+
+# Lengthscale candidates for lengthscale="auto", as multiples of the median pairwise distance of the
+# history: a log-grid of 13 points spanning 1/8x ... 8x (factor sqrt(2) apart).
+AUTO_GRID_FACTORS = tuple(2.0 ** (k / 2.0) for k in range(-6, 7))
+
+
+def positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def nonnegative_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def nonnegative_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def lengthscale(value: Any) -> float | str:
+    """A positive float, or one of the data-driven rules in ``LENGTHSCALE_RULES``."""
+    if isinstance(value, str):
+        return choice("lengthscale", value, LENGTHSCALE_RULES)
+    return positive_float("lengthscale", value)
+
+
+def parallel_settings(parallelism: Any, history: Any, noise: Any, select: Any, proxy: Any,
+                      parallel: Any) -> tuple[int, int, float, str, str, str]:
+    """Validate the backend-independent OptEx settings (N, T0, sigma^2, selection, proxy, mode)."""
+    n = positive_int("parallelism", parallelism)
+    t0 = positive_int("history", history)
+    noise = nonnegative_float("noise", noise)
+    select = choice("select", select, SELECT)
+    proxy = choice("proxy", proxy, PROXY)
+    parallel = choice("parallel", parallel, PARALLEL)
+    if proxy == "none" and n != 1:
+        raise ValueError(f"parallelism must be 1 with proxy='none' (Vanilla is the base optimizer alone); got {n}")
+    return n, t0, noise, select, proxy, parallel
+
+
+def batches(value: Any, expected: int) -> None:
+    """``batches`` is None (deterministic objective) or a sequence with one batch per process."""
+    if value is None:
+        return
+    try:
+        count = len(value)
+    except TypeError:
+        raise ValueError(f"batches must be None or a sequence of {expected} batches, got {type(value).__name__}") from None
+    if count != expected:
+        raise ValueError(f"batches must hold one batch per parallel process ({expected}), got {count}")

@@ -1,0 +1,1 @@
+"""One runner per paper experiment: a typed ``Config`` -> ``run(config) -> pandas.DataFrame``."""

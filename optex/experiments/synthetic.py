@@ -1,0 +1,201 @@
+"""Sec. 6.1: OptEx and its baselines on synthetic functions (Fig. 2 of the NeurIPS version).
+
+``run(Config(...))`` returns a tidy table with one row per method x seed x iteration. Each
+(method, seed) unit is cached on disk under a hash of the scientific settings, so a killed run
+resumes from its finished units and a repeated call only reads files.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import _validation as check
+from .. import problems
+from ..results import ResultStore, provenance
+
+FIGURE_ID = "synthetic"
+# method name -> OptEx `proxy`; "vanilla" is the base optimizer alone (N = 1).
+METHODS = {"vanilla": "none", "optex": "kernel", "target": "target", "linesearch": "linesearch",
+           "large_batch": "large_batch"}
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one synthetic experiment (defaults: the official example, spec Sec. 9, at d = 1000).
+
+    ``device`` and ``backend`` say where it runs; they are not part of the result's identity.
+    """
+
+    function: str = "rosenbrock"
+    dim: int = 1000
+    parallelism: int = 5  # N
+    history: int = 50  # T0
+    kernel: str = "matern52"
+    lengthscale: float | str = "auto"
+    noise: float = 1e-3  # sigma^2 of the GP
+    optimizer: str = "adam"
+    lr: float = 0.01
+    momentum: float = 0.0
+    iterations: int = 40  # T, sequential iterations
+    seeds: int | tuple[int, ...] = 5  # a count (seeds 0..n-1) or explicit seeds
+    methods: tuple[str, ...] = ("vanilla", "linesearch", "target", "optex")
+    select: str = "last"
+    grad_noise: float = 0.0  # sigma of Assumption 1
+    condition: float = 100.0  # quadratic only
+    init_low: float = -1.0  # theta_0 ~ U(init_low, init_high)^d
+    init_high: float = 1.0
+    clip: float | None = None  # max gradient norm fed to the optimizer (official example: 100 on Rosenbrock)
+    dtype: str = "float32"
+    device: str = "cpu"
+    backend: str = "torch"
+
+    def __post_init__(self) -> None:
+        problems.make(self.function, self.dim, self.grad_noise, self.condition)
+        check.positive_int("parallelism", self.parallelism)
+        check.positive_int("history", self.history)
+        check.positive_int("iterations", self.iterations)
+        check.positive_float("lr", self.lr)
+        check.nonnegative_float("momentum", self.momentum)
+        check.lengthscale(self.lengthscale)
+        check.nonnegative_float("noise", self.noise)
+        check.choice("kernel", self.kernel, check.KERNELS)
+        check.choice("select", self.select, check.SELECT)
+        check.choice("dtype", self.dtype, DTYPES)
+        check.choice("device", self.device, check.DEVICES)
+        check.choice("backend", self.backend, check.BACKENDS)
+        if not self.methods:
+            raise ValueError("methods must name at least one method")
+        for method in self.methods:
+            check.choice("methods", method, METHODS)
+        if self.clip is not None:
+            check.positive_float("clip", self.clip)
+        if not self.init_low < self.init_high:
+            raise ValueError(f"init_low must be < init_high, got {self.init_low} and {self.init_high}")
+        seeds = self.seed_list
+        if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be a positive count or distinct non-negative integers, got {self.seeds!r}")
+        if "large_batch" in self.methods and self.grad_noise == 0:
+            raise ValueError("methods: 'large_batch' equals 'vanilla' on a deterministic objective (grad_noise=0); "
+                             "drop it or set grad_noise > 0")
+
+    @property
+    def seed_list(self) -> list[int]:
+        if isinstance(self.seeds, int):
+            return list(range(check.positive_int("seeds", self.seeds)))
+        return [check.nonnegative_int("seeds", s) for s in self.seeds]
+
+
+def backend_adapter(backend: str) -> Any:
+    """``optex.torch.adapter`` or ``optex.jax.adapter``: arrays, devices, optimizers, ``OptEx``."""
+    check.choice("backend", backend, check.BACKENDS)
+    return importlib.import_module(f"optex.{backend}.adapter")
+
+
+def initial_point(config: Config, seed: int) -> np.ndarray:
+    """theta_0 for ``seed``: the same for every method and backend."""
+    rng = np.random.default_rng([seed, 0])
+    return rng.uniform(config.init_low, config.init_high, size=config.dim)
+
+
+def _noise_batches(config: Config, count: int, rng: np.random.Generator) -> list[np.ndarray] | None:
+    if config.grad_noise == 0:
+        return None
+    return list(rng.standard_normal((count, config.dim)))
+
+
+def run_unit(config: Config, method: str, seed: int) -> pd.DataFrame:
+    """One method on one seed: T sequential iterations, tidy rows for iterations 0..T."""
+    backend = backend_adapter(config.backend)
+    module = importlib.import_module(f"optex.{config.backend}")
+    problem = problems.make(config.function, config.dim, config.grad_noise, config.condition)
+    xp = backend.xp
+    n = 1 if method == "vanilla" else config.parallelism
+    optimizer = module.OptEx(
+        backend.asarray(initial_point(config, seed), config.dtype, config.device),
+        parallelism=n, history=config.history, kernel=config.kernel, lengthscale=config.lengthscale,
+        noise=config.noise, select=config.select, proxy=METHODS[method], max_grad_norm=config.clip,
+        **backend.optimizer_args(config.optimizer, config.lr, config.momentum))
+
+    def loss_fn(params, batch):
+        return problem.loss(params, batch, xp)
+
+    noise_rng = np.random.default_rng([seed, 1])
+    gap0 = float(backend.to_numpy(problem.gap(optimizer.params, xp)))
+    rows = [dict(iteration=0, gap=gap0, evaluations=0, wall_time=0.0, loss=np.nan, grad_norm=np.nan,
+                 proxy_cosine=np.nan, lengthscale=np.nan, selected=-1)]
+    evaluations, wall = 0, 0.0
+    for t in range(1, config.iterations + 1):
+        noise = _noise_batches(config, n, noise_rng)
+        batches = None if noise is None else [backend.asarray(z, config.dtype, config.device) for z in noise]
+        info = optimizer.step(loss_fn, batches)
+        evaluations += info.evaluations
+        wall += info.time_total
+        gap = float(backend.to_numpy(problem.gap(optimizer.params, xp)))
+        rows.append(dict(iteration=t, gap=gap, evaluations=evaluations, wall_time=wall, loss=info.loss,
+                         grad_norm=info.grad_norm,
+                         proxy_cosine=float(np.mean(info.proxy_cosine)) if info.proxy_cosine else np.nan,
+                         lengthscale=np.nan if info.lengthscale is None else info.lengthscale,
+                         selected=info.selected))
+        if not np.isfinite(gap):
+            break  # diverged: the remaining iterations are recorded as missing
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "seed", seed)
+    frame.insert(0, "method", method)
+    frame.insert(0, "function", config.function)
+    return frame
+
+
+def run(config: Config, results_dir: str | Path | None = "results", figure_id: str = FIGURE_ID,
+        progress: bool = True, commit: str | None = None, compute: bool = True) -> pd.DataFrame:
+    """All methods x seeds of ``config`` as one tidy table (cached per unit under ``results_dir``).
+
+    ``results_dir=None`` computes without caching. ``compute=False`` only reads the cache and raises
+    ``FileNotFoundError`` listing what is missing (used where hours of work must not start silently).
+    """
+    store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
+    units = [(method, seed) for seed in config.seed_list for method in config.methods]
+    frames, missing = [], []
+    for method, seed in units:
+        cached = None if store is None else store.load(f"{method}-seed{seed}")
+        if cached is not None:
+            frames.append(cached)
+        else:
+            missing.append((method, seed))
+    if missing and not compute:
+        raise FileNotFoundError(f"{len(missing)} of {len(units)} result units of {figure_id}/{store.key} are "
+                                f"missing (e.g. {missing[0][0]} seed {missing[0][1]}); run with compute=True")
+    bar = tqdm(missing, desc=f"{figure_id}:{config.function}", unit="run", disable=not progress or not missing)
+    for method, seed in bar:
+        bar.set_postfix(method=method, seed=seed)
+        start = time.perf_counter()
+        frame = run_unit(config, method, seed)
+        if store is not None:
+            prov = provenance(config.device, config.backend, commit)
+            prov["wall_time_s"] = round(time.perf_counter() - start, 3)
+            store.save(f"{method}-seed{seed}", frame, prov)
+        frames.append(frame)
+    order = {m: i for i, m in enumerate(config.methods)}
+    table = pd.concat(frames, ignore_index=True)
+    return table.sort_values(["method", "seed", "iteration"], key=lambda c: c.map(order) if c.name == "method" else c,
+                             ignore_index=True)
+
+
+def sweep(base: Config, values: Sequence[Any], name: str, **kwargs: Any) -> pd.DataFrame:
+    """``run`` for each value of one field (e.g. ``name="function"``), tagged with a column ``name``."""
+    frames = []
+    for value in values:
+        frame = run(replace(base, **{name: value}), **kwargs)
+        frame[name] = value
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+__all__ = ["Config", "FIGURE_ID", "METHODS", "run", "run_unit", "sweep", "initial_point"]
