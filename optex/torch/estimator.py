@@ -146,7 +146,9 @@ class GradientEstimator:
         Pairs with a non-finite entry are rejected (and logged): they never enter the history.
         """
         thetas, grads = self._check_pairs(thetas, grads)
-        finite = torch.isfinite(thetas).all(1) & torch.isfinite(grads).all(1)
+        # One pass per row: a non-finite entry makes the row sum non-finite (a finite row whose sum
+        # overflows is rejected too, conservatively).
+        finite = torch.isfinite(thetas.sum(1)) & torch.isfinite(grads.sum(1))
         if not bool(finite.all()):
             bad = (~finite).nonzero().flatten().tolist()
             log.warning("GradientEstimator.add: rejected %d pair(s) with non-finite values (rows %s)", len(bad), bad)
@@ -162,34 +164,32 @@ class GradientEstimator:
         # need: computing |x-y|^2 = |x|^2 + |y|^2 - 2 x.y from raw vectors would cancel catastrophically
         # in float32 when |x| >> |x - y| (e.g. d = 1e5, theta in [-1, 1]^d, steps of 0.01).
         anchor = thetas[-1]
-        live = self._active()
-        if live.numel():
-            self._X[live] -= anchor - self._anchor
-            self._sq[live] = self._X[live].pow(2).sum(1).to(small)
+        old = self._count
+        if old:
+            self._X[:old] -= anchor - self._anchor
+            self._sq[:old] = torch.linalg.vector_norm(self._X[:old], dim=1).pow(2).to(small)
         self._anchor = anchor.clone()
         n = thetas.shape[0]
         slots = (self._next + torch.arange(n, device=thetas.device)) % self.history
         self._X[slots] = thetas - anchor
         self._G[slots] = grads
-        self._sq[slots] = self._X[slots].pow(2).sum(1).to(small)
+        self._sq[slots] = torch.linalg.vector_norm(self._X[slots], dim=1).pow(2).to(small)
         self._norm[slots] = thetas.norm(dim=1).to(small)
         self._next = (self._next + n) % self.history
         self._count = min(self._count + n, self.history)
-        live = self._active()
-        inner = (self._X[live] @ self._X[slots].T).to(small)
-        sqd = (self._sq[live, None] + self._sq[None, slots] - 2.0 * inner).clamp_min(0.0)
-        self._D[live[:, None], slots[None, :]] = sqd
-        self._D[slots[:, None], live[None, :]] = sqd.T
+        # The filled slots are always the first `count` rows, so slicing (never fancy indexing,
+        # which would copy the T0 x d buffers) reads them in place.
+        live = self._count
+        inner = (self._X[:live] @ self._X[slots].T).to(small)
+        sqd = (self._sq[:live, None] + self._sq[None, slots] - 2.0 * inner).clamp_min(0.0)
+        self._D[:live, slots] = sqd
+        self._D[slots, :live] = sqd.T
         self._D[slots, slots] = 0.0
-        gram = (self._G[live] @ self._G[slots].T).to(small)
-        self._S[live[:, None], slots[None, :]] = gram
-        self._S[slots[:, None], live[None, :]] = gram.T
+        gram = (self._G[:live] @ self._G[slots].T).to(small)
+        self._S[:live, slots] = gram
+        self._S[slots, :live] = gram.T
         self._dirty = True
         return n
-
-    def _active(self) -> torch.Tensor:
-        device = self._X.device if self._dim is not None else None
-        return torch.arange(self._count, device=device)
 
     # ------------------------------------------------------------------ fitting
     def _kernel_matrix(self, ells: torch.Tensor | None) -> torch.Tensor:
@@ -197,12 +197,11 @@ class GradientEstimator:
 
         ``ells=None`` (gpytorch kernels only) keeps the kernel's own hyper-parameters.
         """
-        live = self._active()
-        eye = torch.eye(live.numel(), dtype=self._D.dtype, device=self._D.device)
+        n = self._count
+        eye = torch.eye(n, dtype=self._D.dtype, device=self._D.device)
         if not self._generic:
-            D = self._D[live[:, None], live[None, :]]
-            return from_sqdist(D.unsqueeze(0), ells.view(-1, 1, 1), self.kernel, torch) + self.noise * eye
-        raw = self._raw(live)
+            return from_sqdist(self._D[:n, :n].unsqueeze(0), ells.view(-1, 1, 1), self.kernel, torch) + self.noise * eye
+        raw = self._raw()
         mats = []
         for ell in ([None] if ells is None else ells.tolist()):
             if ell is not None:
@@ -210,8 +209,8 @@ class GradientEstimator:
             mats.append(self.kernel(raw, raw).to_dense().to(self._D.dtype))
         return torch.stack(mats) + self.noise * eye
 
-    def _raw(self, rows: torch.Tensor) -> torch.Tensor:
-        raw = self._X[rows] + self._anchor
+    def _raw(self) -> torch.Tensor:
+        raw = self._X[: self._count] + self._anchor
         return raw / self._scale() if self.normalize else raw
 
     def _set_generic_lengthscale(self, ell: float) -> None:
@@ -225,10 +224,9 @@ class GradientEstimator:
         return scale if scale > 0 else 1.0
 
     def _median_distance(self) -> float:
-        live = self._active()
-        D = self._D[live[:, None], live[None, :]]
-        iu = torch.triu_indices(live.numel(), live.numel(), 1, device=D.device)
-        dist = D[iu[0], iu[1]].sqrt()
+        n = self._count
+        iu = torch.triu_indices(n, n, 1, device=self._D.device)
+        dist = self._D[iu[0], iu[1]].sqrt()
         positive = dist[dist > 0]
         if positive.numel() == 0:
             return 1.0
@@ -241,10 +239,9 @@ class GradientEstimator:
         With A = (K + noise I)^{-1}, the LOO residual of output j at point i is (A g_j)_i / A_ii, so
         the total is sum_i (A S A)_ii / A_ii^2 with S = G G^T: T0 x T0 work only.
         """
-        live = self._active()
-        S = self._S[live[:, None], live[None, :]]
-        eye = torch.eye(live.numel(), dtype=S.dtype, device=S.device)
-        inv = torch.cholesky_solve(eye.expand(len(factors), -1, -1), factors)
+        n = self._count
+        S = self._S[:n, :n]
+        inv = torch.cholesky_inverse(factors)
         ASA = inv @ S @ inv
         return (ASA.diagonal(dim1=-2, dim2=-1) / inv.diagonal(dim1=-2, dim2=-1).pow(2)).sum(-1)
 
@@ -277,13 +274,13 @@ class GradientEstimator:
     # ------------------------------------------------------------------ prediction
     def _cross(self, thetas: torch.Tensor) -> torch.Tensor:
         """k(theta, X) for each query row -> m x n (small dtype)."""
-        live = self._active()
+        n = self._count
         if self._generic:
             query = thetas / self._scale() if self.normalize else thetas
-            return self.kernel(query, self._raw(live)).to_dense().to(self._D.dtype)
+            return self.kernel(query, self._raw()).to_dense().to(self._D.dtype)
         q = thetas - self._anchor
-        inner = (q @ self._X[live].T).to(self._D.dtype)
-        sqd = (q.pow(2).sum(1).to(self._D.dtype)[:, None] + self._sq[None, live] - 2.0 * inner).clamp_min(0.0)
+        inner = (q @ self._X[:n].T).to(self._D.dtype)
+        sqd = (torch.linalg.vector_norm(q, dim=1).pow(2).to(self._D.dtype)[:, None] + self._sq[None, :n] - 2.0 * inner).clamp_min(0.0)
         return from_sqdist(sqd, self.lengthscale_, self.kernel, torch)
 
     def _queries(self, thetas: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -301,7 +298,7 @@ class GradientEstimator:
         """Posterior mean mu(theta) of the gradient, m x d (or d for a single d-vector)."""
         thetas, single = self._queries(thetas)
         weights = torch.cholesky_solve(self._cross(thetas).T, self._L)  # n x m: solved in history space
-        out = weights.T.to(self._G.dtype) @ self._G[self._active()]
+        out = weights.T.to(self._G.dtype) @ self._G[: self._count]
         return out[0] if single else out
 
     @torch.no_grad()

@@ -194,7 +194,7 @@ class OptEx:
                 losses.append(loss.detach())
             grads, losses = torch.stack(grads), torch.stack(losses)
         grads, losses = grads.detach(), losses.detach()
-        finite = torch.isfinite(losses) & torch.isfinite(grads).all(1)
+        finite = torch.isfinite(losses) & torch.isfinite(grads.sum(1))
         if not bool(finite.all()):
             warnings.warn(f"loss_fn returned a non-finite loss or gradient at process(es) "
                           f"{(~finite).nonzero().flatten().tolist()} of iteration {self.iteration + 1}; "
