@@ -26,6 +26,7 @@ class StepInfo:
     time_proxy: float
     time_eval: float
     time_update: float
+    advanced: int = 0  # Picard only: exact base-optimizer steps accepted in this round
 
     @property
     def time_total(self) -> float:

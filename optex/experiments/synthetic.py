@@ -21,9 +21,10 @@ from .. import problems
 from ..results import ResultStore, provenance
 
 FIGURE_ID = "synthetic"
-# method name -> OptEx `proxy`; "vanilla" is the base optimizer alone (N = 1).
+# method name -> OptEx `proxy`; "vanilla" is the base optimizer alone (N = 1). "picard" is the exact
+# parallel competitor (optex.torch.Picard), not an OptEx proxy.
 METHODS = {"vanilla": "none", "optex": "kernel", "target": "target", "linesearch": "linesearch",
-           "large_batch": "large_batch"}
+           "large_batch": "large_batch", "picard": None}
 DTYPES = ("float32", "float64")
 
 
@@ -53,6 +54,7 @@ class Config:
     init_low: float = -1.0  # theta_0 ~ U(init_low, init_high)^d
     init_high: float = 1.0
     clip: float | None = None  # max gradient norm fed to the optimizer (official example: 100 on Rosenbrock)
+    picard_tol: float = 1e-6  # relative change below which a Picard window iterate is accepted
     dtype: str = "float32"
     device: str = "cpu"
     backend: str = "torch"
@@ -82,6 +84,9 @@ class Config:
         seeds = self.seed_list
         if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
             raise ValueError(f"seeds must be a positive count or distinct non-negative integers, got {self.seeds!r}")
+        check.positive_float("picard_tol", self.picard_tol)
+        if "picard" in self.methods and (self.grad_noise > 0 or self.backend != "torch"):
+            raise ValueError("methods: 'picard' needs a deterministic objective (grad_noise=0) and backend='torch'")
         if "large_batch" in self.methods and self.grad_noise == 0:
             raise ValueError("methods: 'large_batch' equals 'vanilla' on a deterministic objective (grad_noise=0); "
                              "drop it or set grad_noise > 0")
@@ -111,18 +116,33 @@ def _noise_batches(config: Config, count: int, rng: np.random.Generator) -> list
     return list(rng.standard_normal((count, config.dim)))
 
 
-def run_unit(config: Config, method: str, seed: int) -> pd.DataFrame:
-    """One method on one seed: T sequential iterations, tidy rows for iterations 0..T."""
+def _make_optimizer(config: Config, method: str, x0: Any, parallelism: int) -> Any:
     backend = backend_adapter(config.backend)
     module = importlib.import_module(f"optex.{config.backend}")
+    optimizer_args = backend.optimizer_args(config.optimizer, config.lr, config.momentum)
+    if method == "picard":
+        return module.Picard(x0, parallelism=parallelism, tol=config.picard_tol, max_grad_norm=config.clip,
+                             **optimizer_args)
+    return module.OptEx(x0, parallelism=parallelism, history=config.history, kernel=config.kernel,
+                        lengthscale=config.lengthscale, noise=config.noise, select=config.select,
+                        proxy=METHODS[method], max_grad_norm=config.clip, **optimizer_args)
+
+
+def run_unit(config: Config, method: str, seed: int) -> pd.DataFrame:
+    """One method on one seed: T sequential iterations, tidy rows for iterations 0..T.
+
+    For "picard", ``steps`` counts the exact base-optimizer steps reached and ``trajectory_error`` is
+    the relative distance to the plain sequential trajectory at that step (computed alongside).
+    """
+    backend = backend_adapter(config.backend)
     problem = problems.make(config.function, config.dim, config.grad_noise, config.condition)
     xp = backend.xp
     n = 1 if method == "vanilla" else config.parallelism
-    optimizer = module.OptEx(
-        backend.asarray(initial_point(config, seed), config.dtype, config.device),
-        parallelism=n, history=config.history, kernel=config.kernel, lengthscale=config.lengthscale,
-        noise=config.noise, select=config.select, proxy=METHODS[method], max_grad_norm=config.clip,
-        **backend.optimizer_args(config.optimizer, config.lr, config.momentum))
+    x0 = initial_point(config, seed)
+    optimizer = _make_optimizer(config, method, backend.asarray(x0, config.dtype, config.device), n)
+    reference = None
+    if method == "picard":
+        reference = _make_optimizer(config, "vanilla", backend.asarray(x0, config.dtype, config.device), 1)
 
     def loss_fn(params, batch):
         return problem.loss(params, batch, xp)
@@ -130,20 +150,28 @@ def run_unit(config: Config, method: str, seed: int) -> pd.DataFrame:
     noise_rng = np.random.default_rng([seed, 1])
     gap0 = float(backend.to_numpy(problem.gap(optimizer.params, xp)))
     rows = [dict(iteration=0, gap=gap0, evaluations=0, wall_time=0.0, loss=np.nan, grad_norm=np.nan,
-                 proxy_cosine=np.nan, lengthscale=np.nan, selected=-1)]
-    evaluations, wall = 0, 0.0
+                 proxy_cosine=np.nan, lengthscale=np.nan, selected=-1, steps=0)]
+    evaluations, wall, steps = 0, 0.0, 0
     for t in range(1, config.iterations + 1):
         noise = _noise_batches(config, n, noise_rng)
         batches = None if noise is None else [backend.asarray(z, config.dtype, config.device) for z in noise]
         info = optimizer.step(loss_fn, batches)
         evaluations += info.evaluations
         wall += info.time_total
+        steps += info.advanced if method == "picard" else (1 if info.evaluations == 1 else n)
         gap = float(backend.to_numpy(problem.gap(optimizer.params, xp)))
-        rows.append(dict(iteration=t, gap=gap, evaluations=evaluations, wall_time=wall, loss=info.loss,
-                         grad_norm=info.grad_norm,
-                         proxy_cosine=float(np.mean(info.proxy_cosine)) if info.proxy_cosine else np.nan,
-                         lengthscale=np.nan if info.lengthscale is None else info.lengthscale,
-                         selected=info.selected))
+        row = dict(iteration=t, gap=gap, evaluations=evaluations, wall_time=wall, loss=info.loss,
+                   grad_norm=info.grad_norm,
+                   proxy_cosine=float(np.mean(info.proxy_cosine)) if info.proxy_cosine else np.nan,
+                   lengthscale=np.nan if info.lengthscale is None else info.lengthscale,
+                   selected=info.selected, steps=steps)
+        if reference is not None:
+            while reference.iteration < steps:
+                reference.step(loss_fn)
+            exact = backend.to_numpy(reference.theta)
+            row["trajectory_error"] = float(np.linalg.norm(backend.to_numpy(optimizer.theta) - exact)
+                                            / max(np.linalg.norm(exact), 1.0))
+        rows.append(row)
         if not np.isfinite(gap):
             break  # diverged: the remaining iterations are recorded as missing
     frame = pd.DataFrame(rows)

@@ -2,5 +2,6 @@
 from .._types import StepInfo
 from .estimator import GradientEstimator
 from .optex import OptEx
+from .picard import Picard
 
-__all__ = ["GradientEstimator", "OptEx", "StepInfo"]
+__all__ = ["GradientEstimator", "OptEx", "Picard", "StepInfo"]

@@ -1,0 +1,445 @@
+"""What a book page says about its numbers: its parameters, where its results come from, and the
+reproduction report that compares them with the paper's claims.
+
+A chapter notebook calls, in order:
+
+1. :class:`Page` on its ``parameters`` cell: a bad value fails there, with its name in the message;
+2. :meth:`Page.results` for the runner's tidy table, read from the committed paper-scale results or
+   computed at the quick scale (never silently for hours);
+3. :func:`provenance_note` to show where the numbers came from, and :func:`publish` to save the
+   figure with its data and a record that :func:`write_report` turns into the report's rows.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import math
+import subprocess
+from dataclasses import dataclass, field
+from numbers import Integral
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+
+from . import _validation as check
+from .analysis import iterations_to_reach, mean_ci, speedup_table
+from .plotting import check_figure_id, method_label, save_figure
+from .results import ResultStore
+
+PROFILES = ("paper", "quick")
+VERDICTS = ("reproduced", "partly", "not reproduced", "not yet run")
+QUICK_DIR = "_quick"  # under results/: git-ignored, recomputed by every quick run
+FIGURES_DIR = Path("book") / "_executed" / "figures"
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The repository root: the nearest folder at or above ``start`` (default: cwd) with ``_toc.yml``."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file():
+            return folder
+    raise FileNotFoundError(f"no _toc.yml at or above {here}: run from inside the optex repository")
+
+
+# ---------------------------------------------------------------------------------------------- pages
+def _seeds(value: Any) -> int | tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        return check.positive_int("seeds", value)
+    if isinstance(value, (list, tuple)) and value:
+        seeds = tuple(check.nonnegative_int("seeds", s) for s in value)
+        if len(set(seeds)) == len(seeds):
+            return seeds
+    raise ValueError(f"seeds must be None (the profile's), a positive count or distinct non-negative integers, "
+                     f"got {value!r}")
+
+
+@dataclass(frozen=True)
+class Page:
+    """The parameters every chapter notebook takes, checked where they are set.
+
+    ``profile="paper"`` shows the paper-scale results committed under ``results/`` (computing missing
+    ones only with ``recompute=True``); ``"quick"`` recomputes a small version on CPU under
+    ``results/_quick/``. ``device`` and ``backend`` say where anything is computed; ``seeds=None``
+    takes the profile's; ``commit`` is recorded in new results where ``.git`` is absent.
+    """
+
+    profile: str = "paper"
+    device: str = "cpu"
+    backend: str = "torch"
+    seeds: int | tuple[int, ...] | None = None
+    recompute: bool = False
+    commit: str | None = None
+    root: Path = field(default_factory=project_root)
+
+    def __post_init__(self) -> None:
+        check.choice("profile", self.profile, PROFILES)
+        check.choice("device", self.device, check.DEVICES)
+        check.choice("backend", self.backend, check.BACKENDS)
+        if importlib.util.find_spec(f"optex.{self.backend}") is None:
+            raise ValueError(f"backend {self.backend!r} is not available: the module optex.{self.backend} is missing")
+        adapter = importlib.import_module(f"optex.{self.backend}.adapter")
+        if hasattr(adapter, "resolve_device"):
+            adapter.resolve_device(self.device)
+        object.__setattr__(self, "seeds", _seeds(self.seeds))
+        if not isinstance(self.recompute, bool):
+            raise ValueError(f"recompute must be True or False, got {self.recompute!r}")
+        if self.commit is not None and (not isinstance(self.commit, str) or not self.commit.strip()):
+            raise ValueError(f"commit must be None or a git commit id, got {self.commit!r}")
+        object.__setattr__(self, "root", Path(self.root))
+
+    def results_dir(self, profile: str) -> Path:
+        check.choice("profile", profile, PROFILES)
+        return self.root / "results" if profile == "paper" else self.root / "results" / QUICK_DIR
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.root / FIGURES_DIR
+
+    def scale(self, profile: str, scales: Mapping[str, Mapping[str, Any]], **overrides: Any) -> dict[str, Any]:
+        """The experiment size of ``profile`` from ``scales``, with the page's ``seeds`` and every
+        override that is not None applied on top (so a reader can change one knob for both profiles)."""
+        check.choice("profile", profile, PROFILES)
+        missing = [p for p in PROFILES if p not in scales]
+        if missing:
+            raise ValueError(f"scales must define every profile; missing {', '.join(missing)}")
+        settings = dict(scales[profile])
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        if self.seeds is not None:
+            settings["seeds"] = self.seeds
+        return settings
+
+    def results(self, figure_id: str, run: Callable[..., pd.DataFrame],
+                configs: Callable[[str], Sequence[Any]]) -> "Results":
+        """The tidy results of ``configs(profile)`` from the runner ``run``, by the page's profile.
+
+        paper: committed results only; a missing one is computed when ``recompute`` is set, else the
+        quick-scale results are computed and shown instead (``Results.fallback``, noted on the page).
+        quick: computed (or read from ``results/_quick``) at the quick scale.
+        """
+        check_figure_id(figure_id)
+        if self.profile == "paper":
+            try:
+                return self._collect(figure_id, run, configs("paper"), "paper", compute=self.recompute)
+            except FileNotFoundError as missing:
+                quick = self._collect(figure_id, run, configs("quick"), "quick", compute=True)
+                return Results(quick.figure_id, quick.frame, "quick", "paper", quick.stores, missing=str(missing))
+        return self._collect(figure_id, run, configs("quick"), "quick", compute=True)
+
+    def _collect(self, figure_id: str, run: Callable[..., pd.DataFrame], configs: Sequence[Any], profile: str,
+                 compute: bool) -> "Results":
+        root = self.results_dir(profile)
+        frames = [run(c, results_dir=root, figure_id=figure_id, progress=False, commit=self.commit, compute=compute)
+                  for c in configs]
+        stores = [ResultStore(root, figure_id, c) for c in configs]
+        return Results(figure_id, pd.concat(frames, ignore_index=True), profile, self.profile, stores)
+
+
+@dataclass(frozen=True)
+class Results:
+    """A page's tidy table and the result files it was read from."""
+
+    figure_id: str
+    frame: pd.DataFrame
+    profile: str  # the profile whose results these are
+    requested: str  # the profile the page was executed with
+    stores: Sequence[ResultStore]
+    missing: str | None = None  # why the paper-scale results could not be shown
+
+    @property
+    def fallback(self) -> bool:
+        return self.profile != self.requested
+
+    def units(self) -> list[dict[str, Any]]:
+        """The provenance of every result unit (one per method x seed x setting)."""
+        return [dict(unit, hash=store.key, unit=name) for store in self.stores
+                for name, unit in sorted(store.manifest()["units"].items())]
+
+
+# ----------------------------------------------------------------------------------------- provenance
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout
+
+
+def changed_since(commit: str, root: str | Path, path: str = "optex") -> list[str] | None:
+    """Files under ``path`` that differ from ``commit`` in the working tree (None: git cannot tell)."""
+    root = Path(root)
+    sha = commit.split("+")[0]
+    if _git(root, "rev-parse", "--is-inside-work-tree") is None or _git(root, "cat-file", "-e", f"{sha}^{{commit}}") is None:
+        return None
+    diff = _git(root, "diff", "--name-only", sha, "--", path) or ""
+    new = _git(root, "ls-files", "--others", "--exclude-standard", "--", path) or ""
+    return sorted({line for line in (diff + new).splitlines() if line and "__pycache__" not in line})
+
+
+def _short(commit: str | None) -> str:
+    if not commit:
+        return "unknown"
+    sha, _, rest = commit.partition("+")
+    return sha[:10] + (f"+{rest}" if rest else "")
+
+
+def summary(results: Results) -> dict[str, Any]:
+    """Commits, devices, backends, library versions, dates and total wall time behind ``results``."""
+    units = results.units()
+    versions: dict[str, set[str]] = {}
+    for unit in units:
+        for name, version in unit.get("versions", {}).items():
+            versions.setdefault(name, set()).add(version)
+    dates = sorted(u["date"] for u in units if u.get("date"))
+    return {
+        "figure_id": results.figure_id,
+        "profile": results.profile,
+        "requested": results.requested,
+        "missing": results.missing,
+        "hashes": sorted({u["hash"] for u in units}),
+        "units": len(units),
+        "commits": sorted({u.get("commit") or "unknown" for u in units}),
+        "devices": sorted({u.get("device", "unknown") for u in units}),
+        "backends": sorted({u.get("backend", "unknown") for u in units}),
+        "versions": {k: sorted(v) for k, v in sorted(versions.items())},
+        "dates": [dates[0], dates[-1]] if dates else [],
+        "wall_time_s": round(sum(u.get("wall_time_s", 0.0) for u in units), 1),
+    }
+
+
+def provenance_note(results: Results, root: str | Path | None = None) -> str:
+    """A MyST admonition for the page: which results these are, and where and when they were made.
+
+    It warns when the paper-scale results were missing (quick ones are shown instead) and, when git can
+    tell, when files under ``optex/`` changed since the commit that produced the results.
+    """
+    root = Path(root) if root is not None else project_root()
+    info = summary(results)
+    versions = ", ".join(f"{k} {'/'.join(v)}" for k, v in info["versions"].items())
+    dates = " to ".join(dict.fromkeys(d[:10] for d in info["dates"])) or "unknown"
+    where = "results/" if results.profile == "paper" else f"results/{QUICK_DIR}/"
+    lines = [
+        f"These numbers come from the **{results.profile}** profile: {info['units']} result files under "
+        f"`{where}{results.figure_id}/` (settings {', '.join(f'`{h}`' for h in info['hashes'])}), "
+        f"computed on {', '.join(info['devices'])} with the {', '.join(info['backends'])} backend, "
+        f"{info['wall_time_s']:g} s of compute in all, on {dates}.",
+        "",
+        f"Code: commit {', '.join(f'`{_short(c)}`' for c in info['commits'])}. Libraries: {versions}.",
+    ]
+    blocks = [_admonition("note", "Where these numbers come from", lines)]
+    if results.fallback:
+        blocks.insert(0, _admonition("warning", "Paper-scale results are missing", [
+            "This page was built with the paper profile, but its committed paper-scale results were not "
+            "found, so it shows the quick profile instead (smaller problem, fewer seeds). "
+            "Run `python -m optex book execute --recompute --only <chapter>` to compute them.",
+            "", f"Missing: {results.missing}"]))
+    stale = []
+    for commit in info["commits"]:
+        if commit.endswith("+dirty"):
+            stale.append(f"`{_short(commit)}`: computed with uncommitted changes under `optex/`, so the exact "
+                         "code cannot be recovered.")
+        elif commit != "unknown":
+            changed = changed_since(commit, root)
+            if changed:
+                shown = ", ".join(f"`{c}`" for c in changed[:8]) + (" ..." if len(changed) > 8 else "")
+                stale.append(f"`{_short(commit)}`: {len(changed)} file(s) under `optex/` changed since: {shown}.")
+    if stale:
+        blocks.append(_admonition("warning", "The code changed since these results were computed", [
+            "Re-run the chapter with `--recompute` if the change can affect them.", "", *[f"- {s}" for s in stale]]))
+    return "\n\n".join(blocks)
+
+
+def _admonition(kind: str, title: str, lines: Sequence[str]) -> str:
+    return "\n".join([f":::{{admonition}} {title}", f":class: {kind}", *lines, ":::"])
+
+
+def publish(fig, results: Results, data: pd.DataFrame | None = None, directory: str | Path | None = None) -> dict[str, Path]:
+    """Save the figure (SVG, PNG), its data (CSV, default: the tidy results) and a provenance record
+    (JSON) under the figure id; the reproduction report reads the CSV and the record."""
+    directory = Path(directory) if directory is not None else project_root() / FIGURES_DIR
+    paths = save_figure(fig, results.figure_id, results.frame if data is None else data, directory)
+    paths["json"] = directory / f"{results.figure_id}.json"
+    paths["json"].write_text(json.dumps(summary(results), indent=1, sort_keys=True) + "\n")
+    return paths
+
+
+# ------------------------------------------------------------------------------ reproduction report
+@dataclass(frozen=True)
+class Finding:
+    """Our side of one claim: the measured value (with its interval) and the verdict."""
+
+    ours: str
+    verdict: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper (spec Sec. 5-6) and how to judge it from a figure's tidy data."""
+
+    key: str
+    section: str
+    statement: str
+    paper: str
+    figure_id: str
+    chapter: str  # the book page (docname) that will hold the evidence
+    evaluate: Callable[[pd.DataFrame], Finding] | None = None
+
+
+def _interval(mean: float, low: float, high: float, unit: str = "") -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return f"{mean:.2f}{unit} (one seed: no interval)"
+    return f"{mean:.2f}{unit} [{low:.2f}, {high:.2f}]"
+
+
+def _censored(censored: int, seeds: int) -> str:
+    return f", {censored} of {seeds} seeds censored" if censored else ""
+
+
+def _judge(passed: Sequence[bool], half: Sequence[bool]) -> str:
+    if passed and all(passed):
+        return "reproduced"
+    if any(passed) or (half and all(half)):
+        return "partly"
+    return "not reproduced"
+
+
+def speedup_at_least(method: str, threshold: float, reference: str = "vanilla") -> Callable[[pd.DataFrame], Finding]:
+    """Claim: ``method`` reaches ``reference``'s final value at least ``threshold`` times faster on every
+    function. A function passes when no seed is censored and the 95% interval lies above the threshold
+    (all passing: reproduced; some, or every mean above it: partly)."""
+    def evaluate(frame: pd.DataFrame) -> Finding:
+        table = speedup_table(frame.reset_index(drop=True), reference)
+        rows = table[table["method"] == method]
+        if rows.empty:
+            return Finding(f"no {method_label(method)} runs in the results", "not yet run")
+        parts, passed, half = [], [], []
+        for row in rows.itertuples():
+            low = row.speedup_low if math.isfinite(row.speedup_low) else row.speedup
+            passed.append(row.censored == 0 and math.isfinite(low) and low >= threshold)
+            half.append(math.isfinite(row.speedup) and row.speedup >= threshold)
+            parts.append(f"{getattr(row, 'function', '')} {_interval(row.speedup, row.speedup_low, row.speedup_high, '×')}"
+                         f"{_censored(row.censored, row.seeds)}".strip())
+        return Finding("; ".join(parts), _judge(passed, half))
+    return evaluate
+
+
+def trails_ideal(method: str, ideal: str, within: float, reference: str = "vanilla") -> Callable[[pd.DataFrame], Finding]:
+    """Claim: ``method`` needs more sequential iterations than the ``ideal`` baseline, but at most
+    ``within`` times as many, to reach ``reference``'s final value. Judged per function on the per-seed
+    ratio of iterations (a seed where either run never reaches the target is censored)."""
+    def evaluate(frame: pd.DataFrame) -> Finding:
+        reach = iterations_to_reach(frame.reset_index(drop=True), reference)
+        keys = [k for k in ("function", "seed") if k in reach.columns]
+        ours = reach[reach["method"] == method].set_index(keys)
+        best = reach[reach["method"] == ideal].set_index(keys)
+        if ours.empty or best.empty:
+            return Finding(f"needs both {method_label(method)} and {method_label(ideal)} runs", "not yet run")
+        ratio = (ours["iterations"] / best["iterations"]).rename("ratio").reset_index()
+        groups = ratio.groupby("function") if "function" in ratio.columns else [("", ratio)]
+        parts, passed, half = [], [], []
+        for name, group in groups:
+            values = group["ratio"].to_numpy()
+            mean, low, high = mean_ci(values)
+            censored = int(pd.isna(values).sum())
+            lo, hi = (low, high) if math.isfinite(low) else (mean, mean)
+            passed.append(censored == 0 and math.isfinite(mean) and lo >= 1.0 and hi <= within)
+            half.append(math.isfinite(mean) and 1.0 <= mean <= within)
+            parts.append(f"{name} {_interval(mean, low, high, '×')}{_censored(censored, len(values))}".strip())
+        return Finding("; ".join(parts), _judge(passed, half))
+    return evaluate
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("synthetic-speedup", "Sec. 6.1, Fig. 2",
+          "With N = 5, OptEx reaches Vanilla's final optimality gap in at most half the sequential iterations, "
+          "on every synthetic function.",
+          "≥ 2× fewer iterations", "synthetic-demo", "book/_executed/synthetic",
+          speedup_at_least("optex", 2.0)),
+    Claim("synthetic-target", "Sec. 6.1, Fig. 2",
+          "OptEx is a little slower than Target, the idealised baseline that knows the true gradients.",
+          "slightly behind Target (no number given)", "synthetic-demo", "book/_executed/synthetic",
+          trails_ideal("optex", "target", within=2.0)),
+    Claim("synthetic-ablations", "App. B.3, Fig. 6 (v2)",
+          "On Rosenbrock, OptEx's gain depends on running the N evaluations in parallel, on the selection "
+          "rule, on the history size T0 and on N.",
+          "not legible in the available text", "synthetic-ablations", "book/ablations"),
+    Claim("estimation-error", "Sec. 5, Thm. 1",
+          "The kernelized gradient estimate's error shrinks as the gradient history grows.",
+          "error O(γ_T / T)", "estimation-error", "book/theory"),
+    Claim("sqrt-n-speedup", "Sec. 5, Cor. 2",
+          "The number of sequential iterations needed falls like 1/√N with the parallelism N.",
+          "Θ(√N) acceleration", "scaling-sqrt-n", "book/scaling"),
+    Claim("rl-dqn", "Sec. 6.2, Fig. 3",
+          "On classic control tasks with DQN and N = 4, OptEx collects more reward per sequential episode "
+          "than Vanilla and is close to Target.",
+          "OptEx > Vanilla, ≈ Target (3 runs)", "rl-dqn", "book/rl"),
+    Claim("image-classification", "Sec. 6.3, Fig. 3 (v1)",
+          "On MNIST and Fashion-MNIST, an MLP trained with OptEx has clearly lower training and test error "
+          "than with Vanilla at the same number of iterations, close to Target.",
+          "OptEx ≫ Vanilla, ≈ Target", "image-classification", "book/neural-networks"),
+    Claim("cifar10", "Sec. 6.3, Fig. 4a (v2)",
+          "On CIFAR-10 with N = 4, OptEx reaches a given test error in fewer iterations and less wall-clock "
+          "time than Vanilla.",
+          "fewer iterations and less time (5 runs)", "cifar10", "book/neural-networks"),
+    Claim("text-autoregression", "Sec. 6.3, Fig. 4b (v2)",
+          "On the Shakespeare corpus with N = 4, OptEx lowers a transformer's training loss faster than "
+          "Vanilla, per iteration and per second; Target remains best.",
+          "OptEx > Vanilla, < Target (3 runs)", "text-autoregression", "book/neural-networks"),
+)
+
+
+def evaluate_claims(figures_dir: str | Path, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
+    """One row per claim: the paper's number, ours, the verdict and where the evidence is."""
+    figures_dir = Path(figures_dir)
+    rows = []
+    for claim in claims:
+        data, record = figures_dir / f"{claim.figure_id}.csv", figures_dir / f"{claim.figure_id}.json"
+        finding, source = Finding("—", "not yet run"), None
+        if claim.evaluate is not None and data.is_file() and record.is_file():
+            source = json.loads(record.read_text())
+            finding = claim.evaluate(pd.read_csv(data))
+        rows.append(dict(key=claim.key, section=claim.section, claim=claim.statement, paper=claim.paper,
+                         ours=finding.ours, verdict=finding.verdict, figure_id=claim.figure_id,
+                         chapter=claim.chapter, profile=None if source is None else source["profile"],
+                         requested=None if source is None else source["requested"],
+                         commits=None if source is None else source["commits"]))
+    return pd.DataFrame(rows)
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def report_markdown(table: pd.DataFrame) -> str:
+    """The report table as MyST markdown, with a link to each claim's figure (or its future chapter)."""
+    lines = ["| Claim | Paper | Ours (95% interval over seeds) | Verdict | Evidence |", "|---|---|---|---|---|"]
+    for row in table.itertuples():
+        if row.profile is None:
+            evidence = f"{{doc}}`/{row.chapter}`"
+        else:
+            scale = f"{row.profile} profile" + (" (paper results missing)" if row.profile != row.requested else "")
+            commits = ", ".join(_short(c) for c in row.commits)
+            evidence = f"{{numref}}`{row.figure_id}`, {scale}, commit {commits}"
+        lines.append(f"| {_cell(row.section)}: {_cell(row.claim)} | {_cell(row.paper)} | {_cell(row.ours)} "
+                     f"| **{row.verdict}** | {evidence} |")
+    counts = table["verdict"].value_counts()
+    tally = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
+    return "\n".join(lines) + f"\n\nIn all: {len(table)} claims; {tally}.\n"
+
+
+def write_report(figures_dir: str | Path, path: str | Path, claims: Sequence[Claim] = CLAIMS) -> Path:
+    """Evaluate ``claims`` from the figures' data and write the report table to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report_markdown(evaluate_claims(figures_dir, claims)))
+    return path
+
+
+__all__ = ["CLAIMS", "Claim", "Finding", "PROFILES", "Page", "Results", "VERDICTS", "changed_since",
+           "evaluate_claims", "project_root", "provenance_note", "publish", "report_markdown",
+           "speedup_at_least", "summary", "trails_ideal", "write_report"]
