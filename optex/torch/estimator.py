@@ -53,7 +53,10 @@ class GradientEstimator:
         kernels evaluated from squared distances that are kept up to date incrementally (adding n pairs
         costs O(n T0 d); one estimate costs O(T0 d + T0^2)). Any ``gpytorch.kernels.Kernel`` instance is
         accepted as well: it is evaluated by gpytorch on the raw inputs at every fit and estimate,
-        which costs O(T0^2 d) per fit and is much slower at large d.
+        which costs O(T0^2 d) per fit and is much slower at large d. Squared distances come from
+        norms and inner products, so at a query that coincides with a history point r carries an
+        error of about sqrt(eps) |x - anchor| / lengthscale: harmless for the smooth kernels, but
+        ``"matern12"`` (not differentiable at 0) is then only ~1e-8 accurate in float64.
     lengthscale:
         A positive float; ``"median"``: the median pairwise distance of the history; ``"auto"``
         (default): the candidate on a 13-point log-grid from 1/8 to 8 times the median distance with
@@ -230,7 +233,7 @@ class GradientEstimator:
         positive = dist[dist > 0]
         if positive.numel() == 0:
             return 1.0
-        median = float(positive.median())
+        median = float(positive.quantile(0.5))  # torch.median would return the lower middle value
         return median / self._scale() if self.normalize else median
 
     def _loo_error(self, factors: torch.Tensor) -> torch.Tensor:

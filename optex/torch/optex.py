@@ -260,11 +260,11 @@ class OptEx:
 
     def _vanilla_iteration(self, loss_fn: LossFn, batches: Sequence[Any] | None) -> StepInfo:
         times = [self._sync()] * 2
-        point = self._procs[0].detach().unsqueeze(0)
+        point = self._procs[0].detach().clone().unsqueeze(0)  # a copy: the step below moves the process
         losses, grads = self._evaluate(loss_fn, point, None if batches is None else batches[:1])
         times.append(self._sync())
         self._optimizer_step({0: grads[0]})
-        return self._finish(losses, grads, point.clone(), "last", [], times, evaluations=1)
+        return self._finish(losses, grads, point, "last", [], times, evaluations=1)
 
     def _kernel_iteration(self, loss_fn: LossFn, batches: Sequence[Any] | None) -> StepInfo:
         times = [self._sync()]
@@ -321,9 +321,9 @@ class OptEx:
 
     def _large_batch_iteration(self, loss_fn: LossFn, batches: Sequence[Any] | None) -> StepInfo:
         times = [self._sync()] * 2
-        points = self._procs[0].detach().expand(self.parallelism, -1)
+        points = self._procs[0].detach().clone().expand(self.parallelism, -1)
         losses, grads = self._evaluate(loss_fn, points, batches)
         times.append(self._sync())
         self._optimizer_step({0: grads.mean(0)})
-        return self._finish(losses.mean(0, keepdim=True), grads.mean(0, keepdim=True), points[:1].clone(),
+        return self._finish(losses.mean(0, keepdim=True), grads.mean(0, keepdim=True), points[:1],
                             "last", [], times, evaluations=self.parallelism)
