@@ -29,7 +29,7 @@ def iterations_to_reach(frame: pd.DataFrame, reference: str = "vanilla", metric:
 
     A run that never reaches the target is censored: ``reached`` is False and its iterations are NaN.
     """
-    keys = [c for c in ("function", "seed") if c in frame.columns]
+    keys = [c for c in ("panel", "function", "seed") if c in frame.columns]
     ref = frame[frame["method"] == reference]
     if ref.empty:
         raise ValueError(f"reference method {reference!r} is not in the results")
@@ -51,7 +51,7 @@ def iterations_to_reach(frame: pd.DataFrame, reference: str = "vanilla", metric:
 def speedup_table(frame: pd.DataFrame, reference: str = "vanilla", metric: str = "gap") -> pd.DataFrame:
     """Mean iterations and speedup over ``reference`` with 95% t-intervals over seeds, per method."""
     reach = iterations_to_reach(frame, reference, metric)
-    keys = [c for c in ("function", "method") if c in reach.columns]
+    keys = [c for c in ("panel", "function", "method") if c in reach.columns]
     rows = []
     for key, group in reach.groupby(keys):
         mean_it, _, _ = mean_ci(group["iterations"].to_numpy())

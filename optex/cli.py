@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import Any, Callable, Sequence
 
-EXPERIMENTS = ("synthetic",)
+EXPERIMENTS = ("synthetic", "fig2", "fig6")
 
 
 def _parser_for(hint: str) -> Callable[[str], Any]:
@@ -32,7 +32,8 @@ def _parser_for(hint: str) -> Callable[[str], Any]:
         return tuple(t.strip() for t in text.split(",") if t.strip())
 
     table = {"int": int, "float": float, "str": str, "float | str": float_or_str, "float | None": optional_float,
-             "int | tuple[int, ...]": int_or_ints, "tuple[str, ...]": strs, "bool": lambda t: t.lower() in ("1", "true", "yes")}
+             "int | tuple[int, ...]": int_or_ints, "tuple[str, ...]": strs,
+             "tuple[int, ...]": lambda t: tuple(int(v) for v in t.split(",")), "bool": lambda t: t.lower() in ("1", "true", "yes")}
     if hint not in table:
         raise TypeError(f"no command-line parser for Config fields of type {hint}")
     return table[hint]
@@ -62,7 +63,7 @@ def _run(args: argparse.Namespace, config_class: type, module: Any) -> int:
         return 2
     frame = module.run(config, results_dir=args.out, progress=not args.no_progress, commit=args.commit)
     print(f"{len(frame)} rows; results under {args.out}/{module.FIGURE_ID}")
-    if "vanilla" in config.methods:
+    if "vanilla" in getattr(config, "methods", ()):
         table = speedup_table(frame)
         print("Sequential iterations to reach Vanilla's final gap (mean over seeds, 95% t-interval of the speedup):")
         print(table.round(3).to_string(index=False))
