@@ -65,6 +65,11 @@ class Config:
         return out
 
 
+    def unit_configs(self) -> list[synthetic.Config]:
+        """The synthetic configurations whose cached results make up this figure."""
+        return list(self.synthetic_configs().values())
+
+
 def rms_gradient(config: synthetic.Config) -> float:
     """RMS coordinate of grad F at seed 0's initial point (float64), rounded to 3 significant digits."""
     problem = problems.make(config.function, config.dim)

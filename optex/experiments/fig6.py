@@ -48,6 +48,16 @@ class Config:
         return panel.synthetic_configs()[self.function]
 
 
+    def unit_configs(self) -> list[synthetic.Config]:
+        """The synthetic configurations whose cached results make up this figure."""
+        base = self.base()
+        configs = [replace(base, methods=("vanilla", "optex"))]
+        configs += [replace(base, select=select) for select in self.selects]
+        configs += [replace(base, history=history) for history in self.histories]
+        configs += [replace(base, parallelism=n, methods=("vanilla" if n == 1 else "optex",)) for n in self.parallelisms]
+        return configs
+
+
 def _sequential(frame: pd.DataFrame, budget: int) -> pd.DataFrame:
     """The same OptEx run with its evaluations made one after another: x = cumulative evaluations."""
     seq = frame[frame["evaluations"] <= budget].copy()
@@ -55,11 +65,11 @@ def _sequential(frame: pd.DataFrame, budget: int) -> pd.DataFrame:
     return seq
 
 
-def run(config: Config, results_dir: str | None = "results", progress: bool = True, commit: str | None = None,
-        compute: bool = True) -> pd.DataFrame:
+def run(config: Config, results_dir: str | None = "results", figure_id: str = FIGURE_ID, progress: bool = True,
+        commit: str | None = None, compute: bool = True) -> pd.DataFrame:
     """Tidy table with ``panel`` and ``setting`` columns (one curve per setting)."""
-    base = config.base()
-    kwargs = dict(results_dir=results_dir, figure_id=FIGURE_ID, progress=progress, commit=commit, compute=compute)
+    kwargs = dict(results_dir=results_dir, figure_id=figure_id, progress=progress, commit=commit, compute=compute)
+    reference, *rest = config.unit_configs()
     frames = []
 
     def add(panel: str, setting: str, frame: pd.DataFrame) -> None:
@@ -68,18 +78,20 @@ def run(config: Config, results_dir: str | None = "results", progress: bool = Tr
         frame.insert(0, "panel", panel)
         frames.append(frame)
 
-    reference = synthetic.run(replace(base, methods=("vanilla", "optex")), **kwargs)
-    add("parallel", "vanilla", reference[reference.method == "vanilla"])
-    optex = reference[reference.method == "optex"]
-    add("parallel", f"parallel (N={base.parallelism})", optex)
-    add("parallel", f"sequential (N={base.parallelism})", _sequential(optex, base.iterations))
-    for select in config.selects:
-        add("select", select, synthetic.run(replace(base, select=select), **kwargs))
-    for history in config.histories:
-        add("history", f"T0={history}", synthetic.run(replace(base, history=history), **kwargs))
-    for n in config.parallelisms:
-        method = "vanilla" if n == 1 else "optex"
-        add("parallelism", f"N={n}", synthetic.run(replace(base, parallelism=max(n, 1), methods=(method,)), **kwargs))
+    both = synthetic.run(reference, **kwargs)
+    optex = both[both.method == "optex"]
+    n = reference.parallelism
+    add("parallel", "vanilla", both[both.method == "vanilla"])
+    add("parallel", f"parallel (N={n})", optex)
+    add("parallel", f"sequential (N={n})", _sequential(optex, reference.iterations))
+    selects, rest = rest[: len(config.selects)], rest[len(config.selects):]
+    histories, sizes = rest[: len(config.histories)], rest[len(config.histories):]
+    for sub in selects:
+        add("select", sub.select, synthetic.run(sub, **kwargs))
+    for sub in histories:
+        add("history", f"T0={sub.history}", synthetic.run(sub, **kwargs))
+    for sub in sizes:
+        add("parallelism", f"N={sub.parallelism}", synthetic.run(sub, **kwargs))
     return pd.concat(frames, ignore_index=True)
 
 
