@@ -1,5 +1,6 @@
 # make book : set up (first time) + execute every notebook (paper profile) + build the HTML book
 # make test : set up (first time) + unit tests + every notebook in the quick profile + book build + HTML checks
+#             + the reader's check (one chapter rendered in headless Chromium; skips without Chromium)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,12 +17,13 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 unit: setup
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 tests --ignore=tests/test_browser.py
 
 test: unit
 	$(PY) -m optex book execute --profile quick
 	$(PY) -m optex book build
 	$(PY) -m optex book check
+	$(PY) -m pytest -q tests/test_browser.py
 
 book: setup
 	$(PY) -m optex book execute --profile paper
@@ -31,4 +33,4 @@ demo: setup
 	$(PY) -m optex run synthetic --function rosenbrock --dim 1000 --iterations 100 --seeds 5 --clip 100
 
 clean:
-	rm -rf _build book/_executed
+	rm -rf _build book/_executed results/_quick

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import matplotlib
 import numpy as np
 import pandas as pd
 
@@ -86,15 +87,16 @@ def save_figure(fig, figure_id: str, data: pd.DataFrame, directory: str | Path) 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {fmt: directory / f"{figure_id}.{fmt}" for fmt in FIGURE_FORMATS}
-    for fmt, path in paths.items():
-        fig.savefig(path, format=fmt, dpi=150, bbox_inches="tight", metadata=_stable_metadata(fmt))
+    # A fixed salt for the SVG's element ids and no date: the same figure gives the same files.
+    with matplotlib.rc_context({"svg.hashsalt": figure_id}):
+        for fmt, path in paths.items():
+            fig.savefig(path, format=fmt, dpi=150, bbox_inches="tight", metadata=_stable_metadata(fmt))
     paths["csv"] = directory / f"{figure_id}.csv"
     data.to_csv(paths["csv"], index=False)
     return paths
 
 
 def _stable_metadata(fmt: str) -> dict[str, str | None]:
-    # Without a date, re-rendering the same data gives the same file (no spurious diffs).
     return {"Date": None} if fmt == "svg" else {}
 
 

@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import json
 import math
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from numbers import Integral
@@ -32,6 +33,7 @@ PROFILES = ("paper", "quick")
 VERDICTS = ("reproduced", "partly", "not reproduced", "not yet run")
 QUICK_DIR = "_quick"  # under results/: git-ignored, recomputed by every quick run
 FIGURES_DIR = Path("book") / "_executed" / "figures"
+PANEL_COLUMNS = ("panel", "function")  # what tells a figure's panels apart, by preference
 
 
 def project_root(start: str | Path | None = None) -> Path:
@@ -132,6 +134,9 @@ class Page:
     def _collect(self, figure_id: str, run: Callable[..., pd.DataFrame], configs: Sequence[Any], profile: str,
                  compute: bool) -> "Results":
         root = self.results_dir(profile)
+        if profile == "quick":
+            # Quick results are keyed by settings, not code: recompute them so they reflect this code.
+            shutil.rmtree(root / figure_id, ignore_errors=True)
         frames = [run(c, results_dir=root, figure_id=figure_id, progress=False, commit=self.commit, compute=compute)
                   for c in configs]
         stores = [ResultStore(root, figure_id, c) for c in configs]
@@ -172,7 +177,9 @@ def changed_since(commit: str, root: str | Path, path: str = "optex") -> list[st
     """Files under ``path`` that differ from ``commit`` in the working tree (None: git cannot tell)."""
     root = Path(root)
     sha = commit.split("+")[0]
-    if _git(root, "rev-parse", "--is-inside-work-tree") is None or _git(root, "cat-file", "-e", f"{sha}^{{commit}}") is None:
+    if _git(root, "rev-parse", "--is-inside-work-tree") is None:
+        return None
+    if _git(root, "cat-file", "-e", f"{sha}^{{commit}}") is None:
         return None
     diff = _git(root, "diff", "--name-only", sha, "--", path) or ""
     new = _git(root, "ls-files", "--others", "--exclude-standard", "--", path) or ""
@@ -256,7 +263,8 @@ def _admonition(kind: str, title: str, lines: Sequence[str]) -> str:
     return "\n".join([f":::{{admonition}} {title}", f":class: {kind}", *lines, ":::"])
 
 
-def publish(fig, results: Results, data: pd.DataFrame | None = None, directory: str | Path | None = None) -> dict[str, Path]:
+def publish(fig, results: Results, data: pd.DataFrame | None = None,
+            directory: str | Path | None = None) -> dict[str, Path]:
     """Save the figure (SVG, PNG), its data (CSV, default: the tidy results) and a provenance record
     (JSON) under the figure id; the reproduction report reads the CSV and the record."""
     directory = Path(directory) if directory is not None else project_root() / FIGURES_DIR
@@ -300,6 +308,11 @@ def _censored(censored: int, seeds: int) -> str:
     return f", {censored} of {seeds} seeds censored" if censored else ""
 
 
+def _panel(row: Any) -> str:
+    """The name of a figure panel in a summary row (``panel`` where a figure has one, else ``function``)."""
+    return next((str(getattr(row, k)) for k in PANEL_COLUMNS if hasattr(row, k)), "")
+
+
 def _judge(passed: Sequence[bool], half: Sequence[bool]) -> str:
     if passed and all(passed):
         return "reproduced"
@@ -310,8 +323,8 @@ def _judge(passed: Sequence[bool], half: Sequence[bool]) -> str:
 
 def speedup_at_least(method: str, threshold: float, reference: str = "vanilla") -> Callable[[pd.DataFrame], Finding]:
     """Claim: ``method`` reaches ``reference``'s final value at least ``threshold`` times faster on every
-    function. A function passes when no seed is censored and the 95% interval lies above the threshold
-    (all passing: reproduced; some, or every mean above it: partly)."""
+    panel. A panel passes when no seed is censored and the 95% interval (two seeds or more) lies above
+    the threshold (all passing: reproduced; some, or every mean above it: partly)."""
     def evaluate(frame: pd.DataFrame) -> Finding:
         table = speedup_table(frame.reset_index(drop=True), reference)
         rows = table[table["method"] == method]
@@ -319,38 +332,38 @@ def speedup_at_least(method: str, threshold: float, reference: str = "vanilla") 
             return Finding(f"no {method_label(method)} runs in the results", "not yet run")
         parts, passed, half = [], [], []
         for row in rows.itertuples():
-            low = row.speedup_low if math.isfinite(row.speedup_low) else row.speedup
-            passed.append(row.censored == 0 and math.isfinite(low) and low >= threshold)
+            passed.append(row.censored == 0 and math.isfinite(row.speedup_low) and row.speedup_low >= threshold)
             half.append(math.isfinite(row.speedup) and row.speedup >= threshold)
-            parts.append(f"{getattr(row, 'function', '')} {_interval(row.speedup, row.speedup_low, row.speedup_high, '×')}"
+            parts.append(f"{_panel(row)} {_interval(row.speedup, row.speedup_low, row.speedup_high, '×')}"
                          f"{_censored(row.censored, row.seeds)}".strip())
-        return Finding("; ".join(parts), _judge(passed, half))
+        return Finding(f"speedup over {method_label(reference)}: " + "; ".join(parts), _judge(passed, half))
     return evaluate
 
 
-def trails_ideal(method: str, ideal: str, within: float, reference: str = "vanilla") -> Callable[[pd.DataFrame], Finding]:
+def trails_ideal(method: str, ideal: str, within: float,
+                 reference: str = "vanilla") -> Callable[[pd.DataFrame], Finding]:
     """Claim: ``method`` needs more sequential iterations than the ``ideal`` baseline, but at most
-    ``within`` times as many, to reach ``reference``'s final value. Judged per function on the per-seed
+    ``within`` times as many, to reach ``reference``'s final value. Judged per panel on the per-seed
     ratio of iterations (a seed where either run never reaches the target is censored)."""
     def evaluate(frame: pd.DataFrame) -> Finding:
         reach = iterations_to_reach(frame.reset_index(drop=True), reference)
-        keys = [k for k in ("function", "seed") if k in reach.columns]
-        ours = reach[reach["method"] == method].set_index(keys)
-        best = reach[reach["method"] == ideal].set_index(keys)
+        panels = [k for k in PANEL_COLUMNS if k in reach.columns][:1]
+        ours = reach[reach["method"] == method].set_index(panels + ["seed"])
+        best = reach[reach["method"] == ideal].set_index(panels + ["seed"])
         if ours.empty or best.empty:
             return Finding(f"needs both {method_label(method)} and {method_label(ideal)} runs", "not yet run")
         ratio = (ours["iterations"] / best["iterations"]).rename("ratio").reset_index()
-        groups = ratio.groupby("function") if "function" in ratio.columns else [("", ratio)]
+        groups = ratio.groupby(panels[0]) if panels else [("", ratio)]
         parts, passed, half = [], [], []
         for name, group in groups:
             values = group["ratio"].to_numpy()
             mean, low, high = mean_ci(values)
             censored = int(pd.isna(values).sum())
-            lo, hi = (low, high) if math.isfinite(low) else (mean, mean)
-            passed.append(censored == 0 and math.isfinite(mean) and lo >= 1.0 and hi <= within)
+            passed.append(censored == 0 and math.isfinite(low) and low >= 1.0 and high <= within)
             half.append(math.isfinite(mean) and 1.0 <= mean <= within)
             parts.append(f"{name} {_interval(mean, low, high, '×')}{_censored(censored, len(values))}".strip())
-        return Finding("; ".join(parts), _judge(passed, half))
+        return Finding(f"{method_label(method)}'s iterations / {method_label(ideal)}'s: " + "; ".join(parts),
+                       _judge(passed, half))
     return evaluate
 
 
@@ -367,7 +380,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("synthetic-ablations", "App. B.3, Fig. 6 (v2)",
           "On Rosenbrock, OptEx's gain depends on running the N evaluations in parallel, on the selection "
           "rule, on the history size T0 and on N.",
-          "not legible in the available text", "synthetic-ablations", "book/ablations"),
+          "not legible in the available text", "fig6", "book/ablations"),
     Claim("estimation-error", "Sec. 5, Thm. 1",
           "The kernelized gradient estimate's error shrinks as the gradient history grows.",
           "error O(γ_T / T)", "estimation-error", "book/theory"),
@@ -419,7 +432,7 @@ def report_markdown(table: pd.DataFrame) -> str:
     """The report table as MyST markdown, with a link to each claim's figure (or its future chapter)."""
     lines = ["| Claim | Paper | Ours (95% interval over seeds) | Verdict | Evidence |", "|---|---|---|---|---|"]
     for row in table.itertuples():
-        if row.profile is None:
+        if pd.isna(row.profile):
             evidence = f"{{doc}}`/{row.chapter}`"
         else:
             scale = f"{row.profile} profile" + (" (paper results missing)" if row.profile != row.requested else "")

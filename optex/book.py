@@ -1,0 +1,339 @@
+"""``python -m optex book execute | build | check``: from jupytext sources to a checked HTML book.
+
+- ``execute`` converts each chapter source ``notebooks/<name>.py`` to a notebook, injects the pipeline
+  parameters into its ``parameters`` cell and runs it with papermill into ``book/_executed/<name>.ipynb``
+  (one process per chapter, with a time limit), then writes the reproduction report's table. A failing
+  chapter does not stop the others; all failures are listed at the end with the cell that raised.
+- ``build`` runs ``jupyter-book build`` on the executed notebooks, execution off, warnings as errors.
+- ``check`` reads the built HTML: every ``_toc.yml`` entry has a page, every figure id has an image,
+  no page or executed notebook holds an error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from . import _validation as check
+from .report import FIGURES_DIR, PROFILES, project_root, write_report
+
+SOURCES = Path("notebooks")
+EXECUTED = Path("book") / "_executed"
+REPORT_TABLE = EXECUTED / "report-table.md"
+HTML = Path("_build") / "html"
+MATHJAX_ENTRY = Path("node_modules") / "mathjax" / "es5" / "tex-mml-chtml.js"
+# Every chapter's parameters cell defines these; `execute` sets all but `seeds`.
+PIPELINE_PARAMETERS = ("profile", "device", "backend", "seeds", "recompute", "commit")
+DEFAULT_TIMEOUT_S = 1200
+
+
+def repository_root() -> Path:
+    """The repository being built: the one around the working directory, else the one holding optex."""
+    try:
+        return project_root()
+    except FileNotFoundError:
+        return project_root(Path(__file__).resolve().parent)
+
+
+def toc_files(root: Path) -> list[str]:
+    """Every document of ``_toc.yml`` in reading order (without suffix)."""
+    import yaml
+
+    def walk(entry: Any) -> Iterable[str]:
+        if isinstance(entry, dict):
+            if "file" in entry:
+                yield str(entry["file"])
+            for key in ("parts", "chapters", "sections"):
+                for child in entry.get(key, []):
+                    yield from walk(child)
+
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    return [str(toc["root"]), *walk(toc)]
+
+
+def chapters(root: Path) -> list[str]:
+    """Names of the executed chapters, in reading order; each has a source ``notebooks/<name>.py``."""
+    prefix = EXECUTED.as_posix() + "/"
+    names = [f[len(prefix):] for f in toc_files(root) if f.startswith(prefix)]
+    missing = [n for n in names if not (root / SOURCES / f"{n}.py").is_file()]
+    if missing:
+        raise FileNotFoundError(f"_toc.yml lists {', '.join(missing)} under {prefix} but "
+                                f"{SOURCES}/ has no {', '.join(m + '.py' for m in missing)}")
+    return names
+
+
+# ------------------------------------------------------------------------------------------ execute
+@dataclass
+class Outcome:
+    name: str
+    seconds: float
+    error: str | None = None  # None: executed without error
+
+
+def _environment(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silences a debugger warning of ipykernel
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX must not grab 75% of a shared GPU
+    return env
+
+
+def _prepare(root: Path, name: str, folder: Path) -> Path:
+    """The jupytext source as an .ipynb in ``folder``, after checking its parameters cell."""
+    import jupytext
+    import nbformat
+    from papermill import inspect_notebook
+
+    notebook = jupytext.read(root / SOURCES / f"{name}.py")
+    tagged = [i for i, c in enumerate(notebook.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ValueError(f"{SOURCES}/{name}.py must have exactly one cell tagged 'parameters', found {len(tagged)}")
+    notebook.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    path = folder / f"{name}.ipynb"
+    nbformat.write(notebook, path)
+    missing = [p for p in PIPELINE_PARAMETERS if p not in inspect_notebook(str(path))]
+    if missing:
+        raise ValueError(f"the parameters cell of {SOURCES}/{name}.py must define {', '.join(missing)}")
+    return path
+
+
+def _failure(output: Path, fallback: str) -> str:
+    """The first cell that raised (or was running when stopped) in a papermill output notebook."""
+    import nbformat
+
+    if not output.is_file():
+        return fallback
+    notebook = nbformat.read(output, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    for index, cell in enumerate(code, 1):
+        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+        running = cell.get("metadata", {}).get("papermill", {}).get("status") == "running"
+        if errors or running:
+            first = next((line for line in cell.source.splitlines() if line.strip()), "")
+            what = f"{errors[0]['ename']}: {errors[0]['evalue']}" if errors else fallback
+            return f"code cell {index} (`{first[:80]}`): {what}"
+    return fallback
+
+
+def _finish(output: Path) -> None:
+    """Hide the cell papermill injected (the page shows the parameters cell and its defaults)."""
+    import nbformat
+
+    notebook = nbformat.read(output, as_version=4)
+    for cell in notebook.cells:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(notebook, output)
+
+
+def execute_chapter(root: Path, name: str, parameters: dict[str, Any], timeout: float | None,
+                    output_dir: Path | None = None) -> Outcome:
+    """Execute one chapter into ``<output_dir>/<name>.ipynb`` (default ``book/_executed``) in its own
+    papermill process, started in ``root``."""
+    output = (root / EXECUTED if output_dir is None else Path(output_dir)) / f"{name}.ipynb"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.unlink(missing_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"optex-{name}-") as folder:
+        try:
+            source = _prepare(root, name, Path(folder))
+        except (ValueError, OSError) as error:
+            return Outcome(name, time.perf_counter() - start, str(error))
+        params = Path(folder) / "parameters.json"
+        params.write_text(json.dumps(parameters))
+        command = [sys.executable, "-m", "papermill", str(source), str(output), "-f", str(params),
+                   "--cwd", str(root), "-k", "python3", "--log-level", "WARNING",
+                   "--progress-bar" if sys.stderr.isatty() else "--no-progress-bar"]
+        # A session of its own, so that a timeout stops papermill and its kernel together. Its output
+        # (a progress bar on a terminal, warnings) goes straight to ours.
+        process = subprocess.Popen(command, cwd=root, env=_environment(root), start_new_session=True)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return Outcome(name, time.perf_counter() - start,
+                           _failure(output, f"stopped after the {timeout:g} s limit"))
+    seconds = time.perf_counter() - start
+    if process.returncode != 0:
+        reason = f"papermill exited with {process.returncode} (see its messages above)"
+        return Outcome(name, seconds, _failure(output, reason))
+    _finish(output)
+    return Outcome(name, seconds)
+
+
+def execute(root: Path, profile: str = "paper", device: str = "cpu", backend: str = "torch",
+            only: Sequence[str] = (), recompute: bool = False, commit: str | None = None,
+            timeout: float | None = DEFAULT_TIMEOUT_S) -> int:
+    """Execute the chapters (all, or ``only`` those), write the report table, print a summary."""
+    names = chapters(root)
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        print(f"error: no chapter named {', '.join(unknown)}; chapters: {', '.join(names)}", file=sys.stderr)
+        return 2
+    selected = [n for n in names if not only or n in only]
+    parameters = dict(profile=profile, device=device, backend=backend, recompute=recompute, commit=commit)
+    outcomes = []
+    for index, name in enumerate(selected, 1):
+        print(f"[{index}/{len(selected)}] {name}: executing ({profile} profile, {backend} on {device})", flush=True)
+        outcome = execute_chapter(root, name, parameters, timeout)
+        outcomes.append(outcome)
+        print(f"[{index}/{len(selected)}] {name}: {'ok' if outcome.error is None else 'FAILED'} "
+              f"in {outcome.seconds:.1f} s", flush=True)
+    write_report(root / FIGURES_DIR, root / REPORT_TABLE)
+    width = max(len(o.name) for o in outcomes)
+    print("\n" + "notebook".ljust(width + 2) + "status      time")
+    for outcome in outcomes:
+        print(f"{outcome.name.ljust(width + 2)}{'ok' if outcome.error is None else 'FAILED':8}{outcome.seconds:7.1f} s")
+    print(f"{'total'.ljust(width + 2)}{'':8}{sum(o.seconds for o in outcomes):7.1f} s")
+    failed = [o for o in outcomes if o.error is not None]
+    for outcome in failed:
+        print(f"\nFAILED {outcome.name} ({EXECUTED / outcome.name}.ipynb): {outcome.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# -------------------------------------------------------------------------------------------- build
+def ensure_mathjax(root: Path) -> bool:
+    """Install MathJax 3 from npm into ``node_modules/`` when npm exists; True when it is there."""
+    if (root / MATHJAX_ENTRY).is_file():
+        return True
+    npm = shutil.which("npm")
+    if npm is None:
+        return False
+    done = subprocess.run([npm, "install", "--prefix", str(root), "--no-save", "--no-package-lock", "--no-audit",
+                           "--no-fund", "--loglevel", "error", "mathjax@3"], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"warning: npm could not install MathJax ({done.stderr.strip()[-300:]})", file=sys.stderr)
+    return (root / MATHJAX_ENTRY).is_file()
+
+
+def build(root: Path, keep_going: bool = True) -> int:
+    """``jupyter-book build`` of the executed chapters with ``-W`` (a warning fails the build)."""
+    missing = [f"{EXECUTED / n}.ipynb" for n in chapters(root) if not (root / EXECUTED / f"{n}.ipynb").is_file()]
+    if not (root / REPORT_TABLE).is_file():
+        missing.append(str(REPORT_TABLE))
+    if missing:
+        print(f"error: {', '.join(missing)} missing: run `python -m optex book execute` first", file=sys.stderr)
+        return 2
+    offline = ensure_mathjax(root)
+    print(f"MathJax: {'served by the book (offline)' if offline else 'loaded from a CDN (npm not available)'}",
+          flush=True)
+    command = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(root),
+               "--builder", "html", "--all", "-W", *(["--keep-going"] if keep_going else [])]
+    start = time.perf_counter()
+    code = subprocess.run(command, cwd=root, env=_environment(root)).returncode
+    print(f"book build: {'ok' if code == 0 else 'FAILED'} in {time.perf_counter() - start:.1f} s", flush=True)
+    return code
+
+
+# -------------------------------------------------------------------------------------------- check
+def figure_ids(root: Path) -> list[str]:
+    """The ids of the figures the chapters saved (file stems under ``book/_executed/figures``)."""
+    return sorted(p.stem for p in (root / FIGURES_DIR).glob("*.svg"))
+
+
+def check_html(root: Path) -> list[str]:
+    """Problems with the built book (empty: none)."""
+    from bs4 import BeautifulSoup
+    import nbformat
+
+    html = root / HTML
+    problems = []
+    pages = {}
+    for doc in toc_files(root):
+        page = html / f"{doc}.html"
+        if page.is_file():
+            pages[doc] = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        else:
+            problems.append(f"_toc.yml entry {doc} has no page ({page.relative_to(root)})")
+    ids = figure_ids(root)
+    for figure_id in ids:
+        for suffix in ("png", "csv"):
+            if not (root / FIGURES_DIR / f"{figure_id}.{suffix}").is_file():
+                problems.append(f"figure {figure_id}: {FIGURES_DIR / figure_id}.{suffix} is missing")
+    shown: set[str] = set()
+    for doc, soup in pages.items():
+        base = (html / doc).parent
+        for figure in soup.find_all("figure"):
+            if figure.get("id") not in ids:
+                continue
+            images = [img for img in figure.find_all("img") if (base / img.get("src", "")).is_file()]
+            if images:
+                shown.add(figure["id"])
+            else:
+                problems.append(f"{doc}: figure {figure['id']} has no image that loads")
+        for link in soup.find_all("a", href=True):
+            target, _, fragment = link["href"].partition("#")
+            if fragment in ids and target.endswith(".html"):
+                linked = pages.get(str((Path(doc).parent / target).with_suffix("")).replace(os.sep, "/"))
+                if linked is None or linked.find("figure", id=fragment) is None:
+                    problems.append(f"{doc}: link to figure {fragment} points to {target}, which does not show it")
+        for error in soup.select("div.output.traceback, div.output.error, .nb-error"):
+            problems.append(f"{doc}: shows an error output: {error.get_text()[:120].strip()!r}")
+    problems += [f"figure {i} is saved but no page shows it" for i in ids if i not in shown]
+    for notebook_path in sorted((root / EXECUTED).glob("*.ipynb")):
+        notebook = nbformat.read(notebook_path, as_version=4)
+        for cell in notebook.cells:
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error":
+                    problems.append(f"{notebook_path.relative_to(root)}: error output {output.get('ename')}")
+    return problems
+
+
+def check_book(root: Path) -> int:
+    if not (root / HTML / "index.html").is_file():
+        print(f"error: no built book under {HTML}: run `python -m optex book build` first", file=sys.stderr)
+        return 2
+    problems = check_html(root)
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    docs, ids = toc_files(root), figure_ids(root)
+    print(f"book check: {len(docs)} pages, {len(ids)} figures ({', '.join(ids)}): "
+          f"{'ok' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def _timeout(text: str) -> float | None:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"timeout must be >= 0 seconds (0: no limit), got {text}")
+    return value or None
+
+
+def add_commands(parser: argparse.ArgumentParser) -> None:
+    """Add ``execute``, ``build`` and ``check`` under ``python -m optex book``."""
+    commands = parser.add_subparsers(dest="book_command", required=True)
+    run = commands.add_parser("execute", help="execute the chapter notebooks with papermill into book/_executed/")
+    run.add_argument("--profile", choices=PROFILES, default="paper",
+                     help="paper: committed paper-scale results; quick: small runs recomputed on CPU (default: paper)")
+    run.add_argument("--device", choices=check.DEVICES, default="cpu", help="where missing results are computed")
+    run.add_argument("--backend", choices=check.BACKENDS, default="torch")
+    run.add_argument("--only", action="append", default=[], metavar="NAME",
+                     help="execute this chapter only (repeatable); names are the files in notebooks/")
+    run.add_argument("--recompute", action="store_true", help="compute missing paper-scale results (can take long)")
+    run.add_argument("--commit", default=None, help="git commit recorded with new results where .git is absent")
+    run.add_argument("--timeout", type=_timeout, default=DEFAULT_TIMEOUT_S,
+                     help=f"seconds per chapter, 0 for no limit (default: {DEFAULT_TIMEOUT_S})")
+    run.set_defaults(handler=lambda a: execute(repository_root(), a.profile, a.device, a.backend, a.only,
+                                               a.recompute, a.commit, a.timeout))
+    make = commands.add_parser("build", help="build the HTML book from the executed notebooks (warnings fail it)")
+    make.add_argument("--stop-early", action="store_true", help="stop at the first warning instead of listing all")
+    make.set_defaults(handler=lambda a: build(repository_root(), keep_going=not a.stop_early))
+    verify = commands.add_parser("check", help="check the built HTML: pages, figures, error outputs")
+    verify.set_defaults(handler=lambda a: check_book(repository_root()))
+
+
+__all__ = ["add_commands", "build", "chapters", "check_book", "check_html", "execute", "execute_chapter",
+           "figure_ids", "toc_files"]

@@ -1,0 +1,223 @@
+"""The book pipeline: layout, notebook contract, execution with papermill, HTML checks."""
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from optex import book
+from optex.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = '''# %% [markdown]
+# # Tiny
+
+# %% tags=["parameters"]
+profile = "paper"
+device = "cpu"
+backend = "torch"
+seeds = None
+recompute = False
+commit = None
+
+# %%
+if profile not in ("paper", "quick"):
+    raise ValueError(f"profile must be 'paper' or 'quick', got {profile!r}")
+
+# %%
+import time
+
+time.sleep(120 if recompute else 0)
+print("ran with", profile)
+'''
+
+
+def test_toc_follows_the_paper_and_every_entry_has_a_source():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    assert toc["format"] == "jb-book"
+    captions = [part["caption"] for part in toc["parts"]]
+    for expected in ("Method (Sec. 4)", "Theory (Sec. 5)", "Experiments (Sec. 6.1–6.3)", "Scaling",
+                     "Reproduction report"):
+        assert expected in captions
+    names = book.chapters(ROOT)
+    assert "synthetic" in names
+    for doc in book.toc_files(ROOT):
+        if not doc.startswith("book/_executed/"):
+            assert (ROOT / f"{doc}.md").is_file(), doc
+
+
+def test_notebooks_are_jupytext_sources_only():
+    files = sorted(p.name for p in (ROOT / "notebooks").iterdir())
+    assert files and all(name.endswith(".py") for name in files), files
+    assert set(book.chapters(ROOT)) == {name[:-3] for name in files}
+
+
+@pytest.mark.parametrize("name", book.chapters(ROOT))
+def test_every_chapter_has_one_parameters_cell_with_the_pipeline_parameters(tmp_path, name):
+    path = book._prepare(ROOT, name, tmp_path)
+    notebook = nbformat.read(path, as_version=4)
+    first_code = next(c for c in notebook.cells if c.cell_type == "code")
+    assert "parameters" in first_code.metadata["tags"]
+
+
+def test_config_keeps_sphinx_away_from_code_and_never_executes():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert config["only_build_toc_files"] is True
+    assert {"optex", "tests", "_build", "notebooks"} <= set(config["exclude_patterns"])
+    assert ".*" in config["exclude_patterns"]  # .venv, .git, caches
+    assert config["execute"]["execute_notebooks"] == "off"
+    assert config["bibtex_bibfiles"] == ["book/references.bib"]
+
+
+def _requirements(text_lines):
+    return {line.replace(" ", "") for line in text_lines}
+
+
+def test_environment_yml_lists_the_same_packages_as_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    expected = list(project["dependencies"])
+    for extra, packages in project["optional-dependencies"].items():
+        if extra != "test":
+            expected += packages
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in environment["dependencies"] if isinstance(d, dict))
+    assert _requirements(pip) == _requirements(expected)
+    assert (ROOT / "binder" / "environment.yml").resolve() == (ROOT / "environment.yml").resolve()
+
+
+def test_cli_exposes_execute_build_and_check():
+    parser = build_parser()
+    args = parser.parse_args(["book", "execute", "--profile", "quick", "--only", "synthetic", "--recompute"])
+    assert (args.profile, args.only, args.recompute, args.timeout) == ("quick", ["synthetic"], True, 1200)
+    assert parser.parse_args(["book", "execute", "--timeout", "0"]).timeout is None
+    for command in ("build", "check"):
+        assert callable(parser.parse_args(["book", command]).handler)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["book", "execute", "--profile", "fast"])
+
+
+def test_execute_rejects_an_unknown_chapter(capsys):
+    assert book.execute(ROOT, only=["no-such-chapter"]) == 2
+    assert "no-such-chapter" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- execution (papermill)
+@pytest.fixture
+def tiny_project(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "tiny.py").write_text(TINY)
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/_executed/tiny\n")
+    return tmp_path
+
+
+def _parameters(**changes):
+    return dict(dict(profile="quick", device="cpu", backend="torch", recompute=False, commit=None), **changes)
+
+
+def test_execution_injects_parameters_and_hides_the_injected_cell(tiny_project):
+    outcome = book.execute_chapter(tiny_project, "tiny", _parameters(), timeout=300)
+    assert outcome.error is None
+    notebook = nbformat.read(tiny_project / "book" / "_executed" / "tiny.ipynb", as_version=4)
+    injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and "remove-cell" in injected[0].metadata.tags
+    assert "ran with quick" in notebook.cells[-1].outputs[0]["text"]
+
+
+def test_a_bad_parameter_fails_in_the_first_cell_and_is_reported(tiny_project):
+    outcome = book.execute_chapter(tiny_project, "tiny", _parameters(profile="fast"), timeout=300)
+    assert outcome.error.startswith("code cell 3 (`if profile not in")
+    assert "ValueError: profile must be" in outcome.error
+
+
+def test_a_chapter_over_its_time_limit_is_stopped_and_reported(tiny_project):
+    outcome = book.execute_chapter(tiny_project, "tiny", _parameters(recompute=True), timeout=20)
+    assert "20 s limit" in outcome.error and "code cell 4" in outcome.error
+    assert outcome.seconds < 60
+
+
+def test_a_source_without_the_pipeline_parameters_is_refused(tiny_project):
+    source = tiny_project / "notebooks" / "tiny.py"
+    source.write_text(TINY.replace("commit = None\n", ""))
+    outcome = book.execute_chapter(tiny_project, "tiny", _parameters(), timeout=300)
+    assert "must define commit" in outcome.error
+
+
+def test_the_synthetic_chapter_names_a_bad_knob_in_its_first_cell(tmp_path):
+    outcome = book.execute_chapter(ROOT, "synthetic", _parameters(dim=-5), timeout=300, output_dir=tmp_path)
+    assert outcome.error.startswith("code cell 3 ")
+    assert "dim must be a positive integer" in outcome.error
+
+
+# ------------------------------------------------------------------------------------------ HTML checks
+FIGURE_PAGE = '<html><body><figure id="fig-a"><img src="../../_images/a.png"></figure>{extra}</body></html>'
+
+
+@pytest.fixture
+def built(tmp_path):
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/_executed/ch\n")
+    html = tmp_path / "_build" / "html"
+    (html / "book" / "_executed").mkdir(parents=True)
+    (html / "_images").mkdir()
+    (html / "_images" / "a.png").write_bytes(b"\x89PNG")
+    (html / "index.html").write_text("<html></html>")
+    (html / "book" / "intro.html").write_text('<html><a href="_executed/ch.html#fig-a">Fig. 1</a></html>')
+    (html / "book" / "_executed" / "ch.html").write_text(FIGURE_PAGE.format(extra=""))
+    figures = tmp_path / "book" / "_executed" / "figures"
+    figures.mkdir(parents=True)
+    for suffix in ("svg", "png", "csv"):
+        (figures / f"fig-a.{suffix}").write_text("x")
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "book" / "_executed" / "ch.ipynb")
+    return tmp_path
+
+
+def test_check_passes_a_complete_book(built):
+    assert book.check_html(built) == []
+
+
+def test_check_reports_a_figure_whose_image_does_not_load(built):
+    (built / "_build" / "html" / "_images" / "a.png").unlink()
+    assert any("figure fig-a has no image that loads" in p for p in book.check_html(built))
+
+
+def test_check_reports_a_missing_page_and_a_broken_figure_link(built):
+    (built / "_build" / "html" / "book" / "_executed" / "ch.html").unlink()
+    problems = book.check_html(built)
+    assert any("book/_executed/ch has no page" in p for p in problems)
+    assert any("link to figure fig-a" in p for p in problems)
+    assert any("saved but no page shows it" in p for p in problems)
+
+
+def test_check_reports_error_outputs(built):
+    page = built / "_build" / "html" / "book" / "_executed" / "ch.html"
+    page.write_text(FIGURE_PAGE.format(extra='<div class="output traceback">ValueError</div>'))
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[
+        nbformat.v4.new_output("error", ename="ValueError", evalue="x", traceback=[])])])
+    nbformat.write(notebook, built / "book" / "_executed" / "ch.ipynb")
+    problems = book.check_html(built)
+    assert any("shows an error output" in p for p in problems)
+    assert any("error output ValueError" in p for p in problems)
+
+
+def test_check_reports_missing_figure_files(built):
+    (built / "book" / "_executed" / "figures" / "fig-a.csv").unlink()
+    assert any("fig-a.csv is missing" in p for p in book.check_html(built))
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout")
+def test_no_notebook_outputs_are_committed():
+    tracked = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert tracked.split() == []
+
+
+def test_python_m_optex_book_help_lists_the_commands():
+    done = subprocess.run([sys.executable, "-m", "optex", "book", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0
+    for command in ("execute", "build", "check"):
+        assert command in done.stdout

@@ -1,0 +1,227 @@
+"""optex.report: page parameters, result resolution by profile, provenance notes, claim verdicts."""
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optex import report
+from optex.results import ResultStore, provenance
+
+
+@dataclass(frozen=True)
+class Toy:
+    size: int = 3
+    device: str = "cpu"
+    backend: str = "torch"
+
+
+class ToyRunner:
+    """A runner with the signature of the experiment runners; it records what it computed."""
+
+    def __init__(self):
+        self.computed = []
+
+    def __call__(self, config, results_dir, figure_id, progress, commit, compute):
+        store = ResultStore(results_dir, figure_id, config)
+        frame = store.load("unit")
+        if frame is None:
+            if not compute:
+                raise FileNotFoundError(f"{figure_id}/{store.key} is missing")
+            frame = pd.DataFrame({"iteration": range(config.size), "gap": np.arange(config.size, 0, -1.0)})
+            store.save("unit", frame, dict(provenance("cpu", "torch", commit), wall_time_s=1.5))
+            self.computed.append((str(results_dir), config.size))
+        return frame
+
+
+def configs(profile):
+    return [Toy(size=8 if profile == "paper" else 2)]
+
+
+@pytest.fixture
+def page(tmp_path):
+    return report.Page(profile="paper", root=tmp_path, commit="abc1234")
+
+
+@pytest.mark.parametrize("name, value", [("profile", "fast"), ("device", "tpu"), ("backend", "numpy"),
+                                         ("seeds", 0), ("seeds", [1, 1]), ("seeds", "5"), ("recompute", "yes"),
+                                         ("commit", "")])
+def test_a_bad_parameter_fails_with_its_name(tmp_path, name, value):
+    with pytest.raises(ValueError, match=name):
+        report.Page(root=tmp_path, **{name: value})
+
+
+def test_scale_applies_overrides_and_the_pages_seeds(tmp_path):
+    scales = {"paper": dict(dim=100, seeds=5), "quick": dict(dim=10, seeds=2)}
+    page = report.Page(root=tmp_path, seeds=[3, 4])
+    assert page.scale("quick", scales, dim=None) == dict(dim=10, seeds=(3, 4))
+    assert page.scale("paper", scales, dim=7) == dict(dim=7, seeds=(3, 4))
+    with pytest.raises(ValueError, match="quick"):
+        page.scale("paper", {"paper": {}})
+
+
+def test_paper_profile_reads_committed_results_without_computing(page):
+    runner = ToyRunner()
+    runner(Toy(size=8), page.results_dir("paper"), "toy", False, None, True)
+    runner.computed.clear()
+    results = page.results("toy", runner, configs)
+    assert (results.profile, results.fallback, runner.computed) == ("paper", False, [])
+    assert len(results.frame) == 8
+
+
+def test_missing_paper_results_fall_back_to_quick_with_a_reason(page):
+    runner = ToyRunner()
+    results = page.results("toy", runner, configs)
+    assert results.fallback and results.profile == "quick" and results.requested == "paper"
+    assert "missing" in results.missing
+    assert runner.computed == [(str(page.results_dir("quick")), 2)]
+    assert not (page.results_dir("paper") / "toy").exists()
+    note = report.provenance_note(results, page.root)
+    assert "Paper-scale results are missing" in note and "--recompute" in note
+
+
+def test_recompute_computes_missing_paper_results(tmp_path):
+    runner = ToyRunner()
+    page = report.Page(profile="paper", root=tmp_path, recompute=True)
+    results = page.results("toy", runner, configs)
+    assert (results.profile, runner.computed) == ("paper", [(str(tmp_path / "results"), 8)])
+
+
+def test_quick_profile_recomputes_even_when_results_exist(tmp_path):
+    runner = ToyRunner()
+    page = report.Page(profile="quick", root=tmp_path)
+    page.results("toy", runner, configs)
+    page.results("toy", runner, configs)
+    assert runner.computed == [(str(tmp_path / "results" / "_quick"), 2)] * 2
+
+
+def test_provenance_note_names_profile_files_device_and_commit(page):
+    results = page.results("toy", ToyRunner(), configs)
+    info = report.summary(results)
+    assert info["units"] == 1 and info["wall_time_s"] == 1.5 and info["commits"] == ["abc1234"]
+    note = report.provenance_note(results, page.root)
+    assert "**quick** profile" in note and "results/_quick/toy/" in note and info["hashes"][0] in note
+    assert "`abc1234`" in note and "cpu" in note
+
+
+def _git(cwd, *args):
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_changed_since_lists_files_under_optex_changed_after_a_commit(tmp_path):
+    (tmp_path / "optex").mkdir()
+    (tmp_path / "optex" / "a.py").write_text("x = 1\n")
+    (tmp_path / "notes.md").write_text("a\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "one")
+    sha = _git(tmp_path, "rev-parse", "HEAD")
+    assert report.changed_since(sha, tmp_path) == []
+    (tmp_path / "optex" / "a.py").write_text("x = 2\n")
+    (tmp_path / "optex" / "b.py").write_text("")
+    (tmp_path / "notes.md").write_text("b\n")
+    assert report.changed_since(sha, tmp_path) == ["optex/a.py", "optex/b.py"]
+    assert report.changed_since("0" * 40, tmp_path) is None
+
+
+def test_provenance_note_warns_when_optex_changed_since_the_results(tmp_path):
+    (tmp_path / "optex").mkdir()
+    (tmp_path / "optex" / "a.py").write_text("x = 1\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-q", "-m", "one")
+    page = report.Page(profile="quick", root=tmp_path, commit=_git(tmp_path, "rev-parse", "HEAD"))
+    results = page.results("toy", ToyRunner(), configs)
+    assert "changed since" not in report.provenance_note(results, tmp_path)
+    (tmp_path / "optex" / "a.py").write_text("x = 2\n")
+    assert "`optex/a.py`" in report.provenance_note(results, tmp_path)
+
+
+# ------------------------------------------------------------------------------------ claim verdicts
+def _curves(reach, final=10, seeds=3):
+    """Tidy runs: every method's gap falls from 100; Vanilla hits its final value 50 at ``final``;
+    method m first reaches 50 at iteration ``reach[m][seed]`` (None: never)."""
+    rows = []
+    for (function, method), hits in reach.items():
+        for seed in range(seeds):
+            hit = hits[seed] if isinstance(hits, list) else hits
+            for t in range(final + 1):
+                gap = 100.0 if hit is None or t < hit else 50.0
+                rows.append(dict(function=function, method=method, seed=seed, iteration=t, gap=gap))
+    return pd.DataFrame(rows)
+
+
+def test_speedup_claim_reproduced_when_every_interval_clears_the_threshold():
+    frame = _curves({("f", "vanilla"): 10, ("f", "optex"): 4, ("g", "vanilla"): 10, ("g", "optex"): 5})
+    finding = report.speedup_at_least("optex", 2.0)(frame)
+    assert finding.verdict == "reproduced"
+    assert "f 2.50× [2.50, 2.50]" in finding.ours
+
+
+def test_speedup_claim_partly_when_only_some_functions_clear_it():
+    frame = _curves({("f", "vanilla"): 10, ("f", "optex"): 4, ("g", "vanilla"): 10, ("g", "optex"): 8})
+    assert report.speedup_at_least("optex", 2.0)(frame).verdict == "partly"
+
+
+def test_speedup_claim_not_reproduced_below_the_threshold():
+    frame = _curves({("f", "vanilla"): 10, ("f", "optex"): 8})
+    assert report.speedup_at_least("optex", 2.0)(frame).verdict == "not reproduced"
+
+
+def test_censored_seeds_are_reported_and_block_a_full_reproduction():
+    frame = _curves({("f", "vanilla"): 10, ("f", "optex"): [2, 2, None]})
+    finding = report.speedup_at_least("optex", 2.0)(frame)
+    assert "1 of 3 seeds censored" in finding.ours
+    assert finding.verdict == "partly"
+
+
+def test_trails_ideal_checks_direction_and_distance():
+    close = _curves({("f", "vanilla"): 10, ("f", "target"): 2, ("f", "optex"): 3})
+    assert report.trails_ideal("optex", "target", within=2.0)(close).verdict == "reproduced"
+    far = _curves({("f", "vanilla"): 10, ("f", "target"): 1, ("f", "optex"): 5})
+    assert report.trails_ideal("optex", "target", within=2.0)(far).verdict == "not reproduced"
+    ahead = _curves({("f", "vanilla"): 10, ("f", "target"): 4, ("f", "optex"): 2})
+    assert report.trails_ideal("optex", "target", within=2.0)(ahead).verdict == "not reproduced"
+
+
+def test_report_has_one_row_per_claim_and_links_the_evidence(tmp_path):
+    frame = _curves({(f, m): h for f in ("sphere", "levy") for m, h in (("vanilla", 10), ("target", 2), ("optex", 3))})
+    frame.to_csv(tmp_path / "synthetic-demo.csv", index=False)
+    (tmp_path / "synthetic-demo.json").write_text(json.dumps(
+        {"profile": "quick", "requested": "paper", "commits": ["0123456789abcdef"]}))
+    table = report.evaluate_claims(tmp_path)
+    assert list(table["key"]) == [c.key for c in report.CLAIMS]
+    evaluated = table[table["figure_id"] == "synthetic-demo"]
+    assert set(evaluated["verdict"]) == {"reproduced"}
+    assert set(table.loc[table["figure_id"] != "synthetic-demo", "verdict"]) == {"not yet run"}
+    text = report.write_report(tmp_path, tmp_path / "out" / "report.md").read_text()
+    assert text.count("\n| ") == len(report.CLAIMS)
+    assert "{numref}`synthetic-demo`, quick profile (paper results missing), commit 0123456789" in text
+    assert "{doc}`/book/rl`" in text
+    assert f"In all: {len(report.CLAIMS)} claims; 2 reproduced" in text
+
+
+def test_every_claim_names_a_figure_id_and_an_existing_chapter():
+    root = report.project_root()
+    for claim in report.CLAIMS:
+        report.check_figure_id(claim.figure_id)
+        source = claim.chapter.replace("book/_executed/", "notebooks/")
+        assert (root / f"{source}.md").is_file() or (root / f"{source}.py").is_file(), claim.chapter
+
+
+def test_claims_are_judged_per_panel_where_a_figure_has_panels():
+    frame = _curves({("ackley", "vanilla"): 10, ("ackley", "optex"): 4})
+    frame = pd.concat([frame.assign(panel="ackley"), frame.assign(panel="ackley-10x")], ignore_index=True)
+    finding = report.speedup_at_least("optex", 2.0)(frame)
+    assert "ackley 2.50×" in finding.ours and "ackley-10x 2.50×" in finding.ours
+
+
+def test_a_single_seed_gives_no_interval_and_at_most_partly():
+    frame = _curves({("f", "vanilla"): 10, ("f", "optex"): 2}, seeds=1)
+    finding = report.speedup_at_least("optex", 2.0)(frame)
+    assert "one seed: no interval" in finding.ours and finding.verdict == "partly"
