@@ -29,6 +29,7 @@ def iterations_to_reach(frame: pd.DataFrame, reference: str = "vanilla", metric:
 
     A run that never reaches the target is censored: ``reached`` is False and its iterations are NaN.
     """
+    frame = frame.reset_index(drop=True)
     keys = [c for c in ("panel", "function", "seed") if c in frame.columns]
     ref = frame[frame["method"] == reference]
     if ref.empty:

@@ -14,7 +14,7 @@ import os
 import platform
 import subprocess
 import tempfile
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, fields, is_dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,10 +26,23 @@ EXECUTION_FIELDS = ("device", "backend")
 _PACKAGES = ("optex", "torch", "gpytorch", "jax", "jaxlib", "optax", "numpy", "pandas")
 
 
+def _json_ready(value: Any, annotation: str) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    # 100 and 100.0 are the same setting of a float field: hash them alike.
+    if "float" in annotation and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
 def scientific_settings(config: Any) -> dict[str, Any]:
     """The config's fields minus execution options, as JSON-ready values."""
-    data = asdict(config) if is_dataclass(config) else dict(config)
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items() if k not in EXECUTION_FIELDS}
+    if is_dataclass(config):
+        types = {f.name: str(f.type) for f in fields(config)}
+        data = asdict(config)
+    else:
+        data, types = dict(config), {}
+    return {k: _json_ready(v, types.get(k, "")) for k, v in data.items() if k not in EXECUTION_FIELDS}
 
 
 def config_hash(config: Any) -> str:

@@ -191,17 +191,17 @@ def test_trails_ideal_checks_direction_and_distance():
 
 def test_report_has_one_row_per_claim_and_links_the_evidence(tmp_path):
     frame = _curves({(f, m): h for f in ("sphere", "levy") for m, h in (("vanilla", 10), ("target", 2), ("optex", 3))})
-    frame.to_csv(tmp_path / "synthetic-demo.csv", index=False)
-    (tmp_path / "synthetic-demo.json").write_text(json.dumps(
+    frame.to_csv(tmp_path / "fig2.csv", index=False)
+    (tmp_path / "fig2.json").write_text(json.dumps(
         {"profile": "quick", "requested": "paper", "commits": ["0123456789abcdef"]}))
     table = report.evaluate_claims(tmp_path)
     assert list(table["key"]) == [c.key for c in report.CLAIMS]
-    evaluated = table[table["figure_id"] == "synthetic-demo"]
+    evaluated = table[table["figure_id"] == "fig2"]
     assert set(evaluated["verdict"]) == {"reproduced"}
-    assert set(table.loc[table["figure_id"] != "synthetic-demo", "verdict"]) == {"not yet run"}
+    assert set(table.loc[table["figure_id"] != "fig2", "verdict"]) == {"not yet run"}
     text = report.write_report(tmp_path, tmp_path / "out" / "report.md").read_text()
     assert text.count("\n| ") == len(report.CLAIMS)
-    assert "{numref}`synthetic-demo`, quick profile (paper results missing), commit 0123456789" in text
+    assert "{numref}`fig2`, quick profile (paper results missing), commit 0123456789" in text
     assert "{doc}`/book/rl`" in text
     assert f"In all: {len(report.CLAIMS)} claims; 2 reproduced" in text
 
@@ -225,3 +225,17 @@ def test_a_single_seed_gives_no_interval_and_at_most_partly():
     frame = _curves({("f", "vanilla"): 10, ("f", "optex"): 2}, seeds=1)
     finding = report.speedup_at_least("optex", 2.0)(frame)
     assert "one seed: no interval" in finding.ours and finding.verdict == "partly"
+
+
+def test_parallel_is_the_gain_reads_fig6_panel_a():
+    rows = []
+    for seed in range(3):
+        for setting, hit in (("vanilla", 10), ("parallel (N=5)", 3), ("sequential (N=5)", 10)):
+            for it in range(11):
+                rows.append(dict(panel="parallel", setting=setting, function="rosenbrock", seed=seed,
+                                 method="vanilla" if setting == "vanilla" else "optex", iteration=it,
+                                 gap=max(10.0 - it * 10.0 / hit, 0.0)))
+    frame = pd.DataFrame(rows)
+    finding = report.parallel_is_the_gain()(frame)
+    assert finding.verdict == "reproduced", finding
+    assert "parallel 3.33×" in finding.ours and "sequential 1.00×" in finding.ours

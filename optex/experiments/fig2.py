@@ -90,6 +90,7 @@ def run(config: Config, results_dir: str | None = "results", figure_id: str | No
         frame.insert(0, "panel", panel)
         frame["dim"] = sub.dim
         frame["grad_noise"] = sub.grad_noise
+        frame["noise_ratio"] = config.noise_ratio
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 

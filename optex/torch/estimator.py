@@ -55,7 +55,7 @@ class GradientEstimator:
         accepted as well: it is evaluated by gpytorch on the raw inputs at every fit and estimate,
         which costs O(T0^2 d) per fit and is much slower at large d. Squared distances come from
         norms and inner products, so at a query that coincides with a history point r carries an
-        error of about sqrt(eps) |x - anchor| / lengthscale: harmless for the smooth kernels, but
+        error of about ``sqrt(eps) * norm(x - anchor) / lengthscale``: harmless for the smooth kernels, but
         ``"matern12"`` (not differentiable at 0) is then only ~1e-8 accurate in float64.
     lengthscale:
         A positive float; ``"median"``: the median pairwise distance of the history; ``"auto"``

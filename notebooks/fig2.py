@@ -1,0 +1,299 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (fig2)=
+# # Synthetic functions at paper scale (Sec. 6.1, Fig. 2)
+#
+# This chapter repeats the synthetic experiment of {cite}`shu2024optex` at the size of the authors'
+# published example: $d = 10^5$ parameters, Adam {cite}`kingma2015adam` with learning rate 0.01,
+# $\theta_0 \sim \mathcal{U}(-1, 1)^d$, $T = 40$ sequential iterations, $N = 5$, a history of
+# $T_0 = 50$ pairs and a Matérn-5/2 kernel, five seeds. Rosenbrock's gradient is clipped to norm 100 as
+# in that example, and Ackley is also run at ten times the dimension. The objectives are deterministic,
+# so the only randomness is $\theta_0$.
+#
+# :::{admonition} What was assumed
+# :class: note
+# The paper's text as available to us does not state $d$, $T$, $T_0$, the optimizer or the learning rate
+# of this figure; we use the official example's values (see the specification in the repository). Our
+# OptEx takes plain Vanilla steps until its history holds two pairs, keeps the last process
+# ($\theta_t = \theta_t^{(N)}$, the theory's choice) and picks the kernel's lengthscale by leave-one-out
+# error at every iteration.
+# :::
+#
+# The first sections compare the methods per sequential iteration and per second of wall-clock time;
+# then the same suite with noisy gradients, where the fair competitor is a larger batch; the chapter
+# ends with a verdict per claim.
+
+# %% tags=["parameters"]
+profile = "paper"  # "paper": committed paper-scale results; "quick": a small run recomputed on CPU
+device = "cpu"  # where missing results are computed: "cpu", "cuda", "mps" or "auto"
+backend = "torch"  # "torch" or "jax"
+seeds = None  # None: the profile's (paper 5, quick 2); or a count, or a list of seeds
+recompute = False  # compute missing paper-scale results instead of showing quick ones
+commit = None  # git commit recorded with new results where .git is absent
+panels = ["sphere", "ackley", "rosenbrock", "levy", "ackley-10x"]
+parallelism = 5  # N
+lr = 0.01  # Adam's learning rate
+noise_ratios = [0.1, 1.0]  # gradient noise sigma / RMS gradient coordinate at theta_0, noisy variant
+
+# %% tags=["hide-input"]
+import dataclasses
+import importlib.util
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from optex import plotting, report
+from optex.analysis import speedup_table
+from optex.experiments import fig2, synthetic
+
+METHODS = ("vanilla", "linesearch", "target", "optex")
+NOISY_METHODS = ("vanilla", "optex", "large_batch")
+SEEDS = {"paper": dict(seeds=5), "quick": dict(seeds=2)}
+
+page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
+if not isinstance(noise_ratios, (list, tuple)) or not noise_ratios or min(noise_ratios) <= 0:
+    raise ValueError(f"noise_ratios must be a non-empty list of positive numbers, got {noise_ratios!r}")
+
+
+def figure(scale, noise_ratio=0.0):
+    chosen = tuple(panels) if noise_ratio == 0 else tuple(p for p in panels if p != "ackley-10x")
+    return fig2.Config(profile=scale, panels=chosen, methods=METHODS if noise_ratio == 0 else NOISY_METHODS,
+                       parallelism=parallelism, lr=lr, noise_ratio=noise_ratio, device=device, backend=backend,
+                       **page.scale(scale, SEEDS))
+
+
+for scale in report.PROFILES:  # a bad knob fails here, before any work starts
+    figure(scale)
+    for ratio in noise_ratios:
+        figure(scale, ratio)
+
+# %% tags=["remove-input"]
+results = page.results("fig2", fig2.run, lambda scale: [figure(scale)])
+display(Markdown(report.provenance_note(results)))
+frame = results.frame
+
+
+def panel_title(panel, sub):
+    return f"{panel.removesuffix('-10x').capitalize()}, $d = {sub['dim'].iloc[0]:,}$".replace(",", "\\,")
+
+
+def gap_grid(data, x, methods, xlabel):
+    shown = [p for p in panels if p in set(data["panel"])]
+    fig, axes = plt.subplots(2, (len(shown) + 1) // 2, figsize=(10, 6.5), squeeze=False, layout="constrained")
+    for ax, panel in zip(axes.flat, shown):
+        sub = data[data["panel"] == panel]
+        plotting.band_plot(ax, sub, x=x, methods=methods)
+        ax.set_title(panel_title(panel, sub))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(r"gap $F(\theta_t) - F^\star$")
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+    return fig
+
+
+# %% [markdown]
+# ## Optimality gap per sequential iteration
+#
+# In {numref}`fig2` the line is the geometric mean over seeds and the band its 95% Student-t interval
+# (taken on $\log_{10}$ of the gap). One sequential iteration of LineSearch, Target or OptEx evaluates
+# $N$ gradients side by side; Vanilla evaluates one.
+
+# %% tags=["hide-input"]
+fig = gap_grid(frame, "iteration", METHODS, "sequential iteration $t$")
+report.publish(fig, results)
+glue("fig2", fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} fig2
+# :name: fig2
+#
+# Optimality gap against sequential iterations for Vanilla, LineSearch, Target and OptEx (Adam, $N = 5$)
+# on the synthetic suite. Lines: geometric mean over seeds; bands: 95% t-intervals. Data: `fig2.csv`.
+# ```
+#
+# ## Iterations saved
+#
+# {numref}`fig2-speedups` counts the sequential iterations each method needs to reach the gap Vanilla
+# has after all $T$ of its iterations, and divides Vanilla's own count by it. Because OptEx's first two
+# iterations are plain Vanilla steps, its best possible count is $2 + \lceil (T - 2) / N \rceil$, here
+# {glue:text}`fig2-ceiling-iterations` iterations, a ceiling of {glue:text}`fig2-ceiling:.2f`×.
+
+# %% tags=["remove-input"]
+speedups = speedup_table(frame)
+T = int(frame["iteration"].max())
+ceiling_iterations = 2 + int(np.ceil((T - 2) / parallelism))
+glue("fig2-ceiling-iterations", ceiling_iterations, display=False)
+glue("fig2-ceiling", T / ceiling_iterations, display=False)
+table = pd.DataFrame({
+    "panel": speedups["panel"],
+    "method": speedups["method"].map(plotting.method_label),
+    "iterations": speedups["iterations"].round(1),
+    "speedup (95% interval)": [f"{m:.2f}× [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else f"{m:.2f}×"
+                               for m, lo, hi in zip(speedups["speedup"], speedups["speedup_low"],
+                                                    speedups["speedup_high"])],
+    "censored seeds": [f"{c} of {n}" for c, n in zip(speedups["censored"], speedups["seeds"])],
+})
+glue("fig2-speedups", table.style.hide(axis="index"), display=False)
+by_method = speedups.groupby("method")["speedup"]
+glue("fig2-optex-min", float(by_method.min()["optex"]), display=False)
+glue("fig2-optex-max", float(by_method.max()["optex"]), display=False)
+glue("fig2-target-min", float(by_method.min()["target"]), display=False)
+glue("fig2-linesearch-min", float(by_method.min()["linesearch"]), display=False)
+glue("fig2-linesearch-max", float(by_method.max()["linesearch"]), display=False)
+pivot = speedups.pivot_table(index="panel", columns="method", values="speedup")
+glue("fig2-linesearch-ahead", int((pivot["linesearch"] >= pivot["optex"]).sum()), display=False)
+glue("fig2-panels", int(len(pivot)), display=False)
+glue("fig2-verdict-2x", report.speedup_at_least("optex", 2.0)(frame).verdict, display=False)
+glue("fig2-verdict-target", report.trails_ideal("optex", "target", within=2.0)(frame).verdict, display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig2-speedups
+# :name: fig2-speedups
+# :figwidth: 100%
+#
+# Sequential iterations to reach Vanilla's final gap, and the speedup over Vanilla (mean over seeds with
+# its 95% t-interval; an interval of zero width means every seed gave the same count).
+# ```
+#
+# ## Against wall-clock time
+#
+# The same runs against the time the optimizer spent (proxy steps, the batched gradient evaluation and
+# the updates; computing the gap for the plot is not counted). On one device the $N$ evaluations are one
+# `vmap` call rather than $N$ devices, so this is the time a single accelerator needs, not the time of the
+# parallel deployment the paper has in mind. The provenance note above names the device.
+
+# %% tags=["hide-input"]
+fig = gap_grid(frame, "wall_time", METHODS, "optimizer wall-clock time (s)")
+for ax in fig.axes:
+    ax.set_xscale("linear")
+wall = frame[frame["iteration"] == T].groupby(["panel", "method"])["wall_time"].mean().unstack()
+report.publish(fig, dataclasses.replace(results, figure_id="fig2-wallclock"))
+glue("fig2-wallclock", fig, display=False)
+plt.close(fig)
+glue("fig2-wall-ratio", float((wall["optex"] / wall["vanilla"]).median()), display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig2-wallclock
+# :name: fig2-wallclock
+#
+# The runs of {numref}`fig2` against the optimizer's cumulative wall-clock time.
+# ```
+#
+# Over its $T$ iterations OptEx took {glue:text}`fig2-wall-ratio:.1f` times Vanilla's time (median over
+# panels): each iteration does $N - 1$ estimates and $N$ gradient evaluations. Whether that buys time
+# depends on how expensive one gradient is relative to one estimate, which on these cheap closed-form
+# functions it is not; the neural-network chapters measure the case where it is.
+#
+# ## Noisy gradients
+#
+# With Gaussian gradient noise (Assumption 1 of the paper) a method that spends $N$ evaluations per
+# iteration has an obvious rival: average the $N$ noisy gradients at one point and take one step, a
+# batch $N$ times larger. {numref}`fig2-noisy` runs the four functions with per-coordinate noise
+# $\sigma$ set to a fixed fraction of the RMS gradient coordinate at $\theta_0$ (so that it means the same
+# on every function), at the fractions given in the parameters.
+
+# %% tags=["remove-input"]
+noisy = page.results("fig2-noisy", fig2.run, lambda scale: [figure(scale, r) for r in noise_ratios])
+display(Markdown(report.provenance_note(noisy)))
+nframe = noisy.frame.rename(columns={"noise_ratio": "level"})
+
+# %% tags=["hide-input"]
+shown = [p for p in panels if p in set(nframe["panel"])]
+fig, axes = plt.subplots(len(noise_ratios), len(shown), figsize=(2.6 * len(shown), 2.8 * len(noise_ratios)),
+                         squeeze=False, layout="constrained")
+for row, ratio in zip(axes, sorted(noise_ratios)):
+    for ax, panel in zip(row, shown):
+        plotting.band_plot(ax, nframe[(nframe["panel"] == panel) & (nframe["level"] == ratio)], methods=NOISY_METHODS)
+        ax.set_title(f"{panel.capitalize()}, noise {ratio:g}×", fontsize=9)
+        ax.set_xlabel("sequential iteration $t$")
+handles, labels = axes[0][0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+report.publish(fig, noisy)
+glue("fig2-noisy", fig, display=False)
+plt.close(fig)
+noisy_speed = pd.concat([speedup_table(nframe[nframe["level"] == r]).assign(level=r) for r in sorted(noise_ratios)])
+final = nframe[nframe["iteration"] == nframe["iteration"].max()]
+final_gap = final.groupby(["level", "panel", "method"])["gap"].mean().unstack()
+glue("fig2-noisy-table", noisy_speed.pivot_table(index=["level", "panel"], columns="method", values="speedup")
+     .round(2).rename(columns=plotting.method_label).style, display=False)
+glue("fig2-noisy-optex-wins", int((final_gap["optex"] < final_gap["large_batch"]).sum()), display=False)
+glue("fig2-noisy-cases", int(len(final_gap)), display=False)
+
+# %% [markdown]
+# ```{glue:figure} fig2-noisy
+# :name: fig2-noisy
+#
+# Vanilla, OptEx and a batch $N = 5$ times larger (the same $N$ evaluations, averaged at one point) with
+# noisy gradients. Rows: noise level as a multiple of the RMS gradient coordinate at $\theta_0$.
+# ```
+#
+# ```{glue:figure} fig2-noisy-table
+# :name: fig2-noisy-table
+#
+# Speedup over Vanilla (mean over seeds) in reaching Vanilla's final gap, per noise level and function.
+# ```
+#
+# OptEx ends with a lower gap than the large batch in {glue:text}`fig2-noisy-optex-wins` of the
+# {glue:text}`fig2-noisy-cases` (noise level, function) cases.
+#
+# ## The backends agree
+#
+# The figures above come from one backend; the library has two. A small run of OptEx on each function
+# with both, in float64 from the same $\theta_0$, shows how far apart their trajectories end up.
+
+# %% tags=["remove-input"]
+def backend_gaps(function, which):
+    config = synthetic.Config(function=function, dim=200, iterations=15, seeds=(0,), methods=("optex",),
+                              dtype="float64", backend=which, clip=100.0 if function == "rosenbrock" else None)
+    return synthetic.run(config, results_dir=None, progress=False)["gap"].to_numpy()
+
+
+available = [b for b in ("torch", "jax") if importlib.util.find_spec(b) is not None]
+rows = []
+for name in ("sphere", "ackley", "rosenbrock", "levy"):
+    gaps = {which: backend_gaps(name, which) for which in available}
+    if len(gaps) == 2:
+        rows.append(dict(function=name, max_rel_gap_difference=float(
+            np.max(np.abs(gaps["torch"] - gaps["jax"]) / np.maximum(np.abs(gaps["torch"]), 1e-300)))))
+agreement = pd.DataFrame(rows)
+if agreement.empty:
+    display(Markdown("Only one backend is installed here, so there is nothing to compare."))
+else:
+    glue("fig2-backends", agreement.style.format({"max_rel_gap_difference": "{:.1e}"}).hide(axis="index"),
+         display=False)
+    glue("fig2-backends-max", float(agreement["max_rel_gap_difference"].max()), display=False)
+    display(Markdown(f"Largest relative difference in the gap over 15 iterations: "
+                     f"{agreement['max_rel_gap_difference'].max():.1e}."))
+
+# %% [markdown]
+# ## Verdict
+#
+# - **"With $N = 5$, at least 2× fewer sequential iterations than Vanilla."** OptEx needs between
+#   {glue:text}`fig2-optex-min:.2f` and {glue:text}`fig2-optex-max:.2f` times fewer iterations than
+#   Vanilla across the panels (its ceiling is {glue:text}`fig2-ceiling:.2f`×): **{glue:text}`fig2-verdict-2x`**.
+# - **"Slightly behind Target."** Target is at least {glue:text}`fig2-target-min:.2f`× faster than Vanilla;
+#   OptEx needs more iterations than Target, but less than twice as many: **{glue:text}`fig2-verdict-target`**.
+# - **Against LineSearch** (plotted in the paper's first version): LineSearch reaches between
+#   {glue:text}`fig2-linesearch-min:.2f`× and {glue:text}`fig2-linesearch-max:.2f`×, and is at least as
+#   fast as OptEx on {glue:text}`fig2-linesearch-ahead` of the {glue:text}`fig2-panels` panels. On smooth,
+#   high-dimensional functions the direction of Adam's update changes little between iterations, so a
+#   longer step along the last gradient is nearly as good as knowing the next gradients.
+#
+# The {doc}`/book/report` lists the same verdicts with their intervals, generated from the result files.
