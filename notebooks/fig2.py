@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# (fig2)=
+# (chapter-fig2)=
 # # Synthetic functions at paper scale (Sec. 6.1, Fig. 2)
 #
 # This chapter repeats the synthetic experiment of {cite}`shu2024optex` at the size of the authors'

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# (fig6)=
+# (chapter-fig6)=
 # # Ablations on Rosenbrock (Fig. 6) and an exact parallel competitor
 #
 # The NeurIPS version of {cite}`shu2024optex` ablates OptEx on Rosenbrock in an appendix figure with four

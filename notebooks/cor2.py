@@ -1,0 +1,279 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (cor2)=
+# # Acceleration against the parallelism $N$ (Cor. 2, Thm. 2)
+#
+# One sequential iteration of OptEx evaluates $N$ gradients side by side (see {ref}`fig1`). How many
+# sequential iterations does that save? Sec. 5 of {cite}`shu2024optex` answers for SGD as the base
+# optimizer: the number of sequential iterations needed to converge falls by a factor of order
+# $\sqrt{N}$ (Cor. 2), provided $N$ stays below a threshold set by the learning rate (Thm. 2). This page
+# measures the factor for $N$ up to 16, and the threshold.
+#
+# ## What the theory says, and what it does not
+#
+# Thm. 2 is an upper bound on how long SGD-based OptEx (keeping the last process, $\theta_t = \theta^{(N)}_t$)
+# takes to make the gradient small; Thm. 3 is a lower bound of the same order built on a noisy quadratic,
+# a worst case; together they give the rate $\Theta(\sqrt{N})$ of Cor. 2. Two readings follow.
+#
+# - The rate is a **guarantee over a class of problems**, not a prediction for each problem. On an easy
+#   problem the measured gain can grow faster than $\sqrt{N}$ without contradicting it. The ceiling is set
+#   by **Target**, whose $N$ proxy steps use true gradients: on a deterministic problem it does exactly
+#   $N$ base-optimizer steps per iteration, so its speedup is $N$ (exponent 1) until the target is
+#   reached within one iteration.
+# - The guarantee needs the proxy steps to stay accurate. Each of the $N-1$ proxy steps moves by about
+#   the learning rate $\eta$ times the estimated gradient, further from the points the surrogate has
+#   seen, and its error compounds along the proxy path. For a fixed $\eta$, the bound therefore only
+#   guarantees convergence for $N$ below a threshold that shrinks as $\eta$ grows.
+#
+# The surviving text states both facts but not their formulas, which are unconfirmed; the measurements
+# below test the shapes, not constants.
+#
+# ## The measurement
+#
+# For each $N \in \{1, 2, 4, 8, 16\}$ and each method, count the sequential iterations until the
+# optimality gap first reaches the gap Vanilla (the base optimizer, $N = 1$) has after its whole budget
+# of $T$ iterations, on the same seed; the speedup is Vanilla's own count divided by that. A run that
+# never gets there is censored. The speedups are fitted as
+#
+# $$
+# \text{speedup}(N) = N^{a},
+# $$ (eq-cor2-fit)
+#
+# a line through speedup 1 at $N = 1$ on log-log axes, least squares per seed, then averaged over seeds.
+# Problems: a noisy quadratic $F(\theta) = \tfrac12 \sum_i h_i \theta_i^2$ (condition number 10, gradient
+# noise $\mathcal{N}(0, \sigma^2 I)$ as in Assumption 1) with SGD, the setting of the theorems; and the
+# deterministic synthetic suite of {ref}`synthetic` with Adam. Runs with $N \ge 8$ get a shorter budget
+# ($T\sqrt{4/N}$), enough for any method at least twice as fast as Vanilla.
+
+# %% tags=["parameters"]
+profile = "paper"  # "paper": committed results; "quick": smaller problems and fewer seeds, recomputed on CPU
+device = "cpu"  # where missing results are computed: "cpu", "cuda", "mps" or "auto"
+backend = "torch"  # "torch" or "jax"
+seeds = None  # None: the profile's (paper 5, quick 2); or a count, or a list of seeds
+recompute = False  # compute missing paper-scale results (many minutes on a CPU) instead of showing quick ones
+commit = None  # git commit recorded with new results where .git is absent
+panels = ["quadratic", "sphere", "ackley", "rosenbrock", "levy"]
+quadratic_noise = 0.1  # sigma of the gradient noise on the quadratic
+quadratic_lr = 0.05  # SGD's learning rate on the quadratic (the scaling part)
+lr = 0.01  # Adam's learning rate on the synthetic functions
+target_ratio = 0.05  # stability part: a run converges if its gap falls to this fraction of the initial gap
+
+# %% tags=["hide-input"]
+from dataclasses import replace
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from optex import plotting, report
+from optex.experiments import cor2
+from optex.results import ResultStore
+
+FIGURE_ID = "cor2"
+STABILITY_ID = "cor2-stability"
+METHODS = cor2.METHODS
+
+page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
+if not isinstance(panels, (list, tuple)) or not panels:
+    raise ValueError(f"panels must be a non-empty list of panel names, got {panels!r}")
+
+
+def configs(scale):
+    return [cor2.Config(profile=scale, panels=tuple(panels), quadratic_noise=quadratic_noise, quadratic_lr=quadratic_lr,
+                        lr=lr, target_ratio=target_ratio, seeds=page.seeds, device=device, backend=backend)]
+
+
+for scale in report.PROFILES:
+    configs(scale)
+
+# %% tags=["remove-input"]
+results = page.results(FIGURE_ID, cor2.run, configs)
+config = configs(results.profile)[0]
+# The result files belong to the synthetic runs the figure is made of, one store per configuration.
+results = replace(results, stores=[ResultStore(page.results_dir(results.profile), FIGURE_ID, c)
+                                   for c in config.unit_configs()])
+reach = cor2.iterations_to_target(results.frame, config.target_ratio)
+display(Markdown(report.provenance_note(results)))
+
+# %% [markdown]
+# ## Speedup against $N$
+#
+# {numref}`cor2` shows the speedup over Vanilla for each problem and method, with the two reference
+# rates: $N$ (Target's ceiling) and $\sqrt{N}$ (Cor. 2).
+
+# %% tags=["hide-input"]
+scaling = cor2.with_vanilla_as_n1(reach)
+fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels), 3.4), sharey=True, squeeze=False,
+                         layout="constrained")
+ns = np.array(sorted(scaling["parallelism"].unique()), dtype=float)
+for ax, panel in zip(axes[0], panels):
+    rows = scaling[(scaling["panel"] == panel) & scaling["reached"]]
+    ax.plot(ns, ns, color="0.6", ls="--", lw=1, label="$N$")
+    ax.plot(ns, np.sqrt(ns), color="0.6", ls=":", lw=1.2, label=r"$\sqrt{N}$")
+    plotting.band_plot(ax, rows, x="parallelism", y="speedup", methods=METHODS)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xticks(ns, [f"{int(n)}" for n in ns])
+    ax.set_title(panel.capitalize() + (" (noisy, SGD)" if panel == "quadratic" else " (Adam)"), fontsize=10)
+    ax.set_xlabel("parallelism $N$")
+axes[0, 0].set_ylabel("speedup over Vanilla")
+handles, labels = axes[0, 0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+report.publish(fig, results, data=reach)
+glue(FIGURE_ID, fig, display=False)
+plt.close(fig)
+
+exponents = cor2.speedup_exponents(reach)
+
+
+def interval(row):
+    if not np.isfinite(row.low):
+        return f"{row.exponent:.2f}"
+    return f"{row.exponent:.2f} [{row.low:.2f}, {row.high:.2f}]"
+
+
+intervals = exponents.assign(text=[interval(r) for r in exponents.itertuples()],
+                             method=exponents["method"].map(plotting.method_label))
+shown = intervals.pivot(index="panel", columns="method", values="text").reindex(panels).reset_index()
+shown.columns.name = None
+censored = exponents.groupby("panel")["censored"].sum().reindex(panels)
+shown["censored runs"] = censored.to_numpy()
+glue("cor2-exponents", shown.style.hide(axis="index"), display=False)
+by_method = exponents.set_index(["panel", "method"])["exponent"]
+optex = by_method.xs("optex", level="method")
+glue("cor2-optex-min", float(optex.min()), display=False)
+glue("cor2-optex-max", float(optex.max()), display=False)
+glue("cor2-optex-quadratic", float(optex.get("quadratic", np.nan)), display=False)
+glue("cor2-target-min", float(by_method.xs("target", level="method").min()), display=False)
+glue("cor2-target-max", float(by_method.xs("target", level="method").max()), display=False)
+linesearch = by_method.xs("linesearch", level="method")
+glue("cor2-linesearch-quadratic", float(linesearch.get("quadratic", np.nan)), display=False)
+glue("cor2-largest-n", int(ns.max()), display=False)
+target_exponents = by_method.xs("target", level="method")
+between = bool(((optex > 0.5) & (optex < target_exponents.reindex(optex.index))).all())
+glue("cor2-optex-between", Markdown(
+    "All lie above Cor. 2's ½ and below Target's exponent on the same problem." if between else
+    "Not all lie between Cor. 2's ½ and Target's exponent on the same problem: see the table."), display=False)
+
+# %% [markdown]
+# ```{glue:figure} cor2
+# :name: cor2
+#
+# Speedup in sequential iterations over Vanilla against $N$, per problem (geometric mean over seeds
+# with 95% band; censored runs left out). Grey: the rates $N$ (dashed) and $\sqrt{N}$ (dotted).
+# ```
+#
+# ```{glue:figure} cor2-exponents
+# :name: cor2-exponents
+# :figwidth: 100%
+#
+# Fitted exponents $a$ of {eq}`eq-cor2-fit` (mean over seeds with 95% t-interval; no interval when every
+# seed gives the same value), and the number of (method, $N$, seed) runs that never reached the target.
+# ```
+#
+# ## Reading the exponents
+#
+# - **Target** has $a$ between {glue:text}`cor2-target-min:.2f` and {glue:text}`cor2-target-max:.2f`:
+#   $N$ exact steps per iteration are worth $N$ iterations, up to the rounding of iteration counts.
+# - **OptEx** has $a$ between {glue:text}`cor2-optex-min:.2f` and {glue:text}`cor2-optex-max:.2f` across
+#   the problems; on the noisy quadratic, the setting of the theorems, $a$ =
+#   {glue:text}`cor2-optex-quadratic:.2f`. {glue:md}`cor2-optex-between`
+#   The gap to Target is the cost of estimating the gradient at the proxy points instead of evaluating
+#   it, and it widens with $N$: later proxy steps are further from the history. Part of it is fixed:
+#   OptEx's first two iterations are plain steps, while its history fills.
+# - A measured $a$ above $\tfrac12$ is no contradiction of $\Theta(\sqrt{N})$: Cor. 2 bounds the worst
+#   case over smooth problems with noisy gradients, and these problems are not the worst case.
+# - **LineSearch** spaces its points along the last gradient. That helps while the path is straight
+#   (sphere, the early phase of most runs) and not where it bends or where the gradient is noisy: on the
+#   quadratic, $a$ = {glue:text}`cor2-linesearch-quadratic:.2f`.
+#
+# ## How large can $N$ be?
+#
+# Thm. 2 ties the admissible $N$ to the learning rate. The second experiment runs SGD-based OptEx on the
+# noisy quadratic for several learning rates $\eta$ and $N$ up to twice the largest value above, and
+# records whether each run brings the gap below {glue:text}`cor2-target-ratio:.2f` of its initial value
+# within the budget. {numref}`cor2-stability` shows the share of seeds that do; the outlined cells mark,
+# for each $\eta$, the largest $N$ such that it and every smaller $N$ converge on most seeds.
+
+# %% tags=["hide-input"]
+stability = reach[reach["part"] == "stability"]
+largest = cor2.largest_converging(reach)
+share = stability.groupby(["lr", "parallelism"])["reached"].mean().unstack()
+# Geometric mean over the seeds whose run stayed finite (a point is missing where every seed diverged).
+finite_gap = stability.assign(final_gap=stability["final_gap"].where(np.isfinite(stability["final_gap"])))
+final = finite_gap.groupby(["lr", "parallelism"])["final_gap"].apply(lambda v: float(np.exp(np.log(v).mean()))).unstack()
+fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.6), layout="constrained")
+fig.get_layout_engine().set(wspace=0.12)
+image = axes[0].imshow(share.to_numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto", origin="lower")
+axes[0].set_xticks(range(share.shape[1]), [str(int(n)) for n in share.columns])
+axes[0].set_yticks(range(share.shape[0]), [f"{lr:g}" for lr in share.index])
+for i, row in enumerate(largest.itertuples()):
+    if np.isfinite(row.largest_n):
+        j = list(share.columns).index(row.largest_n)
+        axes[0].add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="#d55e00", lw=2))
+axes[0].set_xlabel("parallelism $N$")
+axes[0].set_ylabel(r"SGD learning rate $\eta$")
+axes[0].set_title("share of seeds that converge", fontsize=10)
+fig.colorbar(image, ax=axes[0], shrink=0.85)
+colours = plt.cm.viridis(np.linspace(0.0, 0.85, len(final.index)))
+for (lr_value, row), colour in zip(final.iterrows(), colours):
+    axes[1].plot(row.index, row.to_numpy(), "o-", color=colour, label=rf"$\eta$ = {lr_value:g}")
+axes[1].set_xscale("log", base=2)
+axes[1].set_yscale("log")
+axes[1].set_xticks(final.columns, [str(int(n)) for n in final.columns])
+axes[1].set_xlabel("parallelism $N$")
+axes[1].set_ylabel("gap after the budget (geometric mean)")
+axes[1].grid(True, which="major", alpha=0.3)
+axes[1].legend(frameon=False, fontsize=8)
+plotting.save_figure(fig, STABILITY_ID, stability, page.figures_dir)
+glue(STABILITY_ID, fig, display=False)
+plt.close(fig)
+
+glue("cor2-target-ratio", config.target_ratio, display=False)
+largest_table = pd.DataFrame({"SGD learning rate η": [f"{v:g}" for v in largest["lr"]],
+                              "largest converging N": [("none" if not np.isfinite(v) else
+                                                        f"{int(v)}" + (" (all tried)" if v == t else ""))
+                                                       for v, t in zip(largest["largest_n"], largest["tried"])]})
+glue("cor2-largest-table", largest_table.style.hide(axis="index"), display=False)
+ends = largest.sort_values("lr").iloc[[0, -1]]
+glue("cor2-lr-small", float(ends["lr"].iloc[0]), display=False)
+glue("cor2-lr-large", float(ends["lr"].iloc[1]), display=False)
+for name, value in zip(("small", "large"), ends["largest_n"]):
+    glue(f"cor2-n-{name}", Markdown("none" if not np.isfinite(value) else str(int(value))), display=False)
+glue("cor2-stability-max-n", int(largest["tried"].max()), display=False)
+
+# %% [markdown]
+# ```{glue:figure} cor2-stability
+# :name: cor2-stability
+#
+# SGD-based OptEx on the noisy quadratic. Left: share of seeds whose gap falls below the target within
+# the budget, per learning rate and $N$ (outlined: the largest $N$ that converges together with every
+# smaller one). Right: the gap at the end of the budget.
+# ```
+#
+# ```{glue:figure} cor2-largest-table
+# :name: cor2-largest-table
+#
+# The largest $N$ that converges, per learning rate.
+# ```
+#
+# In this run the largest $N$ that converges (out of {glue:text}`cor2-stability-max-n` tried) falls from
+# {glue:md}`cor2-n-small` at $\eta$ = {glue:text}`cor2-lr-small:g` to {glue:md}`cor2-n-large` at
+# $\eta$ = {glue:text}`cor2-lr-large:g`. The right panel shows the mechanism: beyond the threshold the gap the run
+# settles at grows quickly with $N$, because the last proxy points are far from every evaluated gradient
+# and the errors of the successive proxy steps add up. This is the practical reason for the paper's
+# adaptive selection rule (keep the best process instead of the last), and for choosing $N$ together with
+# the learning rate.

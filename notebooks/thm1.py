@@ -1,0 +1,308 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (thm1)=
+# # How fast the gradient estimate improves (Thm. 1, Cor. 1)
+#
+# OptEx is only as good as its surrogate gradient $\mu_T(\theta)$ (see {ref}`estimator`). Sec. 5 of
+# {cite}`shu2024optex` bounds the surrogate's error in terms of the posterior spread and says how fast
+# that spread shrinks with the number $T$ of evaluated gradients. This page measures both.
+#
+# :::{admonition} The statements below are reconstructions
+# :class: warning
+# No copy of the paper with its formulas intact was available to this project: the theorem's text
+# survives but its symbols do not. The forms of Thm. 1 and Cor. 1 used here are the reconstruction
+# in the project's specification, consistent with the surviving proof outline and with the standard
+# results it cites, and **the rates of Cor. 1 in particular are unconfirmed**. They are set beside
+# the measurements as reference lines, not as the paper's verified numbers.
+# :::
+#
+# ## The statements
+#
+# Under Assumption 1 (gradient noise $\mathcal{N}(0, \sigma^2 I_d)$) and Assumption 2 ($\nabla F$ drawn
+# from the separable GP {eq}`eq-est-separable`), the posterior after $T$ noisy gradients is Gaussian:
+# $\nabla F(\theta) - \mu_T(\theta) \sim \mathcal{N}(0, \Sigma_T^2(\theta) I_d)$, where
+# $\Sigma^2_T(\theta)$ is the scalar posterior variance of {eq}`eq-est-prop41`. Its squared norm is therefore
+# $\Sigma^2_T(\theta)$ times a $\chi^2_d$ variable, and a $\chi^2$ tail bound gives, with probability at
+# least $1 - \delta$,
+#
+# $$
+# \lVert \nabla F(\theta) - \mu_T(\theta) \rVert^2 \le \beta\, \Sigma^2_T(\theta), \qquad
+# \beta = d + 2\sqrt{d \log(1/\delta)} + 2 \log(1/\delta) .
+# $$ (eq-thm1-bound)
+#
+# That is Thm. 1: the error is controlled by the posterior variance. How fast the variance falls is a
+# property of the kernel, captured by the *maximal information gain* $\gamma_T$, the most that $T$ noisy
+# observations can reveal about the field. Summed along any sequence of evaluation points, the
+# posterior variances are at most a constant times $\gamma_T$, so their average is $O(\gamma_T / T)$.
+# Known bounds on $\gamma_T$ {cite}`srinivas2010gaussian` then give Cor. 1, with $\tilde O$ hiding
+# logarithmic factors:
+#
+# $$
+# \Sigma^2_T = \tilde O\big(T^{-1}\big) \ \text{(RBF)}, \qquad
+# \Sigma^2_T = \tilde O\big(T^{-2\nu/(2\nu + d)}\big) \ \text{(Matérn-}\nu\text{)} .
+# $$ (eq-thm1-rates)
+#
+# The error, a square root, falls at half these exponents: with $d = 2$, $1/2$ for RBF, $0.30$ for
+# Matérn-3/2 and $0.36$ for Matérn-5/2. These are upper bounds on a rate: a measured decay that is
+# faster does not contradict them.
+#
+# ## Sampling gradient fields from Assumption 2
+#
+# Testing the theorem under its own assumptions needs vector fields whose $d$ coordinates are
+# *independent* GPs with kernel $k$. The gradient of a scalar GP sample will not do: its coordinates are
+# correlated, with cross-covariance $\partial_i \partial'_j k(\theta, \theta')$, so it is not separable.
+# Each coordinate is instead drawn with random Fourier features {cite}`rahimi2007random`,
+#
+# $$
+# f_j(\theta) = \sqrt{2/M} \sum_{m=1}^{M} w_{jm} \cos\big(\omega_{jm}^\top \theta / \ell + b_{jm}\big),
+# \quad w_{jm} \sim \mathcal{N}(0, 1),\ b_{jm} \sim \mathcal{U}(0, 2\pi),
+# $$ (eq-thm1-rff)
+#
+# with frequencies $\omega_{jm}$ drawn from the kernel's spectral density (Gaussian for RBF, Student-$t$
+# with $2\nu$ degrees of freedom for Matérn-$\nu$), independently for every coordinate $j$. Averaged over
+# draws, $\mathbb{E}[f_i(\theta) f_j(\theta')] = k(\theta, \theta')$ if $i = j$ and $0$ otherwise, exactly,
+# for any number of features $M$; the unit tests check this covariance empirically. Each field is
+# observed with noise $\sigma$ at $T$ points uniform in $[-1, 1]^d$, and the estimator is given the true
+# kernel, lengthscale and $\sigma^2$. Errors are measured at fresh uniform points.
+#
+# The synthetic functions of Sec. 6.1 are also measured (exact gradients at points in a box around a
+# random $\theta_0$, the estimator's default Matérn-5/2 kernel and leave-one-out lengthscale). They are
+# not GP samples, so the theorem promises nothing about them; they show what happens off its assumptions.
+
+# %% tags=["parameters"]
+profile = "paper"  # "paper": committed results; "quick": a smaller version recomputed on CPU
+device = "cpu"  # where missing results are computed: "cpu", "cuda", "mps" or "auto"
+backend = "torch"  # "torch" or "jax": whose GradientEstimator is measured
+seeds = None  # None: the profile's (paper 5, quick 3); or a count, or a list of seeds
+recompute = False  # compute missing paper-scale results instead of showing quick ones
+commit = None  # git commit recorded with new results where .git is absent
+dim = 2  # d
+gp_lengthscale = 0.5  # lengthscale of the sampled fields on [-1, 1]^d
+grad_noise = 0.1  # sigma, the observation noise of the sampled fields
+delta = 0.05  # the bound of Thm. 1 holds with probability 1 - delta
+fit_from = 32  # the decay exponents are fitted on history sizes from this one up
+
+# %% tags=["hide-input"]
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from optex import plotting, report
+from optex.experiments import thm1
+
+FIGURE_ID = "thm1"
+SYNTHETIC_ID = "thm1-synthetic"
+LABELS = {"gp-rbf": "GP, RBF", "gp-matern32": "GP, Matérn-3/2", "gp-matern52": "GP, Matérn-5/2",
+          "sphere": "Sphere", "ackley": "Ackley", "rosenbrock": "Rosenbrock", "levy": "Levy"}
+
+page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
+if isinstance(fit_from, bool) or not isinstance(fit_from, int) or fit_from < 1:
+    raise ValueError(f"fit_from must be a positive integer, got {fit_from!r}")
+
+
+def configs(scale):
+    return [thm1.Config(profile=scale, dim=dim, gp_lengthscale=gp_lengthscale, grad_noise=grad_noise, delta=delta,
+                        seeds=page.seeds, device=device, backend=backend)]
+
+
+for scale in report.PROFILES:
+    configs(scale)
+
+# %% tags=["remove-input"]
+results = page.results(FIGURE_ID, thm1.run, configs)
+frame = results.frame.copy()
+frame["scaled_std"] = frame["std"] * np.sqrt(frame["dim"])
+display(Markdown(report.provenance_note(results)))
+
+# %% [markdown]
+# ## Error and posterior spread on sampled fields
+#
+# The left panel of {numref}`thm1` shows the RMS error $\lVert \nabla F - \mu_T \rVert$ (solid) and
+# $\sqrt{d}\,\Sigma_T$ (dashed), its expected size if the model is right, against $T$. The right panel
+# shows the *local* decay exponent between consecutive history sizes,
+# $-\Delta \log(\text{error}) / \Delta \log T$, with the rates of Cor. 1 (reconstructed) as dotted lines.
+
+# %% tags=["hide-input"]
+gp = frame[frame["kind"] == "gp"]
+sources = [s for s in thm1.SOURCES if s in set(gp["source"])]
+colours = dict(zip(sources, ("#0072b2", "#d55e00", "#009e73")))
+fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+for source in sources:
+    rows = gp[gp["source"] == source]
+    error = plotting.band(rows, x="history", y="error", by=("source",))
+    spread = plotting.band(rows, x="history", y="scaled_std", by=("source",))
+    axes[0].plot(error["history"], error["center"], color=colours[source], label=LABELS[source])
+    axes[0].fill_between(error["history"], error["low"], error["high"], color=colours[source], alpha=0.2, lw=0)
+    axes[0].plot(spread["history"], spread["center"], color=colours[source], ls="--", lw=1)
+    logs = rows.assign(log_t=np.log(rows["history"]), log_e=np.log(rows["error"])).sort_values("history")
+    local = []
+    for seed, run in logs.groupby("seed"):
+        slope = -np.diff(run["log_e"].to_numpy()) / np.diff(run["log_t"].to_numpy())
+        middle = np.sqrt(run["history"].to_numpy()[1:] * run["history"].to_numpy()[:-1])
+        local.append(pd.DataFrame(dict(source=source, seed=seed, history=middle, slope=slope)))
+    local = plotting.band(pd.concat(local), x="history", y="slope", by=("source",), log=False)
+    axes[1].plot(local["history"], local["center"], color=colours[source], marker="o", ms=3, label=LABELS[source])
+    axes[1].fill_between(local["history"], local["low"], local["high"], color=colours[source], alpha=0.2, lw=0)
+    axes[1].axhline(thm1.cor1_exponent(source.removeprefix("gp-"), dim), color=colours[source], ls=":", lw=1.2)
+axes[0].set_xscale("log")
+axes[0].set_yscale("log")
+axes[0].set_xlabel("history size $T$")
+axes[0].set_ylabel(r"RMS $\|\nabla F - \mu_T\|$ (solid), $\sqrt{d}\,\Sigma_T$ (dashed)")
+axes[0].legend(frameon=False)
+axes[1].set_xscale("log")
+axes[1].set_xlabel("history size $T$")
+axes[1].set_ylabel("local decay exponent of the error")
+axes[1].set_ylim(bottom=0)
+for ax in axes:
+    ax.grid(True, which="major", alpha=0.3)
+report.publish(fig, results, data=gp)
+glue(FIGURE_ID, fig, display=False)
+plt.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} thm1
+# :name: thm1
+#
+# Left: RMS estimation error (solid, geometric mean over seeds with 95% band) and $\sqrt{d}$ times the RMS
+# posterior standard deviation (dashed) on vector fields sampled from the separable GP with three
+# kernels ($d$ = 2, noise $\sigma$ = 0.1, true hyper-parameters). Right: local decay exponent of the
+# error between consecutive $T$ (mean and 95% band over seeds); dotted: the exponents of Cor. 1 as
+# reconstructed (unconfirmed).
+# ```
+
+# %% tags=["remove-input"]
+exponents = pd.concat([thm1.decay_exponents(frame, "error", fit_from), thm1.decay_exponents(frame, "std", fit_from)])
+wide = exponents.pivot(index="source", columns="quantity")
+order = [s for s in thm1.SOURCES if s in wide.index]
+
+
+def interval(source, quantity):
+    mean, low, high = (wide.loc[source, (c, quantity)] for c in ("exponent", "low", "high"))
+    return f"{mean:.2f} [{low:.2f}, {high:.2f}]" if np.isfinite(low) else f"{mean:.2f}"
+
+
+bound = thm1.beta(dim, delta)
+coverage = frame.groupby("source")["coverage"].min()
+table = pd.DataFrame({
+    "field": [LABELS[s] for s in order],
+    "error exponent (95% interval)": [interval(s, "error") for s in order],
+    "std exponent (95% interval)": [interval(s, "std") for s in order],
+    "Cor. 1 (reconstructed)": [f"{wide.loc[s, ('cor1', 'error')]:.2f}" if s.startswith("gp-") else "—" for s in order],
+    "lowest coverage of the bound": [f"{coverage[s]:.3f}" for s in order],
+})
+glue("thm1-exponents", table.style.hide(axis="index"), display=False)
+for source in order:
+    key = source.removeprefix("gp-")
+    glue(f"thm1-{key}-error-exponent", float(wide.loc[source, ("exponent", "error")]), display=False)
+    glue(f"thm1-{key}-coverage", float(coverage[source]), display=False)
+gp_sources = [s for s in order if s.startswith("gp-")]
+last = gp[gp["history"] == gp["history"].max()].groupby("source")
+ratio = (last["error"].mean() / last["scaled_std"].mean())
+glue("thm1-fit-from", fit_from, display=False)
+glue("thm1-largest-history", int(gp["history"].max()), display=False)
+glue("thm1-calibration-low", float(ratio.min()), display=False)
+glue("thm1-calibration-high", float(ratio.max()), display=False)
+glue("thm1-gp-coverage-min", float(coverage[gp_sources].min()), display=False)
+glue("thm1-confidence", 1 - delta, display=False)
+glue("thm1-beta", bound, display=False)
+holds = bool(coverage[gp_sources].min() >= 1 - delta)
+glue("thm1-bound-verdict", Markdown("so the bound holds" if holds else
+                                    "so on some fields the bound fails more often than the theorem allows"), display=False)
+fitted = wide.loc[gp_sources, ("exponent", "error")]
+reference = wide.loc[gp_sources, ("cor1", "error")]
+glue("thm1-versus-cor1", Markdown(
+    "all faster than the reconstructed Cor. 1 exponents, as an upper bound on the rate allows"
+    if bool((fitted > reference).all()) else
+    "not all faster than the reconstructed Cor. 1 exponents (" + ", ".join(
+        LABELS[s] for s in gp_sources if fitted[s] <= reference[s]) + " is slower), which the bound does not allow"),
+    display=False)
+tail = gp[gp["history"] >= gp["history"].max() / 2]
+for source in gp_sources:
+    runs = tail[tail["source"] == source].sort_values("history")
+    slopes = [-np.polyfit(np.log(r["history"]), np.log(r["error"]), 1)[0] for _, r in runs.groupby("seed")]
+    glue(f"thm1-{source.removeprefix('gp-')}-tail-exponent", float(np.mean(slopes)), display=False)
+
+# %% [markdown]
+# ```{glue:figure} thm1-exponents
+# :name: thm1-exponents
+# :figwidth: 100%
+#
+# Decay exponents $a$ in error $\propto T^{-a}$ and posterior std $\propto T^{-a}$, fitted on log-log axes
+# for $T \ge$ {glue:text}`thm1-fit-from` (mean and 95% t-interval over seeds), beside Cor. 1's exponent
+# for the error as reconstructed; and the smallest fraction, over $T$ and seeds, of query points that
+# satisfy the bound {eq}`eq-thm1-bound` with $1 - \delta$ = {glue:text}`thm1-confidence:.2f`.
+# ```
+#
+# ## What the sampled fields show
+#
+# - **The bound of Thm. 1.** On every sampled field and at every $T$, at least
+#   {glue:text}`thm1-gp-coverage-min:.3f` of the query points satisfy {eq}`eq-thm1-bound`
+#   ($\beta$ = {glue:text}`thm1-beta:.1f`) against the required {glue:text}`thm1-confidence:.2f`,
+#   {glue:md}`thm1-bound-verdict`. At the largest history the measured error is
+#   {glue:text}`thm1-calibration-low:.2f` to {glue:text}`thm1-calibration-high:.2f` times
+#   $\sqrt{d}\,\Sigma_T$, its predicted size: when the model is right, the posterior spread is an honest
+#   error bar.
+# - **The error falls as a power of $T$.** Fitted over $T \ge$ {glue:text}`thm1-fit-from`, the exponents
+#   are {glue:text}`thm1-rbf-error-exponent:.2f` (RBF), {glue:text}`thm1-matern32-error-exponent:.2f`
+#   (Matérn-3/2) and {glue:text}`thm1-matern52-error-exponent:.2f` (Matérn-5/2):
+#   {glue:md}`thm1-versus-cor1`.
+# - **The local exponent drifts towards the reconstructed rates.** With few points the noise hardly
+#   matters and the estimate improves like an interpolant, fast. Once the noise dominates, each new
+#   point adds less, and the local exponent falls: fitted on the last doubling of $T$ (up to
+#   {glue:text}`thm1-largest-history`), it is {glue:text}`thm1-rbf-tail-exponent:.2f`,
+#   {glue:text}`thm1-matern32-tail-exponent:.2f` and {glue:text}`thm1-matern52-tail-exponent:.2f`. These
+#   are the same order as the exponents of {eq}`eq-thm1-rates`, and for RBF the logarithmic factors that
+#   $\tilde O$ hides keep it below $1/2$ at any finite $T$.
+#
+# ## Off the assumptions: the synthetic functions
+#
+# {numref}`thm1-synthetic` repeats the measurement on the functions of Sec. 6.1, with the error relative
+# to the RMS gradient norm since their gradients differ in size by orders of magnitude.
+
+# %% tags=["hide-input"]
+synthetic = frame[frame["kind"] == "synthetic"]
+fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
+names = [s for s in order if not s.startswith("gp-")]
+for source, colour in zip(names, ("#7f7f7f", "#e69f00", "#cc79a7", "#56b4e9")):
+    summary = plotting.band(synthetic[synthetic["source"] == source], x="history", y="rel_error", by=("source",))
+    ax.plot(summary["history"], summary["center"], color=colour, marker="o", ms=3, label=LABELS[source])
+    ax.fill_between(summary["history"], summary["low"], summary["high"], color=colour, alpha=0.2, lw=0)
+ax.set_xscale("log")
+ax.set_yscale("log")
+ax.set_xlabel("history size $T$")
+ax.set_ylabel(r"RMS $\|\nabla F - \mu_T\|$ / RMS $\|\nabla F\|$")
+ax.grid(True, which="major", alpha=0.3)
+ax.legend(frameon=False)
+plotting.save_figure(fig, SYNTHETIC_ID, synthetic, page.figures_dir)
+glue(SYNTHETIC_ID, fig, display=False)
+plt.close(fig)
+glue("thm1-rosenbrock-coverage-pct", float(coverage.get("rosenbrock", np.nan)) * 100, display=False)
+
+# %% [markdown]
+# ```{glue:figure} thm1-synthetic
+# :name: thm1-synthetic
+#
+# Relative estimation error on the synthetic functions ($d$ = 2, exact gradients, Matérn-5/2 kernel with
+# leave-one-out lengthscale), geometric mean over seeds with 95% band.
+# ```
+#
+# The error falls on every function, at its own pace: fastest on the smooth ones, slowest on Ackley,
+# whose gradient has a kink at the minimum and ripples at a fixed scale. The posterior spread, however,
+# says little here. The kernel has unit amplitude while Rosenbrock's gradients are in the hundreds, so
+# the bound {eq}`eq-thm1-bound` can hold for as few as {glue:text}`thm1-rosenbrock-coverage-pct:.0f`% of the
+# query points (see the table above). Thm. 1 is a statement about fields that look like draws from the
+# prior; on other functions $\Sigma_T$ measures how far a point is from the history, not how wrong the
+# estimate is. OptEx's proxy steps use only the mean $\mu_T$, which keeps improving either way.
