@@ -23,9 +23,10 @@ def _rmsprop(lr: float, momentum: float) -> optax.GradientTransformation:
 
 
 # optax factories with torch.optim's default hyper-parameters where the two libraries' defaults differ
-# (adamw's weight decay, adagrad's initial accumulator and eps). The update rules are the same for sgd,
-# adam, adamw and rmsprop; nadam, radam, adamax, adagrad and adadelta differ from torch in details
-# (e.g. torch's NAdam momentum decay, where eps enters), so they match torch only approximately.
+# (adamw's weight decay, rmsprop's decay and eps, adagrad's initial accumulator and eps). With these,
+# sgd (with momentum), adam, adamw, radam, adamax, rmsprop and adadelta take the same steps as torch.optim
+# up to rounding; adagrad adds eps inside the square root (a relative difference of order eps / |g|);
+# nadam differs (torch's NAdam applies a momentum-decay schedule that optax.nadam has not).
 OPTIMIZERS = {
     "sgd": _sgd,
     "adam": lambda lr, momentum: optax.adam(lr),

@@ -12,7 +12,8 @@ Only the selected process's optimizer step is computed: every selection rule (``
 ``min_grad_norm``) depends only on quantities known before the step (the losses and gradients at the N
 evaluated points), so the other N-1 steps of Algorithm 1, line 7, would be discarded unread. The
 selected process steps from its own carried optimizer state (process s holds the state reached after
-s-1 proxy steps, Sec. 4.2), exactly as when all N steps are taken.
+s-1 proxy steps, Sec. 4.2), exactly as when all N steps are taken. The selection rule is data in the
+state, not a compile-time setting, so the three rules share one compiled iteration.
 """
 from __future__ import annotations
 
@@ -41,7 +42,6 @@ class Settings:
     parallelism: int  # N
     history: int  # T0
     kernel: KernelSettings
-    select: str
     proxy: str
     parallel: str
     max_grad_norm: float | None
@@ -49,14 +49,18 @@ class Settings:
 
 def make_settings(optimizer: Any, parallelism: Any, history: Any, kernel: Any, lengthscale: Any, noise: Any,
                   select: Any, proxy: Any, parallel: Any, max_grad_norm: Any) -> Settings:
-    """Validated :class:`Settings`; a bad value raises ValueError naming its parameter."""
-    n, t0, noise, select, proxy, parallel = check.parallel_settings(parallelism, history, noise, select, proxy,
+    """Validated :class:`Settings`; a bad value raises ValueError naming its parameter.
+
+    ``select`` is validated here but is not part of the settings: it is data in the state (see
+    :func:`init`), so the three selection rules share one compiled iteration.
+    """
+    n, t0, noise, _, proxy, parallel = check.parallel_settings(parallelism, history, noise, select, proxy,
                                                                     parallel)
     if not isinstance(optimizer, optax.GradientTransformation):
         hint = " (call the factory: e.g. optax.adam(1e-3))" if callable(optimizer) else ""
         raise ValueError(f"optimizer must be an optax GradientTransformation{hint}, got {optimizer!r}")
     clip = None if max_grad_norm is None else check.positive_float("max_grad_norm", max_grad_norm)
-    return Settings(optimizer, n, t0, kernel_settings(kernel, lengthscale, noise), select, proxy, parallel, clip)
+    return Settings(optimizer, n, t0, kernel_settings(kernel, lengthscale, noise), proxy, parallel, clip)
 
 
 def check_params(params: Any) -> jax.Array:
@@ -105,6 +109,7 @@ class OptExState(NamedTuple):
     history: History | None  # proxy="kernel" only: the T0 most recent evaluated pairs
     last_grad: jax.Array | None  # proxy="linesearch" only: the last selected true gradient (flat)
     has_last_grad: jax.Array | None
+    select: jax.Array  # int32: index of the selection rule in optex._validation.SELECT
     iteration: jax.Array  # int32: completed sequential iterations t
     info: IterationInfo
 
@@ -120,26 +125,22 @@ class _Outcome(NamedTuple):
     info: IterationInfo
 
 
-def _empty_info(settings: Settings, dtype, small) -> IterationInfo:
-    n = settings.parallelism
-    nan = jnp.full((), jnp.nan, dtype)
-    return IterationInfo(loss=nan, grad_norm=nan, selected=jnp.zeros((), jnp.int32), cold=jnp.ones((), bool),
-                         losses=jnp.full(n, jnp.nan, dtype), finite=jnp.zeros(n, bool),
-                         proxy_cosine=jnp.full(n - 1, jnp.nan, dtype), proxy_rel_error=jnp.full(n - 1, jnp.nan, dtype),
-                         lengthscale=jnp.full((), jnp.nan, small), factorized=jnp.ones((), bool))
-
-
-def init(settings: Settings, params: Any) -> OptExState:
-    """The state before the first iteration: fresh optimizer state, empty history."""
+def init(settings: Settings, params: Any, select: str = "last") -> OptExState:
+    """The state before the first iteration: fresh optimizer state, empty history, the selection rule."""
+    rule = check.SELECT.index(check.choice("select", select, check.SELECT))
     flat = check_params(params)
     check_optimizer(settings.optimizer, params)
     history = init_history(settings.history, flat.size, flat.dtype) if settings.proxy == "kernel" else None
     linesearch = settings.proxy == "linesearch"
+    n = settings.parallelism
+    nan = jnp.full(n, jnp.nan, flat.dtype)
     return OptExState(
         inner_state=settings.optimizer.init(params), history=history,
         last_grad=jnp.zeros_like(flat) if linesearch else None,
         has_last_grad=jnp.zeros((), bool) if linesearch else None,
-        iteration=jnp.zeros((), jnp.int32), info=_empty_info(settings, flat.dtype, small_dtype()))
+        select=jnp.asarray(rule, jnp.int32), iteration=jnp.zeros((), jnp.int32),
+        info=_info(settings, flat.dtype, small_dtype(), losses=nan, norms=nan, finite=jnp.zeros(n, bool), selected=0,
+                   cold=True))
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -153,6 +154,14 @@ def _take(tree: Any, index: jax.Array) -> Any:
 
 def _prepend(first: Any, rest: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
+
+
+def _append(rest: Any, last: Any) -> Any:
+    return jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), rest, last)
+
+
+def _single(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x[None], tree)
 
 
 def _clip(settings: Settings, grads: Any) -> Any:
@@ -175,12 +184,15 @@ def _evaluate(settings: Settings, value_and_grad: ValueAndGrad, points: Any, bat
     return jax.lax.map(lambda args: value_and_grad(*args), (points, batches))
 
 
-def _choose(rule: str, losses: jax.Array, norms: jax.Array) -> jax.Array:
-    """Algorithm 1, line 9. Non-finite processes never win; ties go to the lowest index."""
-    if rule == "last":
-        return jnp.asarray(losses.shape[0] - 1, jnp.int32)
-    key = losses if rule == "min_loss" else norms
-    return jnp.argmin(jnp.where(jnp.isfinite(key), key, jnp.inf)).astype(jnp.int32)
+_LAST, _MIN_LOSS = check.SELECT.index("last"), check.SELECT.index("min_loss")
+
+
+def _choose(rule: jax.Array, losses: jax.Array, norms: jax.Array) -> jax.Array:
+    """Algorithm 1, line 9, for the rule with index ``rule`` in ``check.SELECT``: the last process, or
+    the lowest loss or gradient norm. Non-finite processes never win; ties go to the lowest index."""
+    key = jnp.where(rule == _MIN_LOSS, losses, norms)
+    best = jnp.argmin(jnp.where(jnp.isfinite(key), key, jnp.inf))
+    return jnp.where(rule == _LAST, losses.shape[0] - 1, best).astype(jnp.int32)
 
 
 def _true_step(settings: Settings, params: Any, point: Any, inner_state: Any, grads: Any) -> tuple[Any, Any, Any]:
@@ -234,7 +246,7 @@ class _Iteration:
     def evaluated(self, losses: jax.Array, grads: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
         """Flat gradients (n x d), their norms and the finite flags of n evaluations."""
         flat = jax.vmap(_flat)(grads)
-        return flat, jnp.linalg.norm(flat, axis=1), jnp.isfinite(losses) & jnp.all(jnp.isfinite(flat), axis=1)
+        return flat, jnp.linalg.norm(flat, axis=1), jnp.isfinite(losses) & jnp.isfinite(jnp.sum(flat, axis=1))
 
     def kernel_rows(self, points: Any, flat_grads: jax.Array, stored: jax.Array) -> dict[str, Any]:
         if self.settings.proxy != "kernel":
@@ -246,19 +258,18 @@ class _Iteration:
         n = self.settings.parallelism
         batch = None if self.batches is None else _take(self.batches, 0)
         loss, grads = self.value_and_grad(self.params, batch)
-        flat_grad = _flat(grads)
+        loss, flat_grad = jnp.asarray(loss), _flat(grads)
         new_params, updates, inner = _true_step(self.settings, self.params, self.params, self.state.inner_state, grads)
-        _, norms, finite = self.evaluated(loss[None], jax.tree.map(lambda g: g[None], grads))
+        _, norms, finite = self.evaluated(loss[None], _single(grads))
         points = jax.tree.map(lambda p: jnp.broadcast_to(p, (n,) + p.shape), self.params)
         rows = self.kernel_rows(points, jnp.broadcast_to(flat_grad, (n, flat_grad.size)), jnp.arange(n) == 0)
         info = self.info(losses=loss[None], norms=norms, finite=finite, selected=0, cold=True)
         return _Outcome(new_params, updates, inner, grad=flat_grad, info=info, **rows)
 
-    def select_and_step(self, points: Any, states: Any, losses: jax.Array, grads: Any, rule: str,
-                        **info: Any) -> _Outcome:
+    def select_and_step(self, points: Any, states: Any, losses: jax.Array, grads: Any, **info: Any) -> _Outcome:
         """Line 9 then the selected process's true step (line 7) and the outcome."""
         flat_grads, norms, finite = self.evaluated(losses, grads)
-        chosen = _choose(rule, losses, norms)
+        chosen = _choose(self.state.select, losses, norms)
         new_params, updates, inner = _true_step(self.settings, self.params, _take(points, chosen),
                                                 _take(states, chosen), _take(grads, chosen))
         rows = self.kernel_rows(points, flat_grads, jnp.ones(losses.shape[0], bool))
@@ -267,19 +278,17 @@ class _Iteration:
 
     def kernel(self) -> _Outcome:
         """OptEx: N-1 proxy steps driven by mu (Eq. 5), N true gradients, selection."""
-        settings, h = self.settings, self.state.history
-        if settings.parallelism == 1:
+        if self.settings.parallelism == 1:
             return self._kernel_steps(None)
-        fitted = fit(h, settings.kernel)
+        fitted = fit(self.state.history, self.settings.kernel)
         return jax.lax.cond(fitted.ok, self._kernel_steps, self._unfactored, fitted)
 
     def _kernel_steps(self, fitted) -> _Outcome:
         settings, h = self.settings, self.state.history
-        first = lambda tree: jax.tree.map(lambda x: x[None], tree)  # noqa: E731
         if fitted is None:  # N = 1: no proxy step, the surrogate is never fitted (as in the torch backend)
-            points, states = first(self.params), first(self.state.inner_state)
+            points, states = _single(self.params), _single(self.state.inner_state)
             losses, grads = _evaluate(settings, self.value_and_grad, points, self.batches)
-            return self.select_and_step(points, states, losses, grads, settings.select)
+            return self.select_and_step(points, states, losses, grads)
 
         def proxy_step(carry, _):
             point, inner = carry
@@ -293,7 +302,7 @@ class _Iteration:
         points, states = _prepend(self.params, tail), _prepend(self.state.inner_state, tail_states)
         losses, grads = _evaluate(settings, self.value_and_grad, points, self.batches)
         cosine, rel = _compare(mus, jax.vmap(_flat)(grads)[:-1])
-        return self.select_and_step(points, states, losses, grads, settings.select, cosine=cosine, rel=rel,
+        return self.select_and_step(points, states, losses, grads, cosine=cosine, rel=rel,
                                     lengthscale=fitted.lengthscale)
 
     def _unfactored(self, fitted) -> _Outcome:
@@ -325,9 +334,8 @@ class _Iteration:
             proxy_step, (self.params, self.state.inner_state), head, length=n - 1)
         batch = None if self.batches is None else _take(self.batches, n - 1)
         loss, grad = self.value_and_grad(last, batch)
-        append = lambda rest, item: jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), rest, item)  # noqa: E731
-        return self.select_and_step(append(points, last), append(states, last_state), append(losses, loss),
-                                    append(grads, grad), settings.select)
+        return self.select_and_step(_append(points, last), _append(states, last_state), _append(losses, loss),
+                                    _append(grads, grad))
 
     def linesearch(self) -> _Outcome:
         """Process j steps with j x the learning rate along the last selected true gradient, then truly.
@@ -349,7 +357,7 @@ class _Iteration:
         points = _prepend(point(0, stayed), jax.vmap(point, in_axes=(0, None))(jnp.arange(1, n), moved))
         losses, grads = _evaluate(settings, self.value_and_grad, points, self.batches)
         flat_grads, norms, finite = self.evaluated(losses, grads)
-        chosen = _choose("min_loss", losses, norms)
+        chosen = _choose(jnp.asarray(_MIN_LOSS), losses, norms)
         inner = jax.tree.map(lambda a, b: jnp.where(chosen == 0, a, b), stayed_state, moved_state)
         new_params, updates, inner = _true_step(settings, self.params, _take(points, chosen), inner,
                                                 _take(grads, chosen))
@@ -402,7 +410,7 @@ def iterate(settings: Settings, value_and_grad: ValueAndGrad, params: Any, state
     if settings.proxy == "linesearch":
         last_grad, has_last_grad = out.grad, jnp.ones((), bool)
     new_state = OptExState(inner_state=out.inner_state, history=history, last_grad=last_grad,
-                           has_last_grad=has_last_grad,
+                           has_last_grad=has_last_grad, select=state.select,
                            iteration=state.iteration + out.info.factorized.astype(jnp.int32), info=out.info)
     return out.params, out.updates, new_state
 
@@ -430,7 +438,7 @@ def optex_transform(optimizer: optax.GradientTransformation = DEFAULT_OPTIMIZER,
                              max_grad_norm)
 
     def init_fn(params: Any) -> OptExState:
-        return init(settings, params)
+        return init(settings, params, select)
 
     def update_fn(updates: Any, state: OptExState, params: Any = None, *, grad_fn: ValueAndGrad | None = None,
                   batches: Any = None, **extra_args: Any) -> tuple[Any, OptExState]:

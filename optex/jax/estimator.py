@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import cho_solve
+from jax.scipy.linalg import cho_solve, solve_triangular
 
 from .. import _validation as check
 from ..kernels import from_sqdist
@@ -106,16 +105,20 @@ def _sqnorm(rows: jax.Array, small) -> jax.Array:
 
 
 def finite_rows(thetas: jax.Array, grads: jax.Array) -> jax.Array:
-    """Rows whose theta and gradient are both finite: the only pairs a history accepts."""
-    return jnp.all(jnp.isfinite(thetas), axis=1) & jnp.all(jnp.isfinite(grads), axis=1)
+    """Rows whose theta and gradient are both finite: the only pairs a history accepts.
+
+    As in the torch backend, a row is tested through its sum (one pass; a finite row whose sum
+    overflows is rejected too, conservatively).
+    """
+    return jnp.isfinite(jnp.sum(thetas, axis=1)) & jnp.isfinite(jnp.sum(grads, axis=1))
 
 
 def add_pairs(h: History, thetas: jax.Array, grads: jax.Array, valid: jax.Array | None = None) -> History:
     """Store the rows of ``thetas`` / ``grads`` (n x d each) that are finite and ``valid``.
 
     Costs O(T0 d) for re-anchoring plus O(n T0 d) for the new distances and gradient inner products.
-    With no storable row it is an exact no-op (no branch needed: the shift is zero, every scatter
-    is dropped). When more than T0 rows are storable only the last T0 are kept.
+    With no storable row it is an exact no-op (no branch needed: the shift is zero, no slot is
+    written). When more than T0 rows are storable only the last T0 are kept.
     """
     t0 = h.thetas.shape[0]
     small = h.sqdist.dtype
@@ -127,26 +130,32 @@ def add_pairs(h: History, thetas: jax.Array, grads: jax.Array, valid: jax.Array 
     n_ok = jnp.sum(ok, dtype=jnp.int32)
     kept = jnp.minimum(n_ok, t0)
     skipped = n_ok - kept
-    # Slot t0 is out of range: the scatters below drop those rows.
+    # Slot t0 is out of range: such rows are written nowhere.
     slots = jnp.where(ok & (rank >= skipped), (h.next + rank - skipped) % t0, t0)
     newest = jnp.max(jnp.where(ok, jnp.arange(thetas.shape[0]), 0))
     anchor = jnp.where(n_ok > 0, thetas[newest], h.anchor)
-    # Re-anchor at the newest point; rows beyond `count` are shifted too but never read before written.
-    centred = h.thetas - (anchor - h.anchor)
-    sq = jnp.where(jnp.arange(t0) < h.count, _sqnorm(centred, small), h.sq)
     rows = thetas - anchor
-    row_sq = _sqnorm(rows, small)
-    centred = centred.at[slots].set(rows, mode="drop")
-    stored = h.grads.at[slots].set(grads, mode="drop")
-    sq = sq.at[slots].set(row_sq, mode="drop")
-    norms = h.norms.at[slots].set(jnp.linalg.norm(thetas, axis=1).astype(small), mode="drop")
-    sqd = jnp.maximum(sq[:, None] + row_sq[None, :] - 2.0 * (centred @ rows.T).astype(small), 0.0)
-    sqdist = (h.sqdist.at[:, slots].set(sqd, mode="drop").at[slots, :].set(sqd.T, mode="drop")
-              .at[slots, slots].set(0.0, mode="drop"))
-    inner = (stored @ grads.T).astype(small)
-    gram = h.gram.at[:, slots].set(inner, mode="drop").at[slots, :].set(inner.T, mode="drop")
+    # Row t of the buffer either receives incoming row source[t] or is re-anchored at the newest
+    # point: one elementwise pass that XLA runs in place (a scatter into the shifted buffer would
+    # copy all T0 x d of it). Rows beyond `count` are shifted too but never read before written.
+    match = slots[None, :] == jnp.arange(t0)[:, None]
+    written, source = jnp.any(match, axis=1), jnp.argmax(match, axis=1)
+    centred = jnp.where(written[:, None], rows[source], h.thetas - (anchor - h.anchor))
+    stored = h.grads.at[slots].set(grads, mode="drop")  # in place: only the written rows are touched
+    sq = _sqnorm(centred, small)
+    norms = jnp.where(written, jnp.linalg.norm(thetas, axis=1).astype(small)[source], h.norms)
+    # Column j of the new statistics against the incoming row source[j] (T0 x T0): it replaces
+    # row and column j of every written slot, the row taking precedence (as in the torch backend).
+    sqd = jnp.maximum(sq[:, None] + sq[None, :] - 2.0 * (centred @ rows.T).astype(small)[:, source], 0.0)
+    sqdist = _replace(h.sqdist, jnp.where(jnp.eye(t0, dtype=bool), 0.0, sqd), written)
+    gram = _replace(h.gram, (stored @ grads.T).astype(small)[:, source], written)
     return History(thetas=centred, grads=stored, anchor=anchor, sq=sq, norms=norms, sqdist=sqdist, gram=gram,
                    count=jnp.minimum(h.count + kept, t0), next=(h.next + kept) % t0)
+
+
+def _replace(old: jax.Array, new: jax.Array, written: jax.Array) -> jax.Array:
+    """``old`` with row and column j taken from ``new`` for every written slot j (rows first)."""
+    return jnp.where(written[:, None], new.T, jnp.where(written[None, :], new, old))
 
 
 def _live(h: History) -> jax.Array:
@@ -160,13 +169,22 @@ def _scale(h: History, live: jax.Array) -> jax.Array:
 
 
 def _median_distance(h: History, live: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(any positive pairwise distance?, their lower median: torch.median's convention)."""
+    """(any positive pairwise distance?, their median).
+
+    The median of an even count is the midpoint of the two middle values, computed as
+    ``torch.quantile(0.5)`` does (its lerp included), so both backends pick the same lengthscales.
+    """
     upper = np.triu_indices(h.sqdist.shape[0], 1)
     dist = jnp.sqrt(h.sqdist[upper])
     valid = live[upper[0]] & live[upper[1]] & (dist > 0)
     ordered = jnp.sort(jnp.where(valid, dist, jnp.inf))
     count = jnp.sum(valid, dtype=jnp.int32)
-    return count > 0, ordered[jnp.maximum(count - 1, 0) // 2]
+    rank = 0.5 * jnp.maximum(count - 1, 0).astype(dist.dtype)
+    below = rank.astype(jnp.int32)
+    low, high = ordered[below], ordered[jnp.ceil(rank).astype(jnp.int32)]
+    weight = rank - below
+    median = jnp.where(weight < 0.5, low + weight * (high - low), high - (high - low) * (1.0 - weight))
+    return count > 0, median
 
 
 def _candidates(h: History, live: jax.Array, settings: KernelSettings) -> jax.Array:
@@ -188,17 +206,21 @@ def _cholesky(matrices: jax.Array, live: jax.Array, needed: jax.Array) -> tuple[
     diagonal = jnp.diagonal(matrices, axis1=-2, axis2=-1)
     scale = jnp.sum(jnp.where(live, diagonal, 0.0), -1) / jnp.maximum(jnp.sum(live), 1)
     scale = jnp.maximum(scale, 1e-30)[:, None, None]
-    levels = jnp.asarray(JITTER_LEVELS, matrices.dtype)
+    # Level 0 adds exactly nothing; one factorization site in the loop keeps compilation short.
+    levels = jnp.asarray((0.0,) + JITTER_LEVELS, matrices.dtype)
 
     def failed(factors):
         return jnp.any(jnp.any(jnp.isnan(factors), axis=(-2, -1)) & needed)
 
-    def retry(carry):
+    def attempt(carry):
         level, _ = carry
         return level + 1, jnp.linalg.cholesky(matrices + levels[level] * scale * eye)
 
-    _, factors = jax.lax.while_loop(lambda c: failed(c[1]) & (c[0] < len(JITTER_LEVELS)), retry,
-                                    (jnp.zeros((), jnp.int32), jnp.linalg.cholesky(matrices)))
+    def again(carry):
+        level, factors = carry
+        return (level == 0) | (failed(factors) & (level < levels.shape[0]))
+
+    _, factors = jax.lax.while_loop(again, attempt, (jnp.zeros((), jnp.int32), jnp.zeros_like(matrices)))
     return factors, ~failed(factors)
 
 
@@ -210,7 +232,8 @@ def _loo_error(factors: jax.Array, gram: jax.Array) -> jax.Array:
     Masked rows contribute 0 (their rows of S are 0).
     """
     eye = jnp.eye(factors.shape[-1], dtype=factors.dtype)
-    inv = jax.vmap(lambda f: cho_solve((f, True), eye))(factors)
+    half = jax.vmap(lambda f: solve_triangular(f, eye, lower=True))(factors)  # L^{-1}
+    inv = jnp.swapaxes(half, -1, -2) @ half
     asa = inv @ gram @ inv
     return jnp.sum(jnp.diagonal(asa, axis1=-2, axis2=-1) / jnp.diagonal(inv, axis1=-2, axis2=-1) ** 2, -1)
 
@@ -238,7 +261,9 @@ def _cross(h: History, fitted: Fit, settings: KernelSettings, thetas: jax.Array)
     """k(theta, theta_i) for each query row and stored pair -> m x T0 (0 on unfilled rows)."""
     q = thetas.astype(h.thetas.dtype) - h.anchor
     small = h.sqdist.dtype
-    sqd = jnp.maximum(_sqnorm(q, small)[:, None] + h.sq[None, :] - 2.0 * (q @ h.thetas.T).astype(small), 0.0)
+    # X q^T, not q X^T: XLA:CPU would transpose the whole T0 x d buffer for the latter.
+    inner = (h.thetas @ q.T).T.astype(small)
+    sqd = jnp.maximum(_sqnorm(q, small)[:, None] + h.sq[None, :] - 2.0 * inner, 0.0)
     return jnp.where(_live(h)[None, :], from_sqdist(sqd, fitted.lengthscale, settings.kernel, jnp), 0.0)
 
 
@@ -313,7 +338,8 @@ class GradientEstimator:
     @classmethod
     def view(cls, state: History, settings: KernelSettings, lengthscale: float | None = None) -> GradientEstimator:
         """An estimator reading an existing history (e.g. that of an ``OptEx`` state)."""
-        estimator = cls(settings.kernel, settings.lengthscale, settings.noise, state.thetas.shape[0], settings.normalize)
+        estimator = cls(settings.kernel, settings.lengthscale, settings.noise, state.thetas.shape[0],
+                        settings.normalize)
         estimator.state, estimator.lengthscale_ = state, lengthscale
         return estimator
 

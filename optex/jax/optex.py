@@ -88,8 +88,12 @@ class OptEx:
         If set, every gradient fed to the base optimizer (true or estimated) is clipped to this norm;
         the history keeps the unclipped true gradients.
 
+    Notes
+    -----
     Pass the same ``loss_fn`` object to every :meth:`step`: the compiled iteration is cached per
-    ``loss_fn`` (and per settings), so a new function object means a new compilation.
+    ``loss_fn`` (and per settings), so a new function object means a new compilation. The functional
+    state (:class:`optex.jax.OptExState`) is :attr:`state`; its buffers are donated to the next step,
+    so copy it (``jax.tree.map(jnp.copy, opt.state)``) to keep a snapshot.
     """
 
     def __init__(self, params: Any, optimizer: optax.GradientTransformation = core.DEFAULT_OPTIMIZER,
@@ -100,10 +104,10 @@ class OptEx:
                                            parallel, max_grad_norm)
         s = self.settings
         self.parallelism, self.history, self.noise = s.parallelism, s.history, s.kernel.noise
-        self.select, self.proxy, self.parallel, self.max_grad_norm = s.select, s.proxy, s.parallel, s.max_grad_norm
+        self.select, self.proxy, self.parallel, self.max_grad_norm = select, s.proxy, s.parallel, s.max_grad_norm
         self.optimizer = optimizer
         self._params = _as_arrays(params)
-        self.state = core.init(s, self._params)
+        self.state = core.init(s, self._params, select)
         self._unravel = ravel_pytree(self._params)[1]
         self._checked_loss: LossFn | None = None
         self._lengthscale: float | None = None
@@ -181,8 +185,8 @@ class OptEx:
         bad = np.flatnonzero(~info.finite[:evaluated]).tolist()
         if bad:
             warnings.warn(f"loss_fn returned a non-finite loss or gradient at process(es) {bad} of iteration "
-                          f"{self.iteration + 1}; these pairs are kept out of the gradient history",
-                          RuntimeWarning, stacklevel=2)
+                          f"{self.iteration + 1}; pairs with a non-finite point or gradient are kept out of "
+                          "the gradient history", RuntimeWarning, stacklevel=2)
         self.iteration += 1
         lengthscale = None if np.isnan(info.lengthscale) else float(info.lengthscale)
         if lengthscale is not None:

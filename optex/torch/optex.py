@@ -198,7 +198,8 @@ class OptEx:
         if not bool(finite.all()):
             warnings.warn(f"loss_fn returned a non-finite loss or gradient at process(es) "
                           f"{(~finite).nonzero().flatten().tolist()} of iteration {self.iteration + 1}; "
-                          "these pairs are kept out of the gradient history", RuntimeWarning, stacklevel=3)
+                          "pairs with a non-finite point or gradient are kept out of the gradient history",
+                          RuntimeWarning, stacklevel=3)
         return losses, grads
 
     def _is_cold(self) -> bool:
