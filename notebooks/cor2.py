@@ -11,10 +11,10 @@
 # ---
 
 # %% [markdown]
-# (cor2)=
+# (chapter-cor2)=
 # # Acceleration against the parallelism $N$ (Cor. 2, Thm. 2)
 #
-# One sequential iteration of OptEx evaluates $N$ gradients side by side (see {ref}`fig1`). How many
+# One sequential iteration of OptEx evaluates $N$ gradients side by side (see {ref}`chapter-fig1`). How many
 # sequential iterations does that save? Sec. 5 of {cite}`shu2024optex` answers for SGD as the base
 # optimizer: the number of sequential iterations needed to converge falls by a factor of order
 # $\sqrt{N}$ (Cor. 2), provided $N$ stays below a threshold set by the learning rate (Thm. 2). This page
@@ -70,8 +70,6 @@ lr = 0.01  # Adam's learning rate on the synthetic functions
 target_ratio = 0.05  # stability part: a run converges if its gap falls to this fraction of the initial gap
 
 # %% tags=["hide-input"]
-from dataclasses import replace
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -80,7 +78,6 @@ from myst_nb import glue
 
 from optex import plotting, report
 from optex.experiments import cor2
-from optex.results import ResultStore
 
 FIGURE_ID = "cor2"
 STABILITY_ID = "cor2-stability"
@@ -102,9 +99,6 @@ for scale in report.PROFILES:
 # %% tags=["remove-input"]
 results = page.results(FIGURE_ID, cor2.run, configs)
 config = configs(results.profile)[0]
-# The result files belong to the synthetic runs the figure is made of, one store per configuration.
-results = replace(results, stores=[ResultStore(page.results_dir(results.profile), FIGURE_ID, c)
-                                   for c in config.unit_configs()])
 reach = cor2.iterations_to_target(results.frame, config.target_ratio)
 display(Markdown(report.provenance_note(results)))
 
@@ -214,7 +208,8 @@ largest = cor2.largest_converging(reach)
 share = stability.groupby(["lr", "parallelism"])["reached"].mean().unstack()
 # Geometric mean over the seeds whose run stayed finite (a point is missing where every seed diverged).
 finite_gap = stability.assign(final_gap=stability["final_gap"].where(np.isfinite(stability["final_gap"])))
-final = finite_gap.groupby(["lr", "parallelism"])["final_gap"].apply(lambda v: float(np.exp(np.log(v).mean()))).unstack()
+final = (finite_gap.groupby(["lr", "parallelism"])["final_gap"]
+         .apply(lambda v: float(np.exp(np.log(v).mean()))).unstack())
 fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.6), layout="constrained")
 fig.get_layout_engine().set(wspace=0.12)
 image = axes[0].imshow(share.to_numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto", origin="lower")

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# (estimator)=
+# (chapter-estimator)=
 # # Kernelized gradient estimation (Sec. 4.1)
 #
 # Everything OptEx gains comes from one ingredient: a cheap guess $\mu_{t-1}(\theta)$ of the gradient at
@@ -164,7 +164,7 @@ glue("estimator-size-last", int(errors.index[-1]), display=False)
 # towards the prior's, one: the surrogate does not extrapolate, it abstains. And the standard deviation
 # depends only on *where* the gradients were evaluated, never on their values. This is why OptEx keeps a
 # history of points near the current iterate, and why its proxy steps are trustworthy only for a few
-# steps away from the last evaluations (see {ref}`fig1`).
+# steps away from the last evaluations (see {ref}`chapter-fig1`).
 #
 # ## Checking Prop. 4.1 numerically
 #
@@ -264,10 +264,11 @@ glue("estimator-cost-big-ms", float(biggest["measured_s"].iloc[-1]) * 1e3, displ
 #
 # The model describes the measurements with a median relative error of
 # {glue:text}`estimator-cost-estimate-error:.0f`% for an estimate and
-# {glue:text}`estimator-cost-update-error:.0f`% for an update. Its coefficients are
-# {glue:text}`estimator-cost-td-ns:.2f` ns per unit of $T_0 d$ and {glue:text}`estimator-cost-t2-ns:.2f` ns
-# per unit of $T_0^2$ for an estimate, {glue:text}`estimator-cost-ntd-ns:.2f` ns per unit of $N T_0 d$ and
-# {glue:text}`estimator-cost-t3-ns:.2f` ns per unit of $T_0^3$ for an update, on top of a fixed
+# {glue:text}`estimator-cost-update-error:.0f`% for an update: a rough description, as timings on a
+# shared machine are noisy, but the orders of growth are those of the model. Its coefficients are
+# {glue:text}`estimator-cost-td-ns:.3g` ns per unit of $T_0 d$ and {glue:text}`estimator-cost-t2-ns:.3g` ns
+# per unit of $T_0^2$ for an estimate, {glue:text}`estimator-cost-ntd-ns:.3g` ns per unit of $N T_0 d$ and
+# {glue:text}`estimator-cost-t3-ns:.3g` ns per unit of $T_0^3$ for an update, on top of a fixed
 # {glue:text}`estimator-cost-overhead-us:.0f` µs of Python and library overhead per estimate, which
 # dominates for small problems. At $d$ = {glue:text}`estimator-cost-big-dim` and
 # $T_0$ = {glue:text}`estimator-cost-big-history` an estimate takes

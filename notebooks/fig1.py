@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# (fig1)=
+# (chapter-fig1)=
 # # One iteration of OptEx (Fig. 1)
 #
 # A first-order optimizer is a chain: the step at iteration $t$ needs the gradient at $\theta_{t-1}$,
@@ -26,7 +26,7 @@
 # its moment estimates, which travel with $\theta$. One *sequential* iteration of OptEx has three phases.
 #
 # 1. **Proxy steps.** From $\theta^{(0)}_{t-1} = \theta_{t-1}$, take $N-1$ updates with the
-#    surrogate's mean $\mu_{t-1}$ (the subject of {ref}`estimator`) where the gradient would go:
+#    surrogate's mean $\mu_{t-1}$ (the subject of {ref}`chapter-estimator`) where the gradient would go:
 #
 #    $$
 #    \theta^{(s)}_{t-1} = \mathrm{OPT}\big(\theta^{(s-1)}_{t-1},\, \mu_{t-1}(\theta^{(s-1)}_{t-1})\big),
@@ -105,7 +105,8 @@ results = page.results(FIGURE_ID, fig1.run, configs)
 trace = results.frame
 last = int(trace["iteration"].max())
 if isinstance(shown_iteration, bool) or not isinstance(shown_iteration, int) or not 3 <= shown_iteration <= last:
-    raise ValueError(f"shown_iteration must be an integer from 3 to {last} (the trace's length), got {shown_iteration!r}")
+    raise ValueError(f"shown_iteration must be an integer from 3 to {last} (the trace's length), "
+                     f"got {shown_iteration!r}")
 display(Markdown(report.provenance_note(results)))
 
 # %% [markdown]
@@ -213,7 +214,8 @@ table = pd.DataFrame({
     "function": list(functions) * 3,
     "method": [plotting.method_label(m) for m in ("target", "linesearch", "optex") for _ in functions],
     "median relative drift": [f"{summary.loc[f, m]:.3f}" for m in ("target", "linesearch", "optex") for f in functions],
-    f"gap after {last} iterations": [f"{final.loc[f, m]:.3g}" for m in ("target", "linesearch", "optex") for f in functions],
+    f"gap after {last} iterations": [f"{final.loc[f, m]:.3g}" for m in ("target", "linesearch", "optex")
+                                     for f in functions],
 })
 glue("fig1-drift-table", table.style.hide(axis="index"), display=False)
 for function in functions:
@@ -252,7 +254,7 @@ glue("fig1-iterations", last, display=False)
 #   this start, not the mechanism the theory describes; on a smooth function OptEx's best case is Target.
 #
 # The same computation in many dimensions is the subject of {ref}`synthetic`; how good $\mu_{t-1}$ is,
-# and what it costs, is the subject of {ref}`estimator`.
+# and what it costs, is the subject of {ref}`chapter-estimator`.
 
 # %% tags=["remove-input"]
 if animate:

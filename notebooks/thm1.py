@@ -11,10 +11,10 @@
 # ---
 
 # %% [markdown]
-# (thm1)=
+# (chapter-thm1)=
 # # How fast the gradient estimate improves (Thm. 1, Cor. 1)
 #
-# OptEx is only as good as its surrogate gradient $\mu_T(\theta)$ (see {ref}`estimator`). Sec. 5 of
+# OptEx is only as good as its surrogate gradient $\mu_T(\theta)$ (see {ref}`chapter-estimator`). Sec. 5 of
 # {cite}`shu2024optex` bounds the surrogate's error in terms of the posterior spread and says how fast
 # that spread shrinks with the number $T$ of evaluated gradients. This page measures both.
 #
@@ -200,7 +200,8 @@ table = pd.DataFrame({
     "field": [LABELS[s] for s in order],
     "error exponent (95% interval)": [interval(s, "error") for s in order],
     "std exponent (95% interval)": [interval(s, "std") for s in order],
-    "Cor. 1 (reconstructed)": [f"{wide.loc[s, ('cor1', 'error')]:.2f}" if s.startswith("gp-") else "—" for s in order],
+    "Cor. 1 (reconstructed)": [f"{wide.loc[s, ('cor1', 'error')]:.2f}" if s.startswith("gp-") else "—"
+                               for s in order],
     "lowest coverage of the bound": [f"{coverage[s]:.3f}" for s in order],
 })
 glue("thm1-exponents", table.style.hide(axis="index"), display=False)
@@ -219,8 +220,8 @@ glue("thm1-gp-coverage-min", float(coverage[gp_sources].min()), display=False)
 glue("thm1-confidence", 1 - delta, display=False)
 glue("thm1-beta", bound, display=False)
 holds = bool(coverage[gp_sources].min() >= 1 - delta)
-glue("thm1-bound-verdict", Markdown("so the bound holds" if holds else
-                                    "so on some fields the bound fails more often than the theorem allows"), display=False)
+verdict = "so the bound holds" if holds else "so on some fields the bound fails more often than the theorem allows"
+glue("thm1-bound-verdict", Markdown(verdict), display=False)
 fitted = wide.loc[gp_sources, ("exponent", "error")]
 reference = wide.loc[gp_sources, ("cor1", "error")]
 glue("thm1-versus-cor1", Markdown(

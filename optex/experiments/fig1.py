@@ -1,0 +1,182 @@
+"""Fig. 1 (and the appendix comparison, Fig. 5 of the NeurIPS version): one iteration of OptEx and of
+each baseline, traced on 2-D functions.
+
+For every sequential iteration t the trace holds, per method:
+
+- ``proxy``: the N points theta_{t-1}^{(s-1)} at which a true gradient is evaluated (for OptEx they
+  come from N-1 proxy steps driven by the estimate mu_{t-1}; for Target from true gradients; for
+  LineSearch from steps of growing length along the last true gradient; Vanilla has one);
+- ``step``: theta_t^{(s)}, the point each process reaches with one step of the base optimizer along
+  the true gradient at its proxy point (Algorithm 1, line 7);
+- ``exact``: the path of N plain base-optimizer steps from theta_{t-1} with the optimizer state held
+  there, i.e. what the N proxy steps try to anticipate;
+- ``iterate``: theta_t, the process kept by the selection rule (line 9).
+
+``OptEx.step`` reports what an iteration cost, not where its points were, so the runner reads them
+with :class:`TracedOptEx`, a subclass that observes the points and changes nothing in the algorithm.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import _validation as check
+from .. import problems
+from ..results import ResultStore, provenance
+from ..torch import OptEx
+from ..torch.adapter import OPTIMIZERS, optimizer_args, resolve_device
+
+FIGURE_ID = "fig1"
+FUNCTIONS = ("rosenbrock", "ackley")
+METHODS = ("vanilla", "target", "linesearch", "optex")
+PROXY = {"vanilla": "none", "target": "target", "linesearch": "linesearch", "optex": "kernel"}
+# Starting points from which Adam's first iterations cross the interesting part of each landscape:
+# down into Rosenbrock's curved valley and along it, and into Ackley's ripples beside the central well.
+STARTS = {"rosenbrock": (-0.5, 1.5), "ackley": (1.6, -1.2)}
+PROFILES = {"paper": {"iterations": 30}, "quick": {"iterations": 12}}
+KINDS = ("iterate", "proxy", "step", "exact")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the Fig. 1 traces (2-D, deterministic, from ``STARTS``). ``iterations=None`` takes the
+    profile's. ``device`` is where the runs happen (not part of the result's identity)."""
+
+    profile: str = "paper"
+    functions: tuple[str, ...] = FUNCTIONS
+    methods: tuple[str, ...] = METHODS
+    parallelism: int = 5  # N
+    history: int = 50  # T0
+    kernel: str = "matern52"
+    optimizer: str = "adam"
+    lr: float = 0.15
+    iterations: int | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        check.choice("profile", self.profile, PROFILES)
+        if not self.functions:
+            raise ValueError("functions must name at least one function")
+        for name in self.functions:
+            check.choice("functions", name, tuple(STARTS))
+        if not self.methods:
+            raise ValueError("methods must name at least one method")
+        for name in self.methods:
+            check.choice("methods", name, METHODS)
+        if check.positive_int("parallelism", self.parallelism) < 2:
+            raise ValueError(f"parallelism must be >= 2 for a trace with proxy points, got {self.parallelism}")
+        check.positive_int("history", self.history)
+        check.choice("kernel", self.kernel, check.KERNELS)
+        check.choice("optimizer", self.optimizer, OPTIMIZERS)
+        check.positive_float("lr", self.lr)
+        if self.iterations is None:
+            object.__setattr__(self, "iterations", PROFILES[self.profile]["iterations"])
+        check.positive_int("iterations", self.iterations)
+        check.choice("device", self.device, check.DEVICES)
+
+
+class TracedOptEx(OptEx):
+    """``OptEx`` that keeps, after each step, the N evaluated points (``points``) and the N points the
+    processes reached with their true step (``stepped``), both N x d. It only observes: every step
+    of Algorithm 1 is the parent's."""
+
+    points: torch.Tensor | None = None
+    stepped: torch.Tensor | None = None
+
+    def _finish(self, losses: torch.Tensor, grads: torch.Tensor, points: torch.Tensor, *args: Any, **kwargs: Any):
+        # Called after the N true steps and before the selection overwrites process 0.
+        self.points = points.detach().clone()
+        self.stepped = torch.stack([p.detach().clone() for p in self._procs[: len(points)]])
+        return super()._finish(losses, grads, points, *args, **kwargs)
+
+
+def exact_path(optimizer: OptEx, loss_fn, steps: int) -> torch.Tensor:
+    """theta_{t-1} and ``steps`` plain steps of the base optimizer from it, starting from the state
+    of the current iterate (process 0, the first parameter group) -> (steps + 1) x d."""
+    base = optimizer.optimizer
+    # A deep copy: load_state_dict may keep the very tensors, which the plain steps then update in place.
+    state = copy.deepcopy(base.state_dict())
+    theta = optimizer.theta.requires_grad_(True)
+    group = dict(state["param_groups"][0], params=[0])
+    plain = type(base)([theta], **base.defaults)
+    plain.load_state_dict({"state": {0: state["state"][0]} if 0 in state["state"] else {}, "param_groups": [group]})
+    path = [theta.detach().clone()]
+    for _ in range(steps):
+        plain.zero_grad()
+        loss_fn(theta, None).backward()
+        plain.step()
+        path.append(theta.detach().clone())
+    return torch.stack(path)
+
+
+def _rows(function: str, method: str, iteration: int, kind: str, points: np.ndarray, values: np.ndarray,
+          selected: int, processes: range | None = None) -> list[dict[str, Any]]:
+    processes = range(len(points)) if processes is None else processes
+    return [dict(function=function, method=method, iteration=iteration, kind=kind, process=s, x=float(p[0]),
+                 y=float(p[1]), value=float(v), selected=s == selected) for s, p, v in zip(processes, points, values)]
+
+
+def run_unit(config: Config, function: str, method: str) -> pd.DataFrame:
+    """The trace of one method on one function: T iterations, tidy rows (one per point)."""
+    problem = problems.make(function, 2)
+    device = resolve_device(config.device, "float64")
+    start = torch.tensor(STARTS[function], dtype=torch.float64, device=device)
+    n = 1 if method == "vanilla" else config.parallelism
+    optimizer = TracedOptEx(start.clone(), parallelism=n, history=config.history, kernel=config.kernel,
+                            proxy=PROXY[method], **optimizer_args(config.optimizer, config.lr))
+
+    def loss_fn(params, batch):
+        return problem(params, torch)
+
+    def values(points: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return problem(points, torch).cpu().numpy()
+
+    theta0 = start.unsqueeze(0)
+    rows = _rows(function, method, 0, "iterate", theta0.cpu().numpy(), values(theta0), selected=0)
+    for t in range(1, config.iterations + 1):
+        exact = exact_path(optimizer, loss_fn, config.parallelism)
+        info = optimizer.step(loss_fn)
+        theta = optimizer.theta.unsqueeze(0)
+        chosen = info.selected
+        rows += _rows(function, method, t, "exact", exact.cpu().numpy(), values(exact), selected=-1)
+        rows += _rows(function, method, t, "proxy", optimizer.points.cpu().numpy(), values(optimizer.points), chosen)
+        rows += _rows(function, method, t, "step", optimizer.stepped.cpu().numpy(), values(optimizer.stepped), chosen)
+        rows += _rows(function, method, t, "iterate", theta.cpu().numpy(), values(theta), chosen,
+                      range(chosen, chosen + 1))
+    frame = pd.DataFrame(rows)
+    frame["gap"] = frame["value"] - problem.minimum
+    return frame
+
+
+def run(config: Config, results_dir: str | Path | None = "results", figure_id: str = FIGURE_ID,
+        progress: bool = True, commit: str | None = None, compute: bool = True) -> pd.DataFrame:
+    """The traces of every function x method (cached per pair). ``progress`` is accepted for the
+    runner signature; the traces take seconds."""
+    store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
+    frames = []
+    for function in config.functions:
+        for method in config.methods:
+            unit = f"{function}-{method}"
+            frame = None if store is None else store.load(unit)
+            if frame is None:
+                if not compute:
+                    raise FileNotFoundError(f"result unit {unit} of {figure_id}/{store.key} is missing; "
+                                            "run with compute=True")
+                begin = time.perf_counter()
+                frame = run_unit(config, function, method)
+                if store is not None:
+                    store.save(unit, frame, dict(provenance(config.device, "torch", commit),
+                                                 wall_time_s=round(time.perf_counter() - begin, 3)))
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+__all__ = ["Config", "FIGURE_ID", "FUNCTIONS", "KINDS", "METHODS", "TracedOptEx", "exact_path", "run", "run_unit"]

@@ -1,0 +1,222 @@
+"""Thm. 1 / Cor. 1: how the gradient estimate's error and posterior spread shrink with the history.
+
+Two kinds of gradient fields F: R^d -> R^d are estimated from T noisy or exact evaluations at points
+drawn uniformly in a box, and measured at fresh points of the same box:
+
+- ``gp-<kernel>``: fields sampled from the separable GP of Assumption 2, each of the d coordinates an
+  independent GP with a unit-amplitude RBF, Matern-3/2 or Matern-5/2 kernel (random Fourier features,
+  Rahimi & Recht 2007), observed with Gaussian noise of variance sigma^2 (Assumption 1); the estimator
+  uses the true kernel, lengthscale and sigma^2, as the theorem does. The gradient of a scalar GP
+  sample would not do: its covariance -grad grad^T k couples the coordinates, so it is not separable.
+- the synthetic functions of Sec. 6.1 (exact gradients, the estimator's own lengthscale rule), which
+  are not GP samples: there the theorem gives no rate, but the error still has to fall.
+
+Per T the table holds the RMS error ||grad F(theta) - mu_T(theta)||, the RMS posterior standard
+deviation sigma_T(theta) and the fraction of query points inside Thm. 1's bound
+||grad F - mu_T||^2 <= beta sigma_T^2 with beta = d + 2 sqrt(d log(1/delta)) + 2 log(1/delta).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .. import _validation as check
+from .. import problems
+from ..analysis import mean_ci
+from ..results import ResultStore, provenance
+from .estimator import Backend, seed_list, true_gradient
+
+FIGURE_ID = "thm1"
+GP_KERNELS = ("rbf", "matern32", "matern52")
+SOURCES = tuple(f"gp-{k}" for k in GP_KERNELS) + ("sphere", "ackley", "rosenbrock", "levy")
+NU = {"matern32": 1.5, "matern52": 2.5}
+PROFILES = {
+    "paper": dict(histories=(8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+                  synthetic_histories=(8, 16, 32, 64, 128, 256, 512), queries=256, seeds=5),
+    "quick": dict(histories=(8, 16, 32, 64, 128, 256), synthetic_histories=(8, 16, 32, 64, 128), queries=128, seeds=3),
+}
+
+
+def cor1_exponent(kernel: str, dim: int) -> float:
+    """The decay exponent a of the posterior standard deviation, sigma_T ~ T^-a, implied by Cor. 1 as
+    the spec reconstructs it (UNCONFIRMED): ||Sigma_T^2|| = O~(T^-1) for RBF and O~(T^(-2nu/(2nu+d)))
+    for Matern-nu, so a is half of that exponent (logarithmic factors dropped)."""
+    check.choice("kernel", kernel, GP_KERNELS)
+    if kernel == "rbf":
+        return 0.5
+    nu = NU[kernel]
+    return nu / (2.0 * nu + check.positive_int("dim", dim))
+
+
+def beta(dim: int, delta: float) -> float:
+    """Thm. 1's beta = d + 2 sqrt(d log(1/delta)) + 2 log(1/delta) (chi-square tail, Laurent-Massart)."""
+    log = math.log(1.0 / delta)
+    return dim + 2.0 * math.sqrt(dim * log) + 2.0 * log
+
+
+def spectral_sample(kernel: str, count: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """Frequencies omega ~ the kernel's spectral density (unit lengthscale), count x dim: standard normal
+    for RBF, multivariate Student-t with 2 nu degrees of freedom for Matern-nu."""
+    check.choice("kernel", kernel, GP_KERNELS)
+    normal = rng.standard_normal((count, dim))
+    if kernel == "rbf":
+        return normal
+    nu = NU[kernel]
+    return normal * np.sqrt(2.0 * nu / rng.chisquare(2.0 * nu, size=(count, 1)))
+
+
+def sample_field(kernel: str, dim: int, lengthscale: float, features: int,
+                 rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """A vector field R^d -> R^d whose d coordinates are independent random-feature GPs with kernel
+    ``kernel``: f_j(x) = sqrt(2/M) sum_m w_jm cos(omega_jm . x / lengthscale + b_jm), with w ~ N(0, 1)
+    and b ~ U(0, 2 pi). Over draws, E f_i(x) f_j(x') = k(x, x') if i = j and 0 otherwise, exactly for
+    any number of features M (the distribution is Gaussian only as M grows)."""
+    omega = np.stack([spectral_sample(kernel, features, dim, rng) for _ in range(dim)]) / lengthscale  # d x M x d
+    phase = rng.uniform(0.0, 2.0 * math.pi, size=(dim, features))
+    weight = rng.standard_normal((dim, features)) * math.sqrt(2.0 / features)
+
+    def field(points: np.ndarray) -> np.ndarray:
+        angles = np.einsum("jmk,nk->njm", omega, np.atleast_2d(points)) + phase
+        return np.einsum("njm,jm->nj", np.cos(angles), weight)
+
+    return field
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the Thm. 1 experiment. Fields left at None take the profile's value (``PROFILES``)."""
+
+    profile: str = "paper"
+    sources: tuple[str, ...] = SOURCES
+    dim: int = 2  # d, of both the input and the gradient field
+    histories: tuple[int, ...] | None = None  # T for the GP samples
+    synthetic_histories: tuple[int, ...] | None = None  # T for the synthetic functions (auto lengthscale: costlier)
+    queries: int | None = None  # fresh points where the error is measured
+    gp_lengthscale: float = 0.5  # of the sampled fields, in a box [-1, 1]^d
+    grad_noise: float = 0.1  # sigma: observation noise of the GP fields (the estimator's noise is sigma^2)
+    features: int = 1024  # random Fourier features per coordinate
+    kernel: str = "matern52"  # the estimator's kernel on the synthetic functions
+    synthetic_noise: float = 1e-3  # the estimator's sigma^2 on the (noise-free) synthetic functions
+    synthetic_box: float = 0.5  # half-width of the box around theta_0 ~ U(-1, 1)^d for the synthetic functions
+    delta: float = 0.05  # Thm. 1 holds with probability 1 - delta
+    seeds: int | tuple[int, ...] | None = None
+    device: str = "cpu"
+    backend: str = "torch"
+
+    def __post_init__(self) -> None:
+        check.choice("profile", self.profile, PROFILES)
+        for name, value in PROFILES[self.profile].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if not self.sources:
+            raise ValueError("sources must name at least one source")
+        for source in self.sources:
+            check.choice("sources", source, SOURCES)
+        check.positive_int("dim", self.dim)
+        for name in ("histories", "synthetic_histories"):
+            values = getattr(self, name)
+            if not isinstance(values, tuple) or len(values) < 2:
+                raise ValueError(f"{name} must be a tuple of at least 2 history sizes, got {values!r}")
+            for value in values:
+                check.positive_int(name, value)
+        check.positive_int("queries", self.queries)
+        check.positive_float("gp_lengthscale", self.gp_lengthscale)
+        check.positive_float("grad_noise", self.grad_noise)
+        check.positive_int("features", self.features)
+        check.choice("kernel", self.kernel, check.KERNELS)
+        check.positive_float("synthetic_noise", self.synthetic_noise)
+        check.positive_float("synthetic_box", self.synthetic_box)
+        if not 0.0 < check.positive_float("delta", self.delta) < 1.0:
+            raise ValueError(f"delta must lie in (0, 1), got {self.delta}")
+        seed_list(self.seeds)
+        check.choice("device", self.device, check.DEVICES)
+        check.choice("backend", self.backend, check.BACKENDS)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return seed_list(self.seeds)
+
+
+def run_unit(config: Config, source: str, seed: int) -> pd.DataFrame:
+    """Error, posterior std and bound coverage of one field (one seed) for every history size."""
+    backend = Backend(config)
+    rng = np.random.default_rng([seed, 5, SOURCES.index(source)])
+    d = config.dim
+    if source.startswith("gp-"):
+        kernel = source.removeprefix("gp-")
+        field = sample_field(kernel, d, config.gp_lengthscale, config.features, rng)
+        sizes = config.histories
+        points = rng.uniform(-1.0, 1.0, size=(max(sizes), d))
+        queries = rng.uniform(-1.0, 1.0, size=(config.queries, d))
+        observed = field(points) + config.grad_noise * rng.standard_normal((len(points), d))
+        truth = field(queries)
+        settings = (kernel, config.gp_lengthscale, config.grad_noise ** 2)
+    else:
+        problem = problems.make(source, d)
+        sizes = config.synthetic_histories
+        centre = rng.uniform(-1.0, 1.0, size=d)
+        points = centre + rng.uniform(-config.synthetic_box, config.synthetic_box, size=(max(sizes), d))
+        queries = centre + rng.uniform(-config.synthetic_box, config.synthetic_box, size=(config.queries, d))
+        observed, truth = true_gradient(problem, points), true_gradient(problem, queries)
+        settings = (config.kernel, "auto", config.synthetic_noise)
+    scale = math.sqrt(float((truth ** 2).sum(1).mean()))
+    bound = beta(d, config.delta)
+    rows = []
+    for size in sizes:
+        est = backend.estimator(*settings, history=size)
+        est.add(backend.array(points[:size]), backend.array(observed[:size]))
+        mean = backend.numpy(est.mean(backend.array(queries)))
+        var = backend.numpy(est.variance(backend.array(queries)))
+        sq_err = ((mean - truth) ** 2).sum(1)
+        rows.append(dict(source=source, kind="gp" if source.startswith("gp-") else "synthetic", seed=seed, dim=d,
+                         history=size, error=math.sqrt(sq_err.mean()), rel_error=math.sqrt(sq_err.mean()) / scale,
+                         std=math.sqrt(var.mean()), coverage=float((sq_err <= bound * var).mean()),
+                         lengthscale=est.lengthscale_))
+    return pd.DataFrame(rows)
+
+
+def run(config: Config, results_dir: str | Path | None = "results", figure_id: str = FIGURE_ID,
+        progress: bool = True, commit: str | None = None, compute: bool = True) -> pd.DataFrame:
+    """Every source x seed as one tidy table (one row per history size), cached per (source, seed).
+    ``progress`` is accepted for the runner signature."""
+    store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
+    frames = []
+    for source in config.sources:
+        for seed in config.seed_list:
+            unit = f"{source}-seed{seed}"
+            frame = None if store is None else store.load(unit)
+            if frame is None:
+                if not compute:
+                    raise FileNotFoundError(f"result unit {unit} of {figure_id}/{store.key} is missing; "
+                                            "run with compute=True")
+                start = time.perf_counter()
+                frame = run_unit(config, source, seed)
+                if store is not None:
+                    store.save(unit, frame, dict(provenance(config.device, config.backend, commit),
+                                                 wall_time_s=round(time.perf_counter() - start, 3)))
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def decay_exponents(frame: pd.DataFrame, column: str = "error", min_history: int = 32) -> pd.DataFrame:
+    """Per source: the exponent a of ``column`` ~ T^-a, fitted by least squares on log-log axes over
+    T >= ``min_history`` for each seed, with the mean and 95% t-interval over seeds, and for the GP
+    sources the rate of Cor. 1 (reconstructed, UNCONFIRMED) beside it."""
+    rows = []
+    for source, group in frame[frame["history"] >= min_history].groupby("source", sort=False):
+        slopes = [-np.polyfit(np.log(g["history"]), np.log(g[column]), 1)[0] for _, g in group.groupby("seed")]
+        mean, low, high = mean_ci(np.asarray(slopes))
+        kernel = source.removeprefix("gp-")
+        rows.append(dict(source=source, quantity=column, exponent=mean, low=low, high=high, seeds=len(slopes),
+                         cor1=cor1_exponent(kernel, int(group["dim"].iloc[0])) if kernel in GP_KERNELS else math.nan))
+    return pd.DataFrame(rows)
+
+
+__all__ = ["Config", "FIGURE_ID", "GP_KERNELS", "PROFILES", "SOURCES", "beta", "cor1_exponent", "decay_exponents",
+           "run", "run_unit", "sample_field", "spectral_sample"]
