@@ -84,3 +84,11 @@ def batches(value: Any, expected: int) -> None:
         raise ValueError(f"batches must be None or a sequence of {expected} batches, got {type(value).__name__}") from None
     if count != expected:
         raise ValueError(f"batches must hold one batch per parallel process ({expected}), got {count}")
+
+
+def fill_from_profile(config: Any, profiles: dict[str, dict[str, Any]]) -> None:
+    """Check ``config.profile`` and give every field left at None the profile's value (frozen dataclasses)."""
+    choice("profile", config.profile, profiles)
+    for name, value in profiles[config.profile].items():
+        if getattr(config, name) is None:
+            object.__setattr__(config, name, value)

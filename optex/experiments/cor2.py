@@ -99,10 +99,7 @@ class Config:
     backend: str = "torch"
 
     def __post_init__(self) -> None:
-        check.choice("profile", self.profile, PROFILES)
-        for name, value in PROFILES[self.profile].items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
+        check.fill_from_profile(self, PROFILES)
         for name, values, choices in (("parts", self.parts, PARTS), ("panels", self.panels, PANELS),
                                       ("methods", self.methods, METHODS)):
             if not isinstance(values, tuple) or not values:

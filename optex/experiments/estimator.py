@@ -82,10 +82,7 @@ class Config:
     backend: str = "torch"
 
     def __post_init__(self) -> None:
-        check.choice("profile", self.profile, PROFILES)
-        for name, value in PROFILES[self.profile].items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
+        check.fill_from_profile(self, PROFILES)
         if not self.parts:
             raise ValueError("parts must name at least one part")
         for part in self.parts:

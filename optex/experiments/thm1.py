@@ -110,10 +110,7 @@ class Config:
     backend: str = "torch"
 
     def __post_init__(self) -> None:
-        check.choice("profile", self.profile, PROFILES)
-        for name, value in PROFILES[self.profile].items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
+        check.fill_from_profile(self, PROFILES)
         if not self.sources:
             raise ValueError("sources must name at least one source")
         for source in self.sources:
