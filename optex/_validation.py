@@ -21,6 +21,10 @@ BACKENDS = ("torch", "jax")
 # history: a log-grid of 13 points spanning 1/8x ... 8x (factor sqrt(2) apart).
 AUTO_GRID_FACTORS = tuple(2.0 ** (k / 2.0) for k in range(-6, 7))
 
+# Jitter tried, in order, when K + sigma^2 I has no Cholesky factor: multiples of its mean diagonal
+# (1e-10, 1e-9, ..., 1e-2), the same values in every backend.
+JITTER_LEVELS = tuple(10.0 ** k for k in range(-10, -1))
+
 
 def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
@@ -92,3 +96,32 @@ def fill_from_profile(config: Any, profiles: dict[str, dict[str, Any]]) -> None:
     for name, value in profiles[config.profile].items():
         if getattr(config, name) is None:
             object.__setattr__(config, name, value)
+
+
+def choices(name: str, values: Any, allowed: Iterable[str]) -> tuple[str, ...]:
+    """A non-empty tuple/list whose every entry is one of ``allowed``."""
+    if isinstance(values, str) or not isinstance(values, (tuple, list)) or not values:
+        raise ValueError(f"{name} must be a non-empty list of names, got {values!r}")
+    return tuple(choice(name, v, allowed) for v in values)
+
+
+def positive_ints(name: str, values: Any) -> tuple[int, ...]:
+    if not isinstance(values, (tuple, list)) or not values:
+        raise ValueError(f"{name} must be a non-empty tuple of positive integers, got {values!r}")
+    return tuple(positive_int(name, v) for v in values)
+
+
+def positive_floats(name: str, values: Any) -> tuple[float, ...]:
+    if not isinstance(values, (tuple, list)) or not values:
+        raise ValueError(f"{name} must be a non-empty tuple of positive numbers, got {values!r}")
+    return tuple(positive_float(name, v) for v in values)
+
+
+def seed_list(seeds: Any) -> list[int]:
+    """A count n means seeds 0..n-1; a tuple lists distinct non-negative seeds."""
+    if isinstance(seeds, (tuple, list)):
+        values = [nonnegative_int("seeds", s) for s in seeds]
+        if not values or len(set(values)) != len(values):
+            raise ValueError(f"seeds must be a positive count or distinct non-negative integers, got {seeds!r}")
+        return values
+    return list(range(positive_int("seeds", seeds)))

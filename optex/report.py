@@ -18,7 +18,6 @@ import math
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from numbers import Integral
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -47,16 +46,11 @@ def project_root(start: str | Path | None = None) -> Path:
 
 # ---------------------------------------------------------------------------------------------- pages
 def _seeds(value: Any) -> int | tuple[int, ...] | None:
+    """None (the profile's seeds), a positive count, or distinct non-negative seeds."""
     if value is None:
         return None
-    if isinstance(value, Integral) and not isinstance(value, bool):
-        return check.positive_int("seeds", value)
-    if isinstance(value, (list, tuple)) and value:
-        seeds = tuple(check.nonnegative_int("seeds", s) for s in value)
-        if len(set(seeds)) == len(seeds):
-            return seeds
-    raise ValueError(f"seeds must be None (the profile's), a positive count or distinct non-negative integers, "
-                     f"got {value!r}")
+    seeds = check.seed_list(value)
+    return tuple(seeds) if isinstance(value, (list, tuple)) else len(seeds)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ import pandas as pd
 from .. import _validation as check
 from ..analysis import mean_ci
 from . import synthetic
-from .estimator import seed_list
 
 FIGURE_ID = "cor2"
 PARTS = ("scaling", "stability")
@@ -59,16 +58,10 @@ class Unit(NamedTuple):
     config: synthetic.Config
 
 
-def _floats(name: str, values: Any) -> tuple[float, ...]:
-    if not isinstance(values, tuple) or not values:
-        raise ValueError(f"{name} must be a non-empty tuple of positive numbers, got {values!r}")
-    return tuple(check.positive_float(name, v) for v in values)
-
-
 def _parallelisms(name: str, values: Any) -> tuple[int, ...]:
-    if not isinstance(values, tuple) or len(values) < 2 or 1 not in values:
+    if len(check.positive_ints(name, values)) < 2 or 1 not in values:
         raise ValueError(f"{name} must be a tuple of at least 2 values of N including 1 (Vanilla), got {values!r}")
-    return tuple(check.positive_int(name, v) for v in values)
+    return tuple(values)
 
 
 @dataclass(frozen=True)
@@ -102,20 +95,17 @@ class Config:
         check.fill_from_profile(self, PROFILES)
         for name, values, choices in (("parts", self.parts, PARTS), ("panels", self.panels, PANELS),
                                       ("methods", self.methods, METHODS)):
-            if not isinstance(values, tuple) or not values:
-                raise ValueError(f"{name} must be a non-empty tuple, got {values!r}")
-            for value in values:
-                check.choice(name, value, choices)
+            check.choices(name, values, choices)
         _parallelisms("parallelisms", self.parallelisms)
         _parallelisms("stability_parallelisms", self.stability_parallelisms)
-        _floats("stability_lrs", self.stability_lrs)
+        check.positive_floats("stability_lrs", self.stability_lrs)
         for name in ("dim", "iterations", "quadratic_dim", "quadratic_iterations", "history", "stability_iterations"):
             check.positive_int(name, getattr(self, name))
         for name in ("lr", "quadratic_condition", "quadratic_noise", "quadratic_lr", "gp_noise"):
             check.positive_float(name, getattr(self, name))
         if not 0.0 < check.positive_float("target_ratio", self.target_ratio) < 1.0:
             raise ValueError(f"target_ratio must lie in (0, 1), got {self.target_ratio}")
-        seed_list(self.seeds)
+        check.seed_list(self.seeds)
         self.units()  # every synthetic configuration validates the remaining fields
 
     def _panel(self, panel: str, method: str, parallelism: int, lr: float | None = None,

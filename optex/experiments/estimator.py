@@ -43,22 +43,6 @@ CENTRE = {"ackley": (1.5, 1.5), "levy": (1.0, 1.0), "sphere": (0.0, 0.0), "rosen
 WINDOW = {"ackley": 1.0, "levy": 3.0, "sphere": 1.5, "rosenbrock": 1.5}
 
 
-def seed_list(seeds: int | tuple[int, ...]) -> list[int]:
-    """``seeds`` as a list: a count n means seeds 0..n-1; a tuple lists distinct non-negative seeds."""
-    if isinstance(seeds, tuple):
-        values = [check.nonnegative_int("seeds", s) for s in seeds]
-        if not values or len(set(values)) != len(values):
-            raise ValueError(f"seeds must be a positive count or distinct non-negative integers, got {seeds!r}")
-        return values
-    return list(range(check.positive_int("seeds", seeds)))
-
-
-def _positive_ints(name: str, values: Any) -> tuple[int, ...]:
-    if not isinstance(values, tuple) or not values:
-        raise ValueError(f"{name} must be a non-empty tuple of positive integers, got {values!r}")
-    return tuple(check.positive_int(name, v) for v in values)
-
-
 @dataclass(frozen=True)
 class Config:
     """Settings of the estimator chapter. Fields left at None take the profile's value (``PROFILES``)."""
@@ -83,28 +67,25 @@ class Config:
 
     def __post_init__(self) -> None:
         check.fill_from_profile(self, PROFILES)
-        if not self.parts:
-            raise ValueError("parts must name at least one part")
-        for part in self.parts:
-            check.choice("parts", part, PARTS)
+        check.choices("parts", self.parts, PARTS)
         check.choice("function", self.function, tuple(WINDOW))
-        _positive_ints("field_histories", self.field_histories)
+        check.positive_ints("field_histories", self.field_histories)
         if check.positive_int("grid", self.grid) < 2:
             raise ValueError(f"grid must be >= 2, got {self.grid}")
         check.choice("kernel", self.kernel, check.KERNELS)
         check.lengthscale(self.lengthscale)
         check.nonnegative_float("noise", self.noise)
         for name in ("prop_dims", "prop_histories", "cost_dims", "cost_histories"):
-            _positive_ints(name, getattr(self, name))
+            check.positive_ints(name, getattr(self, name))
         check.positive_int("cost_parallelism", self.cost_parallelism)
         check.positive_int("repeats", self.repeats)
-        seed_list(self.seeds)
+        check.seed_list(self.seeds)
         check.choice("device", self.device, check.DEVICES)
         check.choice("backend", self.backend, check.BACKENDS)
 
     @property
     def seed_list(self) -> list[int]:
-        return seed_list(self.seeds)
+        return check.seed_list(self.seeds)
 
 
 # ------------------------------------------------------------------------------------ backends
@@ -341,4 +322,4 @@ def run(config: Config, results_dir: str | Path | None = "results", figure_id: s
 
 
 __all__ = ["Backend", "Config", "FIGURE_ID", "PARTS", "PROFILES", "cost_model", "dense_posterior", "field_error",
-           "kernel_matrix", "run", "seed_list", "separable_posterior", "true_gradient"]
+           "kernel_matrix", "run", "separable_posterior", "true_gradient"]

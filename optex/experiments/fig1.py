@@ -62,14 +62,8 @@ class Config:
 
     def __post_init__(self) -> None:
         check.choice("profile", self.profile, PROFILES)
-        if not self.functions:
-            raise ValueError("functions must name at least one function")
-        for name in self.functions:
-            check.choice("functions", name, tuple(STARTS))
-        if not self.methods:
-            raise ValueError("methods must name at least one method")
-        for name in self.methods:
-            check.choice("methods", name, METHODS)
+        check.choices("functions", self.functions, tuple(STARTS))
+        check.choices("methods", self.methods, METHODS)
         if check.positive_int("parallelism", self.parallelism) < 2:
             raise ValueError(f"parallelism must be >= 2 for a trace with proxy points, got {self.parallelism}")
         check.positive_int("history", self.history)

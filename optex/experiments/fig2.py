@@ -41,10 +41,7 @@ class Config:
 
     def __post_init__(self) -> None:
         check.choice("profile", self.profile, PROFILES)
-        if not self.panels:
-            raise ValueError("panels must name at least one panel")
-        for panel in self.panels:
-            check.choice("panels", panel, PANELS)
+        check.choices("panels", self.panels, PANELS)
         check.nonnegative_float("noise_ratio", self.noise_ratio)
         self.synthetic_configs()  # validates every other field through synthetic.Config
 

@@ -33,12 +33,9 @@ class Config:
     backend: str = "torch"
 
     def __post_init__(self) -> None:
-        for name in self.selects:
-            check.choice("selects", name, check.SELECT)
-        for value in self.histories:
-            check.positive_int("histories", value)
-        for value in self.parallelisms:
-            check.positive_int("parallelisms", value)
+        check.choices("selects", self.selects, check.SELECT)
+        check.positive_ints("histories", self.histories)
+        check.positive_ints("parallelisms", self.parallelisms)
         self.base()
 
     def base(self) -> synthetic.Config:

@@ -73,17 +73,12 @@ class Config:
         check.choice("dtype", self.dtype, DTYPES)
         check.choice("device", self.device, check.DEVICES)
         check.choice("backend", self.backend, check.BACKENDS)
-        if not self.methods:
-            raise ValueError("methods must name at least one method")
-        for method in self.methods:
-            check.choice("methods", method, METHODS)
+        check.choices("methods", self.methods, METHODS)
         if self.clip is not None:
             check.positive_float("clip", self.clip)
         if not self.init_low < self.init_high:
             raise ValueError(f"init_low must be < init_high, got {self.init_low} and {self.init_high}")
-        seeds = self.seed_list
-        if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be a positive count or distinct non-negative integers, got {self.seeds!r}")
+        check.seed_list(self.seeds)
         check.positive_float("picard_tol", self.picard_tol)
         if "picard" in self.methods and (self.grad_noise > 0 or self.backend != "torch"):
             raise ValueError("methods: 'picard' needs a deterministic objective (grad_noise=0) and backend='torch'")
@@ -93,9 +88,7 @@ class Config:
 
     @property
     def seed_list(self) -> list[int]:
-        if isinstance(self.seeds, int):
-            return list(range(check.positive_int("seeds", self.seeds)))
-        return [check.nonnegative_int("seeds", s) for s in self.seeds]
+        return check.seed_list(self.seeds)
 
 
 def backend_adapter(backend: str) -> Any:

@@ -30,7 +30,7 @@ from .. import _validation as check
 from .. import problems
 from ..analysis import mean_ci
 from ..results import ResultStore, provenance
-from .estimator import Backend, seed_list, true_gradient
+from .estimator import Backend, true_gradient
 
 FIGURE_ID = "thm1"
 GP_KERNELS = ("rbf", "matern32", "matern52")
@@ -111,17 +111,11 @@ class Config:
 
     def __post_init__(self) -> None:
         check.fill_from_profile(self, PROFILES)
-        if not self.sources:
-            raise ValueError("sources must name at least one source")
-        for source in self.sources:
-            check.choice("sources", source, SOURCES)
+        check.choices("sources", self.sources, SOURCES)
         check.positive_int("dim", self.dim)
         for name in ("histories", "synthetic_histories"):
-            values = getattr(self, name)
-            if not isinstance(values, tuple) or len(values) < 2:
-                raise ValueError(f"{name} must be a tuple of at least 2 history sizes, got {values!r}")
-            for value in values:
-                check.positive_int(name, value)
+            if len(check.positive_ints(name, getattr(self, name))) < 2:
+                raise ValueError(f"{name} must be a tuple of at least 2 history sizes, got {getattr(self, name)!r}")
         check.positive_int("queries", self.queries)
         check.positive_float("gp_lengthscale", self.gp_lengthscale)
         check.positive_float("grad_noise", self.grad_noise)
@@ -131,13 +125,13 @@ class Config:
         check.positive_float("synthetic_box", self.synthetic_box)
         if not 0.0 < check.positive_float("delta", self.delta) < 1.0:
             raise ValueError(f"delta must lie in (0, 1), got {self.delta}")
-        seed_list(self.seeds)
+        check.seed_list(self.seeds)
         check.choice("device", self.device, check.DEVICES)
         check.choice("backend", self.backend, check.BACKENDS)
 
     @property
     def seed_list(self) -> list[int]:
-        return seed_list(self.seeds)
+        return check.seed_list(self.seeds)
 
 
 def run_unit(config: Config, source: str, seed: int) -> pd.DataFrame:

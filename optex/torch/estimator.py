@@ -12,8 +12,6 @@ from ..kernels import from_sqdist
 
 log = logging.getLogger("optex")
 
-_MAX_JITTER_FACTOR = 1e-2
-
 
 def _small_dtype(device: torch.device) -> torch.dtype:
     # The T0 x T0 algebra is tiny, so it runs in float64 for robustness; MPS has no float64.
@@ -27,16 +25,14 @@ def _cholesky(matrix: torch.Tensor) -> torch.Tensor:
         return factor
     eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
     scale = matrix.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True).unsqueeze(-1).clamp_min(1e-30)
-    jitter = 1e-10
-    while jitter <= _MAX_JITTER_FACTOR:
+    for jitter in check.JITTER_LEVELS:
         factor, info = torch.linalg.cholesky_ex(matrix + jitter * scale * eye)
         if not bool((info > 0).any()):
             log.debug("kernel matrix needed jitter %.1e x mean diagonal for its Cholesky factor", jitter)
             return factor
-        jitter *= 10.0
     raise torch.linalg.LinAlgError(
         "kernel matrix is not positive definite even with jitter "
-        f"{_MAX_JITTER_FACTOR:g} x its mean diagonal; increase `noise`")
+        f"{check.JITTER_LEVELS[-1]:g} x its mean diagonal; increase `noise`")
 
 
 class GradientEstimator:
