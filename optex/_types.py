@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -12,7 +13,16 @@ class StepInfo:
     gradient was evaluated (before its optimizer step). ``losses`` holds all N such losses.
     ``proxy_cosine`` / ``proxy_rel_error`` compare the estimator's mean mu(theta^(s-1)) with the true
     gradient at each of the N-1 points where a proxy step used it (free: the truth is evaluated there
-    anyway); they are empty for iterations without kernel proxy steps.
+    anyway); they are empty for iterations without kernel proxy steps (``proxy="last_gradient"`` reports
+    the same comparison for its constant proxy gradient).
+
+    ``nonfinite`` lists the processes whose loss or gradient was non-finite: they took no real step, were
+    not selected and did not enter the history. ``skipped`` is True when every process was non-finite:
+    the iterate and the optimizer state were then left exactly as they were.
+
+    ``points``, ``mus`` and ``stepped`` are filled only by ``step(..., trace=True)``: the N evaluated points
+    theta^(0..N-1), the N-1 gradients that drove the proxy steps, and the N points the processes reach with
+    their real step theta_t^(s) (backend arrays, N x d).
     """
 
     loss: float
@@ -27,6 +37,11 @@ class StepInfo:
     time_eval: float
     time_update: float
     advanced: int = 0  # Picard only: exact base-optimizer steps accepted in this round
+    nonfinite: tuple[int, ...] = ()
+    skipped: bool = False
+    points: Any = None
+    mus: Any = None
+    stepped: Any = None
 
     @property
     def time_total(self) -> float:

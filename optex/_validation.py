@@ -11,7 +11,9 @@ from typing import Any, Iterable
 
 KERNELS = ("rbf", "matern12", "matern32", "matern52")
 SELECT = ("last", "min_loss", "min_grad_norm")
-PROXY = ("kernel", "none", "target", "linesearch", "large_batch")
+PROXY = ("kernel", "none", "target", "linesearch", "large_batch", "last_gradient")
+ON_NONFINITE = ("skip", "raise")
+WARMUP_PAIRS = (1, 2)
 PARALLEL = ("vmap", "loop")
 LENGTHSCALE_RULES = ("auto", "median")
 DEVICES = ("cpu", "cuda", "mps", "auto")
