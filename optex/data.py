@@ -149,9 +149,8 @@ def _sha256(data: bytes) -> str:
 def _missing(what: str, expected: str, dirs: tuple[Path, ...], remote: RemoteFile | None, reason: str = "") -> DatasetError:
     source = f"; canonical source: {remote.urls[0]}" if remote else ""
     where = " or ".join(str(d / what) for d in dirs)
-    tail = f" ({reason})" if reason else ""
-    return DatasetError(f"dataset file {what} not found (expected sha256 {expected}); put it at {where}{source}, "
-                        f"or call with download=True where the network allows{tail}")
+    tail = f" ({reason})" if reason else ", or call with download=True where the network allows"
+    return DatasetError(f"dataset file {what} not found (expected sha256 {expected}); put it at {where}{source}{tail}")
 
 
 def _read_verified(path: Path, expected: str, remote: RemoteFile | None = None) -> bytes:

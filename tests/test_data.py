@@ -95,6 +95,7 @@ def test_download_fetches_into_the_cache_verifies_and_falls_back_to_the_next_mir
     assert len(text.text) == 1_115_394
     stored = cache / remote.path
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == remote.sha256
+    assert data.download("shakespeare", tmp_path / "empty") == [stored]  # present: nothing fetched again
     # A mirror serving other bytes: refused, and nothing is left behind in the cache.
     stored.unlink()
     data._load.cache_clear()
