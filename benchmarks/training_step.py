@@ -1,13 +1,13 @@
 """Time of one sequential iteration of each training method, and its split, for the book's networks on this CPU.
 
     PYTHONPATH=. python benchmarks/training_step.py [--cases mlp128,mlp512,cnn,transformer] [--repeats 8]
-        [--threads 2] [--parallelism 4] [--attention]
+        [--threads 2] [--parallelism 4] [--parallel vmap|loop] [--attention]
 
 Cases: the 5-layer MLP at width 512 (d = 1,195,018) on MNIST with batches of 128 and 512, the CIFAR-10
 CNN at width 16 (d = 117,866) with batches of 128, the CPU-sized character transformer (d = 809,856)
 with batches of 12 windows of 64. Each method runs through ``optex.experiments.training.make_optex`` on
 the runner's own minibatches (SGD lr 0.01, N = 4, T0 = 50, Matérn-5/2, lengthscale "auto"). After
-enough iterations to fill the history (cost grows with it), it reports the median over ``repeats``
+enough iterations to fill the history (cost grows with it; at least 5, since first calls pay one-off costs), it reports the median over ``repeats``
 iterations of ``StepInfo``'s proxy / evaluation / update times and their sum, in milliseconds, plus the
 minimum total (the robust figure on a shared machine). ``large_batch_scaled`` costs what ``large_batch``
 costs and ``vanilla_long`` what ``vanilla`` costs per iteration.
@@ -35,18 +35,18 @@ CASES = {
 METHODS = ("vanilla", "linesearch", "target", "optex", "large_batch", "last_gradient")
 
 
-def time_method(case: dict, method: str, parallelism: int, repeats: int) -> dict[str, float] | None:
+def time_method(case: dict, method: str, parallelism: int, repeats: int, parallel: str = "vmap") -> dict[str, float] | None:
     import optex.torch
     from optex.experiments import training
 
     if method == "last_gradient" and "warmup_pairs" not in inspect.signature(optex.torch.OptEx).parameters:
         return None  # the backend predates proxy="last_gradient"
-    config = training.Config(**case, parallelism=parallelism, eval_size=10, seeds=1,
+    config = training.Config(**case, parallelism=parallelism, eval_size=10, seeds=1, parallel=parallel,
                              warmup_pairs=1 if method == "last_gradient" else 2)
     unit = training._TorchUnit(config, method, 0)
     task = training.task_for(config)
     n = training.METHODS[method].processes(parallelism)
-    warmup = config.history // parallelism + 2 if method == "optex" else 2
+    warmup = max(5, config.history // parallelism + 2 if method == "optex" else 0)  # first calls pay one-off costs
     splits = []
     for t in range(1, warmup + repeats + 1):
         info = unit.opt.step(unit.loss_fn, [task.batch(0, training.minibatch_index(t, p, n)) for p in range(n)])
@@ -109,15 +109,17 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parallel", default="vmap", choices=("vmap", "loop"), help="how the N gradients are evaluated")
     parser.add_argument("--attention", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, N = {args.parallelism}; ms per sequential iteration "
+    print(f"torch {torch.__version__}, {args.threads} threads, N = {args.parallelism}, parallel={args.parallel}; "
+          "ms per sequential iteration "
           "(median of proxy / eval / update, their sum, and the minimum sum)")
     print(f"{'case':<12}{'d':>10} {'method':<14}{'proxy':>8}{'eval':>8}{'update':>8}{'total':>8}{'min':>8}")
     for name in args.cases.split(","):
         for method in args.methods.split(","):
-            row = time_method(CASES[name], method, args.parallelism, args.repeats)
+            row = time_method(CASES[name], method, args.parallelism, args.repeats, args.parallel)
             if row is None:
                 print(f"{name:<12}{'':>10} {method:<14}  (not in this backend)")
                 continue
