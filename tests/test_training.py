@@ -235,7 +235,8 @@ def test_a_killed_unit_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "optex-seed0.checkpoint"
     with pytest.raises(KeyboardInterrupt):
         training.run_unit(config, "optex", 0, checkpoint=path, checkpoint_every=0.0)
-    assert training._load_checkpoint(path, "optex-seed0", results.config_hash(config))["iteration"] == 6
+    key = results.config_hash(training.cache_identity(config))
+    assert training._load_checkpoint(path, "optex-seed0", key)["iteration"] == 6
     monkeypatch.setattr(training, "make_optex", original)
     resumed = training.run_unit(config, "optex", 0, checkpoint=path, checkpoint_every=0.0)
     timing = [c for c in whole if c.startswith("time") or c == "wall_time"]
