@@ -11,7 +11,7 @@ import importlib
 import sys
 from typing import Any, Callable, Sequence
 
-EXPERIMENTS = ("synthetic", "fig2", "fig6")
+EXPERIMENTS = ("synthetic", "fig2", "fig6", "training")
 
 
 def _parser_for(hint: str) -> Callable[[str], Any]:
@@ -25,13 +25,16 @@ def _parser_for(hint: str) -> Callable[[str], Any]:
     def optional_float(text: str) -> float | None:
         return None if text.lower() in ("none", "") else float(text)
 
+    def optional_int(text: str) -> int | None:
+        return None if text.lower() in ("none", "") else int(text)
+
     def int_or_ints(text: str) -> int | tuple[int, ...]:
         return tuple(int(t) for t in text.split(",")) if "," in text else int(text)
 
     def strs(text: str) -> tuple[str, ...]:
         return tuple(t.strip() for t in text.split(",") if t.strip())
 
-    table = {"int": int, "float": float, "str": str, "float | str": float_or_str, "float | None": optional_float,
+    table = {"int": int, "float": float, "str": str, "float | str": float_or_str, "float | None": optional_float, "int | None": optional_int,
              "int | tuple[int, ...]": int_or_ints, "tuple[str, ...]": strs,
              "tuple[int, ...]": lambda t: tuple(int(v) for v in t.split(",")), "bool": lambda t: t.lower() in ("1", "true", "yes")}
     if hint not in table:
@@ -64,8 +67,9 @@ def _run(args: argparse.Namespace, config_class: type, module: Any) -> int:
     frame = module.run(config, results_dir=args.out, progress=not args.no_progress, commit=args.commit)
     print(f"{len(frame)} rows; results under {args.out}/{module.FIGURE_ID}")
     if "vanilla" in getattr(config, "methods", ()):
-        table = speedup_table(frame)
-        print("Sequential iterations to reach Vanilla's final gap (mean over seeds, 95% t-interval of the speedup):")
+        metric = getattr(module, "SPEEDUP_METRIC", "gap")
+        table = speedup_table(frame, metric=metric)
+        print(f"Sequential iterations to reach Vanilla's final {metric} (mean over seeds, 95% t-interval of the speedup):")
         print(table.round(3).to_string(index=False))
     return 0
 
