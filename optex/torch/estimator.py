@@ -30,18 +30,26 @@ def _exponent(top: torch.Tensor) -> torch.Tensor:
     return torch.where(ok, torch.floor(torch.log2(torch.where(ok, top, 1.0))), 0.0)
 
 
-def row_scale(rows: torch.Tensor) -> torch.Tensor:
+def row_top(rows: torch.Tensor) -> torch.Tensor:
+    """Largest magnitude of each row (last dimension kept, size 1): NaN when the row holds a NaN, inf when
+    it holds an inf, so ``isfinite(row_top(x))`` tells finite rows. Two plain reductions: on CPU torch's
+    ``vector_norm(ord=inf)`` and ``isfinite().all()`` are an order of magnitude slower."""
+    return torch.maximum(rows.amax(-1, keepdim=True), rows.amin(-1, keepdim=True).neg())
+
+
+def row_scale(rows: torch.Tensor, top: torch.Tensor | None = None) -> torch.Tensor:
     """Per-row exact powers of two s (n x 1, dtype of ``rows``) such that ``rows * s`` cannot overflow
-    or underflow in inner products: 1 for rows within the band, else 2^-(e+1) (largest entry in [0.5, 1))."""
-    e = _exponent(torch.linalg.vector_norm(rows, ord=math.inf, dim=-1, keepdim=True))
+    or underflow in inner products: 1 for rows within the band, else 2^-(e+1) (largest entry in [0.5, 1)).
+    ``top`` is ``row_top(rows)`` when the caller has it."""
+    e = _exponent(row_top(rows) if top is None else top)
     return torch.exp2(-torch.where(e.abs() > BAND, e + 1.0, 0.0))
 
 
-def safe_norm(rows: torch.Tensor) -> torch.Tensor:
+def safe_norm(rows: torch.Tensor, top: torch.Tensor | None = None) -> torch.Tensor:
     """Euclidean norm of each row (last dimension) as m * |rows / m| with m an exact power of two:
     no overflow or underflow for any finite row whose norm is representable, and exactly
     ``torch.linalg.vector_norm`` for rows within the band."""
-    scale = row_scale(rows)
+    scale = row_scale(rows, top)
     return torch.linalg.vector_norm(rows * scale, dim=-1) / scale.squeeze(-1)
 
 
@@ -176,7 +184,6 @@ class GradientEstimator:
         opts = dict(dtype=like.dtype, device=like.device)
         self._dim = d
         self._X = torch.zeros(t0, d, **opts)  # inputs, centred at the anchor (see add), times 2^-k
-        self._xexp = torch.zeros((), **opts)  # k, the common power-of-two exponent of _X
         self._G = torch.zeros(t0, d, **opts)  # gradient rows times their own power of two
         self._gscale = torch.ones(t0, dtype=small, device=like.device)  # g_i = _G[i] * _gscale[i]
         self._anchor = torch.zeros(d, **opts)
@@ -184,6 +191,13 @@ class GradientEstimator:
         self._norm = torch.zeros(t0, dtype=small, device=like.device)  # |x_i|, for normalize
         self._D = torch.zeros(t0, t0, dtype=small, device=like.device)  # |x_i - x_j|^2
         self._S = torch.zeros(t0, t0, dtype=small, device=like.device)  # g_i . g_j
+        self._set_xexp(torch.zeros((), **opts))  # k, the common power-of-two exponent of _X
+
+    def _set_xexp(self, xexp: torch.Tensor) -> None:
+        """The inputs' common exponent k and the factors derived from it (2^-k; 4^k in the small dtype)."""
+        self._xexp = xexp
+        self._xdown = torch.exp2(-xexp)
+        self._xup = torch.exp2(2.0 * xexp.to(self._D.dtype))
 
     def _check_pairs(self, thetas: Any, grads: Any) -> tuple[torch.Tensor, torch.Tensor]:
         thetas, grads = _check_tensor("thetas", thetas), _check_tensor("grads", grads)
@@ -220,8 +234,11 @@ class GradientEstimator:
             return 0
         return self._store(thetas, grads)
 
-    def _store(self, thetas: torch.Tensor, grads: torch.Tensor) -> int:
-        """Store finite pairs (checked by the caller); O(T0 d) re-anchoring plus O(n T0 d) products."""
+    def _store(self, thetas: torch.Tensor, grads: torch.Tensor, top: torch.Tensor | None = None) -> int:
+        """Store finite pairs (checked by the caller; ``top``: their ``row_top(grads)`` if known);
+        O(T0 d) re-anchoring plus O(n T0 d) products."""
+        if top is not None:
+            top = top[-self.history:]
         thetas, grads = thetas[-self.history:], grads[-self.history:]
         if self._dim is None or self._count == 0 or self._X.dtype != thetas.dtype or self._X.device != thetas.device:
             self._allocate(thetas)
@@ -234,24 +251,25 @@ class GradientEstimator:
         rows = thetas - anchor
         # The common exponent k of the centred inputs moves only when the new rows leave the band
         # around it, so in the ordinary range it stays 0 and every factor below is exactly 1.
-        top = _exponent(torch.linalg.vector_norm(rows, ord=math.inf))
-        moved = (top - self._xexp).abs() > BAND
-        xexp = torch.where(moved & (top != 0), top + 1.0, self._xexp)
-        down, up = torch.exp2(-xexp), torch.exp2(2.0 * xexp.to(small))
+        spread = _exponent(row_top(rows.view(1, -1)))[0, 0]
+        moved = (spread - self._xexp).abs() > BAND
+        xexp = torch.where(moved & (spread != 0), spread + 1.0, self._xexp)
+        ratio = torch.exp2(self._xexp - xexp)
+        self._set_xexp(xexp)
+        down, up = self._xdown, self._xup
         rows.mul_(down)
         old = self._count
         if old:
             shift = (anchor - self._anchor) * down
-            torch.addcmul(-shift, self._X[:old], torch.exp2(self._xexp - xexp), out=self._X[:old])
+            torch.addcmul(-shift, self._X[:old], ratio, out=self._X[:old])
             self._sq[:old] = torch.linalg.vector_norm(self._X[:old], dim=1).pow(2).to(small) * up
-        self._xexp = xexp
         self._anchor = anchor.clone()
         n = thetas.shape[0]
         if self._next + n <= self.history:  # contiguous slots: slices, no index copies
             slots: Any = slice(self._next, self._next + n)
         else:
             slots = (self._next + torch.arange(n, device=thetas.device)) % self.history
-        gscale = row_scale(grads)
+        gscale = row_scale(grads, top)
         scaled = grads * gscale
         self._X[slots] = rows
         self._G[slots] = scaled
@@ -388,8 +406,8 @@ class GradientEstimator:
             query = thetas / float(self._scale()) if self.normalize else thetas
             return self.kernel(query, self._raw()).to_dense().to(self._D.dtype)
         small = self._D.dtype
-        q = (thetas - self._anchor) * torch.exp2(-self._xexp)
-        up = torch.exp2(2.0 * self._xexp.to(small))
+        q = (thetas - self._anchor) * self._xdown
+        up = self._xup
         inner = (q @ self._X[:n].T).to(small) * up
         sq = torch.linalg.vector_norm(q, dim=1).pow(2).to(small) * up
         sqd = (sq[:, None] + self._sq[None, :n] - 2.0 * inner).clamp_min(0.0)
@@ -455,5 +473,6 @@ class GradientEstimator:
         if self._dim is not None:
             for name in self._BUFFERS:
                 setattr(self, name, state[name.lstrip("_")].clone())
+            self._set_xexp(self._xexp)
         self._lengthscale = state["lengthscale"]
         self._dirty = True

@@ -14,7 +14,7 @@ from torch.utils import _pytree as pytree
 
 from .. import _validation as check
 from .._types import StepInfo
-from .estimator import GradientEstimator, row_scale, safe_norm
+from .estimator import GradientEstimator, row_scale, row_top, safe_norm
 
 LossFn = Callable[..., torch.Tensor]
 STATE_VERSION = 1
@@ -469,9 +469,11 @@ class OptEx:
             raise FloatingPointError(what)
         warnings.warn(what, RuntimeWarning, stacklevel=3)
 
-    def _finite(self, losses: torch.Tensor, grads: torch.Tensor, points: torch.Tensor,
+    def _finite(self, losses: torch.Tensor, top: torch.Tensor, points: torch.Tensor,
                 norms: torch.Tensor) -> torch.Tensor:
-        finite = torch.isfinite(losses) & torch.isfinite(grads).all(1) & torch.isfinite(points).all(1)
+        """Finite loss, gradient (``top`` = its ``row_top``), point (through its sum: a point that large
+        is out of reach anyway) and, with clipping, norm."""
+        finite = torch.isfinite(losses) & torch.isfinite(top[:, 0]) & torch.isfinite(points.sum(1))
         return finite & torch.isfinite(norms) if self.max_grad_norm is not None else finite
 
     def _choose(self, select: str, finite: torch.Tensor, losses: torch.Tensor,
@@ -488,14 +490,16 @@ class OptEx:
         flags = [bool(v) for v in values[:-1]]
         return flags, (values[-1] if any(flags) else None)
 
-    def _compare(self, mus: list[torch.Tensor], grads: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _compare(self, mus: list[torch.Tensor], grads: torch.Tensor,
+                 top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosine and relative error of the proxy gradients against the true ones (rows scaled by exact
         powers of two first, so gradients of any size compare without overflow)."""
         true = grads[: len(mus)]
         est = torch.stack(mus).to(grads.dtype)
-        scale = row_scale(true)
-        cosine = torch.nn.functional.cosine_similarity(est * row_scale(est), true * scale, dim=1)
-        rel = safe_norm((est - true) * scale) / safe_norm(true * scale)
+        scale = row_scale(true, top[: len(mus)])
+        scaled = true * scale
+        cosine = torch.nn.functional.cosine_similarity(est * row_scale(est), scaled, dim=1)
+        rel = torch.linalg.vector_norm(est * scale - scaled, dim=1) / torch.linalg.vector_norm(scaled, dim=1)
         return cosine, rel
 
     def _result(self, *, losses: torch.Tensor, norms: torch.Tensor, chosen: int | None, evaluations: int,
@@ -542,9 +546,9 @@ class OptEx:
         replaying its c proxy steps with the stored proxy gradients -- the very arithmetic that made
         them -- unless the work process already holds them (``work`` is the process the chain ended on).
         """
-        norms = safe_norm(grads)
-        finite = self._finite(losses, grads, points, norms)
-        flags, chosen = self._choose(select, finite, losses, norms)
+        top = row_top(grads)
+        norms = safe_norm(grads, top)
+        flags, chosen = self._choose(select, self._finite(losses, top, points, norms), losses, norms)
         traced = self._trace(points, grads, mus, flags, linesearch) if trace else None
         if chosen is None:
             self._discard_work()
@@ -556,13 +560,13 @@ class OptEx:
                 self._discard_work()
             self._optimizer_step({0: grads[chosen]})
             if self.estimator is not None:
-                keep = slice(None) if all(flags) else finite
-                self.estimator._store(points[keep], grads[keep])
+                keep = slice(None) if all(flags) else torch.tensor(flags, device=self.device)
+                self.estimator._store(points[keep], grads[keep], top[keep])
             if self.proxy in ("linesearch", "last_gradient"):
                 self._last_grad = grads[chosen].clone()
             self._keep_buffers(updated, chosen)
         return self._result(losses=losses, norms=norms, chosen=chosen, evaluations=losses.shape[0], flags=flags,
-                            times=times, compare=self._compare(mus, grads) if compare else None, trace=traced)
+                            times=times, compare=self._compare(mus, grads, top) if compare else None, trace=traced)
 
     def _replay(self, process: int, s: int, mus: list[torch.Tensor], linesearch: bool) -> None:
         """Bring ``process`` (holding theta_{t-1} and its state) to process s's point and state."""
@@ -628,7 +632,7 @@ class OptEx:
             losses.append(loss)
             grads.append(grad)
             chain.append(updated)
-            return bool(torch.isfinite(loss).all() & torch.isfinite(grad).all() & torch.isfinite(at).all())
+            return bool(torch.isfinite(loss).all() & torch.isfinite(row_top(grad)).all() & torch.isfinite(at.sum()))
 
         complete = True
         for s in range(n - 1):
@@ -673,14 +677,15 @@ class OptEx:
         points = point.expand(self.parallelism, -1)
         losses, grads, updated = self._evaluate(loss_fn, points, batches, self._buffers)
         times.append(self._sync())
-        norms = safe_norm(grads)
-        flags, first = self._choose("min_loss", self._finite(losses, grads, points, norms), losses, norms)
+        top = row_top(grads)
+        norms = safe_norm(grads, top)
+        flags, first = self._choose("min_loss", self._finite(losses, top, points, norms), losses, norms)
         loss = grad_norm = None
         if first is not None:
             first = flags.index(True)
             keep = slice(None) if all(flags) else torch.tensor(flags, device=self.device)
             mean = grads[keep].mean(0)
-            loss, grad_norm = losses[keep].mean(0), safe_norm(mean)
+            loss, grad_norm = losses[keep].mean(0), safe_norm(mean.unsqueeze(0))[0]
             self._optimizer_step({0: mean})
             if updated is not None:
                 for name, target in self._buffers.items():
