@@ -26,8 +26,7 @@ def _small_dtype(device: torch.device) -> torch.dtype:
 
 def _exponent(top: torch.Tensor) -> torch.Tensor:
     """e with 2^e <= top < 2^(e+1) (as a float tensor), 0 where top is 0 or not finite."""
-    ok = torch.isfinite(top) & (top > 0)
-    return torch.where(ok, torch.floor(torch.log2(torch.where(ok, top, 1.0))), 0.0)
+    return torch.nan_to_num(torch.floor(torch.log2(top)), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def row_top(rows: torch.Tensor) -> torch.Tensor:
@@ -43,6 +42,11 @@ def row_scale(rows: torch.Tensor, top: torch.Tensor | None = None) -> torch.Tens
     ``top`` is ``row_top(rows)`` when the caller has it."""
     e = _exponent(row_top(rows) if top is None else top)
     return torch.exp2(-torch.where(e.abs() > BAND, e + 1.0, 0.0))
+
+
+def out_of_band(top: torch.Tensor) -> torch.Tensor:
+    """Whether any row with largest magnitude ``top`` (from :func:`row_top`) lies outside the band (0-d bool)."""
+    return (_exponent(top).abs() > BAND).any()
 
 
 def safe_norm(rows: torch.Tensor, top: torch.Tensor | None = None) -> torch.Tensor:

@@ -14,7 +14,7 @@ from torch.utils import _pytree as pytree
 
 from .. import _validation as check
 from .._types import StepInfo
-from .estimator import GradientEstimator, row_scale, row_top, safe_norm
+from .estimator import GradientEstimator, out_of_band, row_scale, row_top, safe_norm
 
 LossFn = Callable[..., torch.Tensor]
 STATE_VERSION = 1
@@ -476,9 +476,10 @@ class OptEx:
         finite = torch.isfinite(losses) & torch.isfinite(top[:, 0]) & torch.isfinite(points.sum(1))
         return finite & torch.isfinite(norms) if self.max_grad_norm is not None else finite
 
-    def _choose(self, select: str, finite: torch.Tensor, losses: torch.Tensor,
-                norms: torch.Tensor) -> tuple[list[bool], int | None]:
-        """Algorithm 1, line 9, among the finite processes, read back to the host in one transfer."""
+    def _choose(self, select: str, finite: torch.Tensor, losses: torch.Tensor, norms: torch.Tensor,
+                extra: torch.Tensor | None = None) -> tuple[list[bool], int | None, bool]:
+        """Algorithm 1, line 9, among the finite processes, read back to the host in one transfer (with the
+        0-d flag ``extra``, returned as a bool)."""
         index = torch.arange(finite.shape[0], device=finite.device)
         if select == "last":
             chosen = torch.where(finite, index, -1).max()
@@ -486,19 +487,23 @@ class OptEx:
             key = torch.where(finite, losses.to(norms.dtype) if select == "min_loss" else norms, math.inf)
             # The first (lowest) index among the finite processes with the smallest key.
             chosen = (finite & (key == key.min())).to(torch.int8).argmax()
-        values = torch.cat([finite.to(torch.long), chosen.view(1)]).tolist()
-        flags = [bool(v) for v in values[:-1]]
-        return flags, (values[-1] if any(flags) else None)
+        flag = torch.zeros(1, dtype=torch.long, device=finite.device) if extra is None else extra.to(torch.long).view(1)
+        values = torch.cat([finite.to(torch.long), chosen.view(1), flag]).tolist()
+        flags = [bool(v) for v in values[:-2]]
+        return flags, (values[-2] if any(flags) else None), bool(values[-1])
 
-    def _compare(self, mus: list[torch.Tensor], grads: torch.Tensor,
-                 top: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cosine and relative error of the proxy gradients against the true ones (rows scaled by exact
-        powers of two first, so gradients of any size compare without overflow)."""
-        true = grads[: len(mus)]
-        est = torch.stack(mus).to(grads.dtype)
-        scale = row_scale(true, top[: len(mus)])
+    def _compare(self, est: torch.Tensor, grads: torch.Tensor, top: torch.Tensor, est_top: torch.Tensor,
+                 wide: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cosine and relative error of the proxy gradients ``est`` against the true ones; when some row is
+        outside the band (``wide``) the rows are scaled by exact powers of two first, so gradients of any
+        size compare without overflow."""
+        true = grads[: est.shape[0]]
+        if not wide:
+            return (torch.nn.functional.cosine_similarity(est, true, dim=1),
+                    (est - true).norm(dim=1) / true.norm(dim=1))
+        scale = row_scale(true, top[: est.shape[0]])
         scaled = true * scale
-        cosine = torch.nn.functional.cosine_similarity(est * row_scale(est), scaled, dim=1)
+        cosine = torch.nn.functional.cosine_similarity(est * row_scale(est, est_top), scaled, dim=1)
         rel = torch.linalg.vector_norm(est * scale - scaled, dim=1) / torch.linalg.vector_norm(scaled, dim=1)
         return cosine, rel
 
@@ -548,7 +553,12 @@ class OptEx:
         """
         top = row_top(grads)
         norms = safe_norm(grads, top)
-        flags, chosen = self._choose(select, self._finite(losses, top, points, norms), losses, norms)
+        est = est_top = wide = None
+        if compare:
+            est = torch.stack(mus).to(grads.dtype)
+            est_top = row_top(est)
+            wide = out_of_band(torch.cat([top[: est.shape[0]], est_top]))
+        flags, chosen, wide = self._choose(select, self._finite(losses, top, points, norms), losses, norms, wide)
         traced = self._trace(points, grads, mus, flags, linesearch) if trace else None
         if chosen is None:
             self._discard_work()
@@ -566,7 +576,7 @@ class OptEx:
                 self._last_grad = grads[chosen].clone()
             self._keep_buffers(updated, chosen)
         return self._result(losses=losses, norms=norms, chosen=chosen, evaluations=losses.shape[0], flags=flags,
-                            times=times, compare=self._compare(mus, grads, top) if compare else None, trace=traced)
+                            times=times, compare=self._compare(est, grads, top, est_top, wide) if compare else None, trace=traced)
 
     def _replay(self, process: int, s: int, mus: list[torch.Tensor], linesearch: bool) -> None:
         """Bring ``process`` (holding theta_{t-1} and its state) to process s's point and state."""
@@ -679,7 +689,7 @@ class OptEx:
         times.append(self._sync())
         top = row_top(grads)
         norms = safe_norm(grads, top)
-        flags, first = self._choose("min_loss", self._finite(losses, top, points, norms), losses, norms)
+        flags, first, _ = self._choose("min_loss", self._finite(losses, top, points, norms), losses, norms)
         loss = grad_norm = None
         if first is not None:
             first = flags.index(True)
