@@ -29,6 +29,7 @@ def test_degenerate_params_are_rejected(params, message):
 @pytest.mark.parametrize("kwargs,param", [
     (dict(on_nonfinite="ignore"), "on_nonfinite"), (dict(warmup_pairs=0), "warmup_pairs"),
     (dict(warmup_pairs=3), "warmup_pairs"), (dict(warmup_pairs=True), "warmup_pairs"),
+    (dict(warmup_pairs=1.0), "warmup_pairs"),
     (dict(warmup_pairs=2, history=1), "warmup_pairs"), (dict(seed=-1), "seed"), (dict(seed=1.5), "seed"),
     (dict(buffers=[torch.zeros(2)]), "buffers"), (dict(buffers={"m": 1.0}), "buffers"),
     (dict(proxy="ghost"), "proxy"),

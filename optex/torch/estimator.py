@@ -472,7 +472,8 @@ class GradientEstimator:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (into an estimator with the same ``history``)."""
         if state.get("history") != self.history:
-            raise ValueError(f"state holds a history of {state.get('history')} pairs, this estimator keeps {self.history}")
+            raise ValueError(f"state holds a history of {state.get('history')} pairs, "
+                             f"this estimator keeps {self.history}")
         self._count, self._next, self._dim = int(state["count"]), int(state["next"]), state["dim"]
         if self._dim is not None:
             for name in self._BUFFERS:

@@ -6,6 +6,7 @@ import inspect
 import math
 import time
 import warnings
+from numbers import Integral
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -206,7 +207,8 @@ class OptEx:
         _check_optimizer(optimizer, optimizer_kwargs)
         self.max_grad_norm = None if max_grad_norm is None else check.positive_float("max_grad_norm", max_grad_norm)
         self.on_nonfinite = check.choice("on_nonfinite", on_nonfinite, check.ON_NONFINITE)
-        if isinstance(warmup_pairs, bool) or warmup_pairs not in check.WARMUP_PAIRS:
+        integral = isinstance(warmup_pairs, Integral) and not isinstance(warmup_pairs, bool)
+        if not integral or warmup_pairs not in check.WARMUP_PAIRS:
             raise ValueError(f"warmup_pairs must be one of {check.WARMUP_PAIRS}, got {warmup_pairs!r}")
         if self.proxy == "kernel" and warmup_pairs > self.history:
             raise ValueError(f"warmup_pairs ({warmup_pairs}) must not exceed history ({self.history}): the history "
@@ -380,8 +382,8 @@ class OptEx:
             stacked = None if batches is None else _stack_batches(batches)
             try:
                 if buffers is None:
-                    run = torch.func.vmap(torch.func.grad_and_value(flat_loss), in_dims=(0, None if batches is None else 0),
-                                          randomness="different")
+                    run = torch.func.vmap(torch.func.grad_and_value(flat_loss),
+                                          in_dims=(0, None if batches is None else 0), randomness="different")
                     grads, losses = run(points, stacked)
                     updated = None
                 else:
@@ -575,8 +577,9 @@ class OptEx:
             if self.proxy in ("linesearch", "last_gradient"):
                 self._last_grad = grads[chosen].clone()
             self._keep_buffers(updated, chosen)
+        comparison = self._compare(est, grads, top, est_top, wide) if compare else None
         return self._result(losses=losses, norms=norms, chosen=chosen, evaluations=losses.shape[0], flags=flags,
-                            times=times, compare=self._compare(est, grads, top, est_top, wide) if compare else None, trace=traced)
+                            times=times, compare=comparison, trace=traced)
 
     def _replay(self, process: int, s: int, mus: list[torch.Tensor], linesearch: bool) -> None:
         """Bring ``process`` (holding theta_{t-1} and its state) to process s's point and state."""
