@@ -10,7 +10,8 @@ After a warm-up that compiles (JAX) and fills the T0 ring buffer, ``repeats`` ca
 timed wall-clock (``perf_counter`` around the call: dispatch, synchronisation and the StepInfo read-back
 included) and their median is that run's figure. Rounds alternate the backends (torch, JAX, torch, ...)
 so that a drifting machine load hits both; the table gives the median over rounds with the min-max
-range, and the torch/JAX ratio taken round by round. ``--torch-base`` adds the torch backend of an
+range, and the torch/JAX ratio taken round by round; "best" is the fastest single step of all rounds (the
+figure least disturbed by other load on a shared machine) and its ratio. ``--torch-base`` adds the torch backend of an
 earlier commit (extracted with ``git archive``) as a third column. The torch split (proxy / evaluation
 / update) is StepInfo's; the JAX backend of that code reports one compiled call only.
 """
@@ -69,7 +70,7 @@ def _worker(backend: str, dim: int, repeats: int, threads: int) -> dict[str, flo
             walls.append(wall)
             split.append((info.time_proxy, info.time_eval, info.time_update))
     med = statistics.median
-    return {"wall": 1e3 * med(walls), "proxy": 1e3 * med(s[0] for s in split),
+    return {"wall": 1e3 * med(walls), "best": 1e3 * min(walls), "proxy": 1e3 * med(s[0] for s in split),
             "eval": 1e3 * med(s[1] for s in split), "update": 1e3 * med(s[2] for s in split)}
 
 
@@ -118,10 +119,12 @@ def main() -> None:
     print(f"OptEx N = {N}, T0 = {T0}, Adam, float32, sphere; {args.threads} thread(s) for torch and XLA; "
           f"ms per step(), median over {args.rounds} alternating rounds of {args.repeats} timed steps "
           f"[min-max over rounds]; load average at the end {load:.1f} on {os.cpu_count()} cores")
-    header = f"{'d':>9} {'backend':<16} {'step ms':>22} {'proxy':>7} {'eval':>7} {'update':>7} {'torch/jax':>20}"
+    header = (f"{'d':>9} {'backend':<16} {'step ms':>22} {'proxy':>7} {'eval':>7} {'update':>7} {'torch/jax':>20} "
+              f"{'best ms':>8} {'best ratio':>10}")
     print(header)
     for dim in dims:
         jax = [r["wall"] for r in results["jax", dim]]
+        jax_best = min(r["best"] for r in results["jax", dim])
         for backend in backends:
             runs = results[backend, dim]
             walls = [r["wall"] for r in runs]
@@ -131,7 +134,10 @@ def main() -> None:
                 split = [f"{statistics.median(r[k] for r in runs):7.1f}" for k in ("proxy", "eval", "update")]
             else:
                 split = [f"{'-':>7}"] * 3
-            print(f"{dim:>9} {backend:<16} {_spread(walls):>22} {' '.join(split)} {ratio:>20}")
+            best = min(r["best"] for r in runs)
+            best_ratio = "" if backend == "jax" else f"{best / jax_best:.2f}"
+            print(f"{dim:>9} {backend:<16} {_spread(walls):>22} {' '.join(split)} {ratio:>20} {best:>8.1f} "
+                  f"{best_ratio:>10}")
 
 
 if __name__ == "__main__":
