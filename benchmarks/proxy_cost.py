@@ -3,8 +3,9 @@
     PYTHONPATH=. python benchmarks/proxy_cost.py [--dims 1e4,1e5,1e6] [--histories 10,20,50,100]
 
 Runs OptEx (N = 5, Adam, float32) on the sphere and reports, once the history is full, the median over
-iterations of time_proxy / (N - 1) and of the time to add N pairs to the history (update phase).
-The model is O(T0 d + T0^2) per estimate and O(N T0 d + T0^3) per history update.
+iterations of time_proxy / (N - 1) and of the update phase (the selected process's real step, the N pairs
+added to the history, the diagnostics). The model is O(T0 d + T0^2) per estimate and O(N T0 d + T0^3) per
+history update.
 """
 from __future__ import annotations
 

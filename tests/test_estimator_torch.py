@@ -486,3 +486,140 @@ def test_shape_mismatches_name_the_parameter():
 def test_constructor_rejects_bad_values(kwargs, param):
     with pytest.raises(ValueError, match=param):
         GradientEstimator(**kwargs)
+
+
+# ---------------------------------------------------------------------------- extreme scales
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-6)])
+@pytest.mark.parametrize("scale", [1e20, 1e-20, 1e-25])
+@pytest.mark.parametrize("lengthscale", ["auto", 0.8])
+def test_gradients_at_extreme_scales_give_the_scaled_estimate(dtype, tol, scale, lengthscale):
+    """Gradient rows of size 1e20 or 1e-20: their float32 inner products (1e40 / 1e-40) overflow or
+    underflow unless the rows are scaled by powers of two first; mu must be the unit estimate times the
+    scale, with the same lengthscale (the leave-one-out choice is invariant to a common scale). At 1e-25
+    unscaled float32 products flush to zero and "auto" loses its leave-one-out statistics entirely."""
+    rng = np.random.default_rng(30)
+    d, n = 300, 12
+    X = rng.normal(size=(n, d))
+    G = grad_field(X) + 0.1 * rng.normal(size=(n, d))
+    Q = X[:3] + 0.05 * rng.normal(size=(3, d))
+    unit = GradientEstimator(lengthscale=lengthscale, history=n)
+    big = GradientEstimator(lengthscale=lengthscale, history=n)
+    as_t = lambda a: torch.as_tensor(a, dtype=dtype)  # noqa: E731
+    unit.add(as_t(X[:7]), as_t(G[:7]))
+    unit.add(as_t(X[7:]), as_t(G[7:]))
+    big.add(as_t(X[:7]), as_t(G[:7] * scale))
+    big.add(as_t(X[7:]), as_t(G[7:] * scale))
+    expected = unit.mean(as_t(Q)).double().numpy()
+    got = big.mean(as_t(Q)).double().numpy() / scale
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * np.abs(expected).max())
+    assert big.lengthscale_ == pytest.approx(unit.lengthscale_, rel=1e-12)
+    # and the unit estimate itself is the dense float64 GP with that lengthscale
+    mean, _ = np_gp(X, G, Q, "matern52", unit.lengthscale_, 1e-3)
+    np.testing.assert_allclose(expected, mean, rtol=1e-4 if dtype == torch.float32 else 1e-9,
+                               atol=(1e-4 if dtype == torch.float32 else 1e-9) * np.abs(mean).max())
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_inputs_at_extreme_scales_with_a_data_driven_lengthscale(scale):
+    """Points scaled by 1e+-20 (float32): squared distances leave float32's range unless the centred
+    inputs are scaled first; a data-driven lengthscale scales with them, so mu is unchanged."""
+    rng = np.random.default_rng(31)
+    d, n = 200, 10
+    X = rng.normal(size=(n, d))
+    G = grad_field(X)
+    Q = X[:2] + 0.1 * rng.normal(size=(2, d))
+    unit, small = GradientEstimator(history=n), GradientEstimator(history=n)
+    f32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    unit.add(f32(X), f32(G))
+    small.add(f32(X * scale), f32(G))
+    expected = unit.mean(f32(Q)).double().numpy()
+    got = small.mean(f32(Q * scale)).double().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert small.lengthscale_ == pytest.approx(unit.lengthscale_ * scale, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------- one pair
+@pytest.mark.parametrize("rule", ["auto", "median"])
+def test_one_pair_with_a_data_driven_lengthscale_is_the_stored_gradient(rule):
+    """No pairwise distance exists: the surrogate is the lengthscale -> infinity limit without the noise
+    shrinkage, mu(theta) = g_1 exactly (bit for bit) everywhere, variance 0, lengthscale inf."""
+    rng = np.random.default_rng(32)
+    x, g = t64(rng.normal(size=5)), t64(rng.normal(size=5))
+    est = GradientEstimator(lengthscale=rule, noise=0.1, history=4)
+    est.add(x, g)
+    queries = t64(rng.normal(size=(3, 5)) * 100.0)
+    assert torch.equal(est.mean(queries), g.expand(3, 5))
+    assert torch.equal(est.mean(x), g)
+    assert torch.equal(est.variance(queries), torch.zeros(3, dtype=torch.float64))
+    assert est.lengthscale_ == math.inf
+    est.add(x + 1.0, g)  # a second pair: the ordinary GP again
+    assert math.isfinite(float(est.mean(x)[0])) and est.lengthscale_ == pytest.approx(math.sqrt(5.0))
+
+
+def test_one_pair_with_a_fixed_lengthscale_is_the_ordinary_gp_mean():
+    rng = np.random.default_rng(33)
+    X, G, Q = rng.normal(size=(1, 4)), rng.normal(size=(1, 4)), rng.normal(size=(3, 4))
+    est = GradientEstimator(lengthscale=1.3, noise=0.2, history=4)
+    est.add(t64(X), t64(G))
+    mean, var = np_gp(X, G, Q, "matern52", 1.3, 0.2)  # k(q, x1) / (1 + noise) * g1
+    assert_close(est.mean(t64(Q)), mean)
+    assert_close(est.variance(t64(Q)), var)
+
+
+# ---------------------------------------------------------------------------- degenerate input
+@pytest.mark.parametrize("thetas,message", [
+    (torch.zeros(0, dtype=torch.float64), "columns"),
+    (torch.zeros((), dtype=torch.float64), "0-d"),
+    (torch.zeros(2, 3, 4, dtype=torch.float64), "n x d"),
+    (torch.zeros(0, 3, dtype=torch.float64), "no rows"),
+    (torch.zeros(2, 0, dtype=torch.float64), "no columns"),
+    (torch.zeros(2, 3, dtype=torch.int64), "floating point"),
+    (torch.zeros(2, 3, device="meta"), "meta"),
+])
+def test_degenerate_pairs_are_rejected_naming_thetas(thetas, message):
+    est = GradientEstimator(lengthscale=1.0, history=4)
+    with pytest.raises(ValueError, match=f"thetas.*{message}|{message}.*thetas") as error:
+        est.add(thetas, thetas.clone())
+    assert "thetas" in str(error.value)
+    assert len(est) == 0
+    assert est.add(torch.ones(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)) == 1  # one 1-d pair
+
+
+def test_mean_before_any_add_says_there_is_no_history():
+    est = GradientEstimator()
+    for method in (est.mean, est.variance):
+        with pytest.raises(ValueError, match="no history yet"):
+            method(torch.zeros(3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kernel", ["matern52", "rbf"])
+def test_a_lengthscale_so_small_the_kernel_is_nan_says_so(kernel):
+    est = GradientEstimator(kernel=kernel, lengthscale=1e-200, history=4)
+    est.add(t64(np.eye(3)), t64(np.ones((3, 3))))
+    with pytest.raises(ValueError, match="lengthscale .* so small .* NaN"):
+        est.mean(t64(np.zeros(3)))
+
+
+@pytest.mark.parametrize("normalize", [1, "yes", None, np.bool_(True)])
+def test_normalize_must_be_a_bool(normalize):
+    with pytest.raises(ValueError, match="normalize"):
+        GradientEstimator(normalize=normalize)
+
+
+def test_checkpoint_restores_the_estimate_bit_for_bit():
+    rng = np.random.default_rng(34)
+    est = GradientEstimator(history=6)
+    for _ in range(3):
+        est.add(t64(rng.normal(size=(4, 5))), t64(rng.normal(size=(4, 5))))
+    saved = est.state_dict()
+    copy = GradientEstimator(history=6)
+    copy.load_state_dict(saved)
+    queries = t64(rng.normal(size=(2, 5)))
+    assert torch.equal(copy.mean(queries), est.mean(queries)) and copy.lengthscale_ == est.lengthscale_
+    pairs = t64(rng.normal(size=(3, 5))), t64(rng.normal(size=(3, 5)))
+    est.add(*pairs)
+    copy.add(*pairs)
+    assert torch.equal(copy.mean(queries), est.mean(queries))
+    with pytest.raises(ValueError, match="history"):
+        GradientEstimator(history=5).load_state_dict(saved)

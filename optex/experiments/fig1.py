@@ -12,8 +12,8 @@ For every sequential iteration t the trace holds, per method:
   there, i.e. what the N proxy steps try to anticipate;
 - ``iterate``: theta_t, the process kept by the selection rule (line 9).
 
-``OptEx.step`` reports what an iteration cost, not where its points were, so the runner reads them
-with :class:`TracedOptEx`, a subclass that observes the points and changes nothing in the algorithm.
+The runner reads the points from ``OptEx.step(..., trace=True)``, which reports them (and takes every
+process's real step, which Fig. 1 draws) without changing the algorithm.
 """
 from __future__ import annotations
 
@@ -76,21 +76,6 @@ class Config:
         check.choice("device", self.device, check.DEVICES)
 
 
-class TracedOptEx(OptEx):
-    """``OptEx`` that keeps, after each step, the N evaluated points (``points``) and the N points the
-    processes reached with their true step (``stepped``), both N x d. It only observes: every step
-    of Algorithm 1 is the parent's."""
-
-    points: torch.Tensor | None = None
-    stepped: torch.Tensor | None = None
-
-    def _finish(self, losses: torch.Tensor, grads: torch.Tensor, points: torch.Tensor, *args: Any, **kwargs: Any):
-        # Called after the N true steps and before the selection overwrites process 0.
-        self.points = points.detach().clone()
-        self.stepped = torch.stack([p.detach().clone() for p in self._procs[: len(points)]])
-        return super()._finish(losses, grads, points, *args, **kwargs)
-
-
 def exact_path(optimizer: OptEx, loss_fn, steps: int) -> torch.Tensor:
     """theta_{t-1} and ``steps`` plain steps of the base optimizer from it, starting from the state
     of the current iterate (process 0, the first parameter group) -> (steps + 1) x d."""
@@ -123,8 +108,9 @@ def run_unit(config: Config, function: str, method: str) -> pd.DataFrame:
     device = resolve_device(config.device, "float64")
     start = torch.tensor(STARTS[function], dtype=torch.float64, device=device)
     n = 1 if method == "vanilla" else config.parallelism
-    optimizer = TracedOptEx(start.clone(), parallelism=n, history=config.history, kernel=config.kernel,
-                            proxy=PROXY[method], **optimizer_args(config.optimizer, config.lr))
+    # warmup_pairs=2: the committed traces were made with the two-pair cold start of earlier versions.
+    optimizer = OptEx(start.clone(), parallelism=n, history=config.history, kernel=config.kernel,
+                      proxy=PROXY[method], warmup_pairs=2, **optimizer_args(config.optimizer, config.lr))
 
     def loss_fn(params, batch):
         return problem(params, torch)
@@ -137,12 +123,12 @@ def run_unit(config: Config, function: str, method: str) -> pd.DataFrame:
     rows = _rows(function, method, 0, "iterate", theta0.cpu().numpy(), values(theta0), selected=0)
     for t in range(1, config.iterations + 1):
         exact = exact_path(optimizer, loss_fn, config.parallelism)
-        info = optimizer.step(loss_fn)
+        info = optimizer.step(loss_fn, trace=True)
         theta = optimizer.theta.unsqueeze(0)
         chosen = info.selected
         rows += _rows(function, method, t, "exact", exact.cpu().numpy(), values(exact), selected=-1)
-        rows += _rows(function, method, t, "proxy", optimizer.points.cpu().numpy(), values(optimizer.points), chosen)
-        rows += _rows(function, method, t, "step", optimizer.stepped.cpu().numpy(), values(optimizer.stepped), chosen)
+        rows += _rows(function, method, t, "proxy", info.points.cpu().numpy(), values(info.points), chosen)
+        rows += _rows(function, method, t, "step", info.stepped.cpu().numpy(), values(info.stepped), chosen)
         rows += _rows(function, method, t, "iterate", theta.cpu().numpy(), values(theta), chosen,
                       range(chosen, chosen + 1))
     frame = pd.DataFrame(rows)
@@ -173,4 +159,4 @@ def run(config: Config, results_dir: str | Path | None = "results", figure_id: s
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["Config", "FIGURE_ID", "FUNCTIONS", "KINDS", "METHODS", "TracedOptEx", "exact_path", "run", "run_unit"]
+__all__ = ["Config", "FIGURE_ID", "FUNCTIONS", "KINDS", "METHODS", "exact_path", "run", "run_unit"]

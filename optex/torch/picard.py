@@ -38,6 +38,21 @@ class Picard(OptEx):
         self.tol = check.positive_float("tol", tol)
         self.steps = 0
 
+    def _process_count(self) -> int:
+        return self.parallelism  # the whole window persists between rounds
+
+    def state_dict(self) -> dict[str, Any]:
+        """:meth:`OptEx.state_dict` plus the window and the step count."""
+        return dict(super().state_dict(), window=torch.stack([p.detach() for p in self._procs]).clone(),
+                    steps=self.steps)
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        for p, saved in zip(self._procs, state["window"]):
+            p.data.copy_(saved)
+        self.steps = int(state["steps"])
+
     @torch.no_grad()
     def step(self, loss_fn: LossFn, batches: Sequence[Any] | None = None) -> StepInfo:
         """One round: N gradients in one batched call, replay, accept the converged prefix, slide."""
@@ -47,7 +62,7 @@ class Picard(OptEx):
         times = [self._sync()]
         old = torch.stack([p.detach() for p in self._procs])
         times.append(self._sync())
-        losses, grads = self._evaluate(loss_fn, old, None)
+        losses, grads, _ = self._evaluate(loss_fn, old, None)
         times.append(self._sync())
         # Replay the window from its exact start with the gradients just evaluated.
         for j in range(n - 1):
