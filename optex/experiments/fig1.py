@@ -18,7 +18,6 @@ with :class:`TracedOptEx`, a subclass that observes the points and changes nothi
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import torch
 
 from .. import _validation as check
 from .. import problems
-from ..results import ResultStore, provenance
+from ..results import ResultStore, Unit, run_units
 from ..torch import OptEx
 from ..torch.adapter import OPTIMIZERS, optimizer_args, resolve_device
 
@@ -152,24 +151,13 @@ def run_unit(config: Config, function: str, method: str) -> pd.DataFrame:
 
 def run(config: Config, results_dir: str | Path | None = "results", figure_id: str = FIGURE_ID,
         progress: bool = True, commit: str | None = None, compute: bool = True) -> pd.DataFrame:
-    """The traces of every function x method (cached per pair). ``progress`` is accepted for the
-    runner signature; the traces take seconds."""
+    """The traces of every function x method (cached per pair)."""
     store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
-    frames = []
-    for function in config.functions:
-        for method in config.methods:
-            unit = f"{function}-{method}"
-            frame = None if store is None else store.load(unit)
-            if frame is None:
-                if not compute:
-                    raise FileNotFoundError(f"result unit {unit} of {figure_id}/{store.key} is missing; "
-                                            "run with compute=True")
-                begin = time.perf_counter()
-                frame = run_unit(config, function, method)
-                if store is not None:
-                    store.save(unit, frame, dict(provenance(config.device, "torch", commit),
-                                                 wall_time_s=round(time.perf_counter() - begin, 3)))
-            frames.append(frame)
+    units = [Unit(f"{function}-{method}", lambda f=function, m=method: run_unit(config, f, m),
+                  {"function": function, "method": method})
+             for function in config.functions for method in config.methods]
+    frames = run_units(store, units, device=config.device, backend="torch", commit=commit, compute=compute,
+                       progress=progress, label=figure_id)
     return pd.concat(frames, ignore_index=True)
 
 

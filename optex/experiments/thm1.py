@@ -18,7 +18,6 @@ deviation sigma_T(theta) and the fraction of query points inside Thm. 1's bound
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,7 +28,7 @@ import pandas as pd
 from .. import _validation as check
 from .. import problems
 from ..analysis import mean_ci
-from ..results import ResultStore, provenance
+from ..results import ResultStore, Unit, run_units
 from .estimator import Backend, true_gradient
 
 FIGURE_ID = "thm1"
@@ -174,24 +173,13 @@ def run_unit(config: Config, source: str, seed: int) -> pd.DataFrame:
 
 def run(config: Config, results_dir: str | Path | None = "results", figure_id: str = FIGURE_ID,
         progress: bool = True, commit: str | None = None, compute: bool = True) -> pd.DataFrame:
-    """Every source x seed as one tidy table (one row per history size), cached per (source, seed).
-    ``progress`` is accepted for the runner signature."""
+    """Every source x seed as one tidy table (one row per history size), cached per (source, seed)."""
     store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
-    frames = []
-    for source in config.sources:
-        for seed in config.seed_list:
-            unit = f"{source}-seed{seed}"
-            frame = None if store is None else store.load(unit)
-            if frame is None:
-                if not compute:
-                    raise FileNotFoundError(f"result unit {unit} of {figure_id}/{store.key} is missing; "
-                                            "run with compute=True")
-                start = time.perf_counter()
-                frame = run_unit(config, source, seed)
-                if store is not None:
-                    store.save(unit, frame, dict(provenance(config.device, config.backend, commit),
-                                                 wall_time_s=round(time.perf_counter() - start, 3)))
-            frames.append(frame)
+    units = [Unit(f"{source}-seed{seed}", lambda so=source, se=seed: run_unit(config, so, se),
+                  {"source": source, "seed": seed})
+             for source in config.sources for seed in config.seed_list]
+    frames = run_units(store, units, device=config.device, backend=config.backend, commit=commit, compute=compute,
+                       progress=progress, label=figure_id)
     return pd.concat(frames, ignore_index=True)
 
 
