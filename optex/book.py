@@ -204,18 +204,34 @@ def execute(root: Path, profile: str = "paper", device: str = "cpu", backend: st
 
 
 # -------------------------------------------------------------------------------------------- build
+def pinned_mathjax(root: Path) -> str:
+    """The MathJax version ``package.json`` pins (its lockfile, ``package-lock.json``, is committed)."""
+    return json.loads((root / "package.json").read_text())["dependencies"]["mathjax"]
+
+
+def installed_mathjax(root: Path) -> str | None:
+    """The MathJax version under ``node_modules/`` (None when it is not installed)."""
+    try:
+        return json.loads((root / MATHJAX_ENTRY.parents[1] / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def ensure_mathjax(root: Path) -> bool:
-    """Install MathJax 3 from npm into ``node_modules/`` when npm exists; True when it is there."""
-    if (root / MATHJAX_ENTRY).is_file():
+    """Install the pinned MathJax into ``node_modules/`` with ``npm ci`` (exactly the committed lockfile)
+    when it is not there and npm exists; True when the pinned version is served by the book. Without
+    npm or a registry, False: the pages then load MathJax from a CDN."""
+    pinned = pinned_mathjax(root)
+    if installed_mathjax(root) == pinned and (root / MATHJAX_ENTRY).is_file():
         return True
     npm = shutil.which("npm")
     if npm is None:
         return False
-    done = subprocess.run([npm, "install", "--prefix", str(root), "--no-save", "--no-package-lock", "--no-audit",
-                           "--no-fund", "--loglevel", "error", "mathjax@3"], cwd=root, capture_output=True, text=True)
+    done = subprocess.run([npm, "ci", "--prefix", str(root), "--ignore-scripts", "--no-audit", "--no-fund",
+                           "--loglevel", "error"], cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
-        print(f"warning: npm could not install MathJax ({done.stderr.strip()[-300:]})", file=sys.stderr)
-    return (root / MATHJAX_ENTRY).is_file()
+        print(f"warning: npm ci could not install MathJax {pinned} ({done.stderr.strip()[-300:]})", file=sys.stderr)
+    return installed_mathjax(root) == pinned and (root / MATHJAX_ENTRY).is_file()
 
 
 def build(root: Path, keep_going: bool = True) -> int:
