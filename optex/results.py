@@ -239,13 +239,22 @@ def _locked(path: Path) -> Iterator[None]:
 class ResultStore:
     """The result files of one experiment configuration."""
 
-    def __init__(self, root: str | Path, figure_id: str, config: Any) -> None:
+    def __init__(self, root: str | Path, figure_id: str, config: Any, key: str | None = None) -> None:
         self.config = config
-        self.key = config_hash(config)
+        self.key = key or config_hash(config)
         self.dir = Path(root) / figure_id / self.key
         self.figure_id = figure_id
         self._git: tuple[set[str], set[str]] | None = None
         self._swept = False
+
+    @classmethod
+    def at(cls, directory: str | Path) -> "ResultStore":
+        """The store of an existing configuration folder ``<root>/<figure_id>/<hash>``, for reading and
+        checking it without its Config (see :func:`config_from_manifest` to rebuild that)."""
+        directory = Path(directory)
+        if not (directory / MANIFEST).is_file():
+            raise FileNotFoundError(f"{directory} has no {MANIFEST}")
+        return cls(directory.parent.parent, directory.parent.name, None, key=directory.name)
 
     @property
     def committed(self) -> bool:
@@ -293,8 +302,11 @@ class ResultStore:
             self._git = (tracked, modified)
         return self._git
 
+    def check(self, unit: str, expect: Mapping[str, Any] | None = None) -> tuple[str | None, pd.DataFrame | None]:
+        """Why the unit's file cannot be used (None: it can), and its table when it can."""
+        return self._problem(unit, self.manifest()["units"].get(unit), expect or {})
+
     def _problem(self, unit: str, record: Mapping[str, Any] | None, expect: Mapping[str, Any]) -> tuple[str | None, pd.DataFrame | None]:
-        """Why the unit's file cannot be used (None: it can), and the table when it can."""
         path = self.dir / f"{unit}.csv"
         try:
             data = path.read_bytes()

@@ -27,6 +27,7 @@ from scipy.spatial.distance import cdist
 from .. import _validation as check
 from .. import problems
 from ..results import ResultStore, Unit, run_units
+from ..verify import Prefix
 from .synthetic import backend_adapter
 
 FIGURE_ID = "estimator"
@@ -293,6 +294,19 @@ def cost_model(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 # ------------------------------------------------------------------------------------------ run
+def verification(config: Config) -> list[Prefix]:
+    """What ``book verify`` recomputes: the field and Prop. 4.1 units of the first seed (a fraction of a
+    second each). The cost part measures wall time, which no other machine reproduces: not verified.
+    Prop. 4.1's columns are differences at rounding level, so they compare within 1e-9 absolute."""
+    seed, prefixes = config.seed_list[0], []
+    if "field" in config.parts:
+        prefixes.append(Prefix(f"field-seed{seed}", lambda: field_unit(config, seed)))
+    if "prop41" in config.parts:
+        prefixes.append(Prefix(f"prop41-seed{seed}", lambda: prop41_unit(config, seed),
+                               ignore=("dense_s", "separable_s"), atol=1e-9))
+    return prefixes
+
+
 def run(config: Config, results_dir: str | Path | None = "results", figure_id: str = FIGURE_ID,
         progress: bool = True, commit: str | None = None, compute: bool = True) -> pd.DataFrame:
     """Every part of ``config`` as one tidy table with a ``part`` column (cached per part and seed)."""
@@ -311,4 +325,4 @@ def run(config: Config, results_dir: str | Path | None = "results", figure_id: s
 
 
 __all__ = ["Backend", "Config", "FIGURE_ID", "PARTS", "PROFILES", "cost_model", "dense_posterior", "field_error",
-           "kernel_matrix", "run", "separable_posterior", "true_gradient"]
+           "kernel_matrix", "run", "separable_posterior", "true_gradient", "verification"]

@@ -18,7 +18,7 @@ with :class:`TracedOptEx`, a subclass that observes the points and changes nothi
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import torch
 from .. import _validation as check
 from .. import problems
 from ..results import ResultStore, Unit, run_units
+from ..verify import Prefix
 from ..torch import OptEx
 from ..torch.adapter import OPTIMIZERS, optimizer_args, resolve_device
 
@@ -161,4 +162,12 @@ def run(config: Config, results_dir: str | Path | None = "results", figure_id: s
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["Config", "FIGURE_ID", "FUNCTIONS", "KINDS", "METHODS", "TracedOptEx", "exact_path", "run", "run_unit"]
+def verification(config: Config) -> list[Prefix]:
+    """What ``book verify`` recomputes: the first 3 iterations of every trace (the cold start and two
+    proxy iterations of OptEx)."""
+    short = replace(config, iterations=min(config.iterations, 3))
+    return [Prefix(f"{f}-{m}", lambda f=f, m=m: run_unit(short, f, m)) for f in config.functions for m in config.methods]
+
+
+__all__ = ["Config", "FIGURE_ID", "FUNCTIONS", "KINDS", "METHODS", "TracedOptEx", "exact_path", "run", "run_unit",
+           "verification"]

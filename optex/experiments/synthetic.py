@@ -17,6 +17,7 @@ import pandas as pd
 from .. import _validation as check
 from .. import problems
 from ..results import ResultStore, Unit, run_units
+from ..verify import Prefix
 
 FIGURE_ID = "synthetic"
 # method name -> OptEx `proxy`; "vanilla" is the base optimizer alone (N = 1); "last_gradient" is the
@@ -226,6 +227,25 @@ def run(config: Config, results_dir: str | Path | None = "results", figure_id: s
                              ignore_index=True)
 
 
+def verification(config: Config) -> list[Prefix]:
+    """What ``book verify`` recomputes: each method's first ``warmup_pairs + 2`` iterations on the first
+    seed (the cold start and two proxy iterations, the second with a fitted lengthscale). The long
+    reference starts as Vanilla's run, so its first rows are checked against the same recomputation."""
+    seed = config.seed_list[0]
+    short = replace(config, iterations=min(config.iterations, config.warmup_pairs + 2))
+    computed: dict[str, pd.DataFrame] = {}
+
+    def prefix(method: str) -> pd.DataFrame:
+        if method not in computed:
+            computed[method] = run_unit(short, method, seed)
+        return computed[method]
+
+    prefixes = [Prefix(f"{method}-seed{seed}", lambda m=method: prefix(m)) for method in config.methods]
+    if config.has_reference:
+        prefixes.append(Prefix(f"{REFERENCE}-seed{seed}", lambda: prefix("vanilla").assign(method=REFERENCE)))
+    return prefixes
+
+
 def sweep(base: Config, values: Sequence[Any], name: str, **kwargs: Any) -> pd.DataFrame:
     """``run`` for each value of one field (e.g. ``name="function"``), tagged with a column ``name``."""
     frames = []
@@ -236,4 +256,4 @@ def sweep(base: Config, values: Sequence[Any], name: str, **kwargs: Any) -> pd.D
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["Config", "FIGURE_ID", "METHODS", "REFERENCE", "initial_point", "run", "run_unit", "sweep"]
+__all__ = ["Config", "FIGURE_ID", "METHODS", "REFERENCE", "initial_point", "run", "run_unit", "sweep", "verification"]

@@ -29,6 +29,7 @@ from .. import _validation as check
 from .. import problems
 from ..analysis import mean_ci
 from ..results import ResultStore, Unit, run_units
+from ..verify import Prefix
 from .estimator import Backend, true_gradient
 
 FIGURE_ID = "thm1"
@@ -133,32 +134,33 @@ class Config:
         return check.seed_list(self.seeds)
 
 
-def run_unit(config: Config, source: str, seed: int) -> pd.DataFrame:
-    """Error, posterior std and bound coverage of one field (one seed) for every history size."""
+def run_unit(config: Config, source: str, seed: int, sizes: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """Error, posterior std and bound coverage of one field (one seed) for every history size (or for
+    ``sizes`` only: the points and queries drawn are the same, so these rows equal the full run's)."""
     backend = Backend(config)
     rng = np.random.default_rng([seed, 5, SOURCES.index(source)])
     d = config.dim
     if source.startswith("gp-"):
         kernel = source.removeprefix("gp-")
         field = sample_field(kernel, d, config.gp_lengthscale, config.features, rng)
-        sizes = config.histories
-        points = rng.uniform(-1.0, 1.0, size=(max(sizes), d))
+        drawn = config.histories
+        points = rng.uniform(-1.0, 1.0, size=(max(drawn), d))
         queries = rng.uniform(-1.0, 1.0, size=(config.queries, d))
         observed = field(points) + config.grad_noise * rng.standard_normal((len(points), d))
         truth = field(queries)
         settings = (kernel, config.gp_lengthscale, config.grad_noise ** 2)
     else:
         problem = problems.make(source, d)
-        sizes = config.synthetic_histories
+        drawn = config.synthetic_histories
         centre = rng.uniform(-1.0, 1.0, size=d)
-        points = centre + rng.uniform(-config.synthetic_box, config.synthetic_box, size=(max(sizes), d))
+        points = centre + rng.uniform(-config.synthetic_box, config.synthetic_box, size=(max(drawn), d))
         queries = centre + rng.uniform(-config.synthetic_box, config.synthetic_box, size=(config.queries, d))
         observed, truth = true_gradient(problem, points), true_gradient(problem, queries)
         settings = (config.kernel, "auto", config.synthetic_noise)
     scale = math.sqrt(float((truth ** 2).sum(1).mean()))
     bound = beta(d, config.delta)
     rows = []
-    for size in sizes:
+    for size in drawn if sizes is None else sizes:
         est = backend.estimator(*settings, history=size)
         est.add(backend.array(points[:size]), backend.array(observed[:size]))
         mean = backend.numpy(est.mean(backend.array(queries)))
@@ -183,6 +185,17 @@ def run(config: Config, results_dir: str | Path | None = "results", figure_id: s
     return pd.concat(frames, ignore_index=True)
 
 
+def verification(config: Config) -> list[Prefix]:
+    """What ``book verify`` recomputes: the three smallest history sizes of every source on the first seed."""
+    seed = config.seed_list[0]
+
+    def prefix(source: str) -> Prefix:
+        drawn = config.histories if source.startswith("gp-") else config.synthetic_histories
+        return Prefix(f"{source}-seed{seed}", lambda: run_unit(config, source, seed, tuple(drawn[:3])))
+
+    return [prefix(source) for source in config.sources]
+
+
 def decay_exponents(frame: pd.DataFrame, column: str = "error", min_history: int = 32) -> pd.DataFrame:
     """Per source: the exponent a of ``column`` ~ T^-a, fitted by least squares on log-log axes over
     T >= ``min_history`` for each seed, with the mean and 95% t-interval over seeds, and for the GP
@@ -198,4 +211,4 @@ def decay_exponents(frame: pd.DataFrame, column: str = "error", min_history: int
 
 
 __all__ = ["Config", "FIGURE_ID", "GP_KERNELS", "PROFILES", "SOURCES", "beta", "cor1_exponent", "decay_exponents",
-           "run", "run_unit", "sample_field", "spectral_sample"]
+           "run", "run_unit", "sample_field", "spectral_sample", "verification"]
