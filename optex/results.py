@@ -225,7 +225,8 @@ def _git_lines(folder: Path, *args: str) -> set[str] | None:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` (POSIX ``flock``: released by the kernel if its holder dies)."""
+    """An exclusive lock on ``path`` (POSIX ``flock``: released by the kernel if its holder dies; the
+    empty lock file stays, git-ignored)."""
     import fcntl
 
     with open(path, "a") as handle:
@@ -335,7 +336,7 @@ class ResultStore:
 
     def load(self, unit: str, expect: Mapping[str, Any] | None = None) -> pd.DataFrame | None:
         """The unit's table, or None when it has not been computed (or is damaged: then reported with
-        one warning naming the file and removed, so that it is recomputed). ``expect`` maps columns to
+        one warning naming the file, never used, and overwritten when the runner recomputes it). ``expect`` maps columns to
         the value every row must hold (e.g. its method and seed). A damaged committed result raises
         :class:`DamagedResultError`; a deleted one is missing (the caller's ``compute`` decides)."""
         self._sweep()
@@ -349,8 +350,7 @@ class ResultStore:
         if self.committed and path.exists():
             raise DamagedResultError(f"{path}: {problem}. It is a committed result: restore it with "
                                      f"`git checkout -- {path}`, or delete it and recompute it on purpose")
-        warnings.warn(f"{path}: {problem}; recomputing it", DamagedResultWarning, stacklevel=2)
-        path.unlink(missing_ok=True)
+        warnings.warn(f"{path}: {problem}; not used (it is recomputed)", DamagedResultWarning, stacklevel=2)
         return None
 
     # ------------------------------------------------------------------------------------- writing

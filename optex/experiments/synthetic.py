@@ -16,6 +16,7 @@ import pandas as pd
 
 from .. import _validation as check
 from .. import problems
+from ..analysis import REFERENCE, REFERENCE_GROWTH
 from ..results import ResultStore, Unit, run_units
 from ..verify import Prefix
 
@@ -25,11 +26,6 @@ FIGURE_ID = "synthetic"
 # "picard" is the exact parallel competitor (optex.torch.Picard), not an OptEx proxy.
 METHODS = {"vanilla": "none", "optex": "kernel", "target": "target", "linesearch": "linesearch",
            "last_gradient": "last_gradient", "large_batch": "large_batch", "picard": None}
-# The long Vanilla run the effective speedup reads (optex.analysis.effective_speedup): added to every
-# configuration where Vanilla competes with another method. It runs N*T iterations, or 2NT, 4NT where
-# a method's best gap is below what the shorter run reached (beyond that the speedup is censored).
-REFERENCE = "vanilla_long"
-REFERENCE_GROWTH = (1, 2, 4)
 DTYPES = ("float32", "float64")
 
 
