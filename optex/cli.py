@@ -154,7 +154,7 @@ def _check_out(out: Path, figure_id: str, refresh: bool) -> None:
 
 
 def _run(args: argparse.Namespace, config_class: type, module: Any) -> int:
-    from .analysis import effective_speedup_table, speedup_table
+    from .analysis import REFERENCE, effective_speedup_table, speedup_table
     from .results import DamagedResultError
 
     names = {f.name for f in dataclasses.fields(config_class)}
@@ -173,13 +173,17 @@ def _run(args: argparse.Namespace, config_class: type, module: Any) -> int:
         return 1
     print(f"{len(frame)} rows; results under {out / module.FIGURE_ID}")
     if "vanilla" in getattr(config, "methods", ()):
-        print("Paper's metric: sequential iterations to reach Vanilla's final gap (mean over seeds, 95% "
+        metric = getattr(module, "SPEEDUP_METRIC", "gap")  # a runner's deterministic metric, e.g. a training loss
+        print(f"Paper's metric: sequential iterations to reach Vanilla's final {metric} (mean over seeds, 95% "
               "t-interval of the speedup):")
-        print(speedup_table(frame).round(3).to_string(index=False))
-        if (frame["method"] == "vanilla_long").any():
-            print("Effective speedup: Vanilla iterations to reach each method's best gap at t, divided by t "
+        print(speedup_table(frame, metric=metric).round(3).to_string(index=False))
+        reference = frame[frame["method"] == REFERENCE]
+        if len(reference):
+            # Runs evaluated every k > 1 iterations are compared on that grid, interpolated in log(metric).
+            grid = bool((reference.groupby("seed")["iteration"].diff().dropna() > 1).any())
+            print(f"Effective speedup: Vanilla iterations to reach each method's best {metric} at t, divided by t "
                   "(censored: lower bounds):")
-            print(effective_speedup_table(frame).round(3).to_string(index=False))
+            print(effective_speedup_table(frame, metric=metric, interpolate=grid).round(3).to_string(index=False))
     return 0
 
 
