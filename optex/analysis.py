@@ -109,9 +109,10 @@ def speedup_table(frame: pd.DataFrame, reference: str = "vanilla", metric: str =
 
 
 def _best_so_far(group: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(iterations, running minimum of ``metric``) of one run, in iteration order; a non-finite value
-    (a diverged step) does not improve the minimum."""
-    group = group.sort_values("iteration")
+    """(iterations, running minimum of ``metric``) of one run, in iteration order, on the iterations
+    where the metric was recorded (rows without it, e.g. between evaluations, are skipped); an infinite
+    value (a diverged step) does not improve the minimum."""
+    group = group.dropna(subset=[metric]).sort_values("iteration")
     values = group[metric].to_numpy(dtype=float)
     return group["iteration"].to_numpy(dtype=float), np.fmin.accumulate(np.where(np.isfinite(values), values, np.inf))
 
@@ -152,8 +153,9 @@ def effective_speedup(frame: pd.DataFrame, metric: str = "gap", reference: str |
     ``by``; default: those of ``PANEL_KEYS`` present). ``reference`` names the long Vanilla run in it, or
     is a table of reference rows (``seed``, ``iteration``, ``metric`` and any of the ``by`` columns;
     missing ones are shared by all panels, e.g. Fig. 6's ablation panels against one reference).
-    ``interpolate=True`` (runs evaluated on an iteration grid) interpolates the reference's best-so-far
-    curve linearly in log(metric) between grid points; otherwise the reference must have every iteration.
+    ``interpolate=True`` (runs evaluated on an iteration grid: rows between evaluations hold NaN or are
+    absent) interpolates the reference's best-so-far curve linearly in log(metric) between grid points;
+    otherwise the answer is the first recorded reference iteration that reaches the value.
 
     Returns one row per (``by``..., method, seed, iteration) with ``best`` (the method's best-so-far
     value), ``vanilla_equivalent`` (the first reference iteration whose best-so-far value is at or below
@@ -232,7 +234,7 @@ def effective_speedup_table(frame: pd.DataFrame, at: Sequence[int] | None = None
     iteration of each panel's methods), summarised over seeds, per (``by``..., method, iteration).
 
     ``iteration`` is the requested t; each seed contributes its value at its last grid point at or
-    below t. Columns: ``effective_speedup`` (mean over seeds), ``effective_low`` / ``effective_high``
+    below t (``evaluated_at``: that grid point; t itself when every iteration is recorded). Columns: ``effective_speedup`` (mean over seeds), ``effective_low`` / ``effective_high``
     (the ``level`` Student-t interval; NaN with one seed), ``vanilla_equivalent`` (mean), ``seeds``,
     ``censored`` (seeds whose value is only a lower bound: then the mean is one too) and ``plateau``
     (:func:`plateau` of ``plateau_method`` in the panel; omitted when ``plateau_method`` is None).
@@ -246,7 +248,9 @@ def effective_speedup_table(frame: pd.DataFrame, at: Sequence[int] | None = None
             for t in times:
                 picked = runs[runs["iteration"] <= t].sort_values("iteration").groupby("seed").tail(1)
                 mean, low, high = mean_ci(picked["speedup"].to_numpy(), level)
-                rows.append(dict(zip(keys, key), method=method, iteration=t, effective_speedup=mean,
+                rows.append(dict(zip(keys, key), method=method, iteration=t,
+                                 evaluated_at=int(picked["iteration"].max()) if len(picked) else -1,
+                                 effective_speedup=mean,
                                  effective_low=low, effective_high=high,
                                  vanilla_equivalent=float(picked["vanilla_equivalent"].mean()),
                                  seeds=len(picked), censored=int(picked["censored"].sum())))

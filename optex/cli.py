@@ -177,7 +177,7 @@ def _run(args: argparse.Namespace, config_class: type, module: Any) -> int:
         print(f"Paper's metric: sequential iterations to reach Vanilla's final {metric} (mean over seeds, 95% "
               "t-interval of the speedup):")
         print(speedup_table(frame, metric=metric).round(3).to_string(index=False))
-        reference = frame[frame["method"] == REFERENCE]
+        reference = frame[frame["method"] == REFERENCE].dropna(subset=[metric])
         if len(reference):
             # Runs evaluated every k > 1 iterations are compared on that grid, interpolated in log(metric).
             grid = bool((reference.groupby("seed")["iteration"].diff().dropna() > 1).any())

@@ -134,3 +134,19 @@ def test_mean_ci_matches_t_interval():
     mean, low, high = analysis.mean_ci(values)
     half = 2.7764451051977987 * values.std(ddof=1) / math.sqrt(5)
     assert (mean, low, high) == pytest.approx((3.0, 3.0 - half, 3.0 + half))
+
+
+def test_rows_between_evaluations_are_skipped_and_the_grid_interpolated():
+    # A training runner's table: one row per iteration, the fixed-set loss recorded every 2 iterations.
+    loss = {0: 8.0, 2: 4.0, 4: 2.0, 6: 1.0, 8: 0.5}
+    long = pd.DataFrame(dict(method="vanilla_long", seed=0, iteration=range(9),
+                             train_loss=[loss.get(i, np.nan) for i in range(9)]))
+    runs = pd.DataFrame(dict(method="optex", seed=0, iteration=range(5), train_loss=[8.0, np.nan, 2 ** 0.5, np.nan, 1.0]))
+    table = analysis.effective_speedup(pd.concat([runs, long]), metric="train_loss", interpolate=True)
+    assert table["iteration"].tolist() == [2, 4]
+    # 2^0.5 lies halfway between 2 (iteration 4) and 1 (iteration 6) in log: Vanilla iteration 5.
+    assert table["vanilla_equivalent"].tolist() == pytest.approx([5.0, 6.0])
+    summary = analysis.effective_speedup_table(pd.concat([runs, long]), at=(3,), metric="train_loss",
+                                               interpolate=True, plateau_method=None)
+    assert summary["effective_speedup"].tolist() == pytest.approx([2.5])  # the grid point at or below t = 3
+    assert summary["evaluated_at"].tolist() == [2]
