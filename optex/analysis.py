@@ -234,7 +234,8 @@ def effective_speedup_table(frame: pd.DataFrame, at: Sequence[int] | None = None
     iteration of each panel's methods), summarised over seeds, per (``by``..., method, iteration).
 
     ``iteration`` is the requested t; each seed contributes its value at its last grid point at or
-    below t (``evaluated_at``: that grid point; t itself when every iteration is recorded). Columns: ``effective_speedup`` (mean over seeds), ``effective_low`` / ``effective_high``
+    below t (``evaluated_at``: that grid point; t itself when every iteration is recorded). Columns:
+    ``effective_speedup`` (mean over seeds), ``effective_low`` / ``effective_high``
     (the ``level`` Student-t interval; NaN with one seed), ``vanilla_equivalent`` (mean), ``seeds``,
     ``censored`` (seeds whose value is only a lower bound: then the mean is one too) and ``plateau``
     (:func:`plateau` of ``plateau_method`` in the panel; omitted when ``plateau_method`` is None).
@@ -243,7 +244,8 @@ def effective_speedup_table(frame: pd.DataFrame, at: Sequence[int] | None = None
     per_seed = effective_speedup(frame, metric, reference, keys, interpolate)
     rows = []
     for key, group in _groups(per_seed, keys):
-        times = sorted({int(t) for t in ((group["iteration"].max(), group["iteration"].max() // 2) if at is None else at)})
+        last = int(group["iteration"].max())
+        times = sorted({int(t) for t in ((last, last // 2) if at is None else at)})
         for method, runs in group.groupby("method", sort=False):
             for t in times:
                 picked = runs[runs["iteration"] <= t].sort_values("iteration").groupby("seed").tail(1)
@@ -260,5 +262,6 @@ def effective_speedup_table(frame: pd.DataFrame, at: Sequence[int] | None = None
     return _with_plateau(table, frame, plateau_method, metric, keys)
 
 
-__all__ = ["PANEL_KEYS", "PLATEAU_DROP", "REFERENCE", "REFERENCE_GROWTH", "effective_speedup", "effective_speedup_table",
+__all__ = ["PANEL_KEYS", "PLATEAU_DROP", "REFERENCE", "REFERENCE_GROWTH", "effective_speedup",
+           "effective_speedup_table",
            "iterations_to_reach", "mean_ci", "plateau", "speedup_table"]

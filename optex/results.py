@@ -113,7 +113,8 @@ def config_from_manifest(manifest: Mapping[str, Any], **execution: Any) -> Any:
     unknown = sorted(set(manifest["settings"]) - set(names))
     if unknown:
         raise ValueError(f"{runner['module']}.{runner['config']} has no field {', '.join(unknown)} (the code changed)")
-    values = {k: tuple(v) if isinstance(v, list) and "tuple" in names[k] else v for k, v in manifest["settings"].items()}
+    values = {k: tuple(v) if isinstance(v, list) and "tuple" in names[k] else v
+              for k, v in manifest["settings"].items()}
     config = cls(**values, **{k: v for k, v in execution.items() if k in names})
     if config_hash(config) != manifest["hash"]:
         raise ValueError(f"{runner['module']}.{runner['config']} rebuilt from the manifest of "
@@ -307,7 +308,8 @@ class ResultStore:
         """Why the unit's file cannot be used (None: it can), and its table when it can."""
         return self._problem(unit, self.manifest()["units"].get(unit), expect or {})
 
-    def _problem(self, unit: str, record: Mapping[str, Any] | None, expect: Mapping[str, Any]) -> tuple[str | None, pd.DataFrame | None]:
+    def _problem(self, unit: str, record: Mapping[str, Any] | None,
+                 expect: Mapping[str, Any]) -> tuple[str | None, pd.DataFrame | None]:
         path = self.dir / f"{unit}.csv"
         try:
             data = path.read_bytes()
@@ -336,9 +338,10 @@ class ResultStore:
 
     def load(self, unit: str, expect: Mapping[str, Any] | None = None) -> pd.DataFrame | None:
         """The unit's table, or None when it has not been computed (or is damaged: then reported with
-        one warning naming the file, never used, and overwritten when the runner recomputes it). ``expect`` maps columns to
-        the value every row must hold (e.g. its method and seed). A damaged committed result raises
-        :class:`DamagedResultError`; a deleted one is missing (the caller's ``compute`` decides)."""
+        one warning naming the file, never used, and overwritten when the runner recomputes it).
+        ``expect`` maps columns to the value every row must hold (e.g. its method and seed). A damaged
+        committed result raises :class:`DamagedResultError`; a deleted one is missing (the caller's
+        ``compute`` decides)."""
         self._sweep()
         path = self.dir / f"{unit}.csv"
         record = self.manifest()["units"].get(unit)

@@ -232,8 +232,10 @@ def _print_summary(record: dict[str, Any]) -> None:
     for entry in entries:
         if entry["status"] not in ("passed", "skipped"):
             print(f"{entry['status'].upper()} {entry['path']}: {entry['reason']}", file=sys.stderr)
+    outcome = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    outcome += f"; {dirty} from uncommitted code" if dirty else ""
     print(f"verify: {len(entries)} committed results in {record['seconds']:.1f} s against commit {record['commit']}: "
-          + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + (f"; {dirty} from uncommitted code" if dirty else ""))
+          f"{outcome}")
 
 
 def run(root: Path, only: Sequence[str] = (), strict: bool = False, progress: bool = True) -> int:

@@ -15,7 +15,8 @@ def _runs(**curves):
     for method, values in curves.items():
         per_seed = values if isinstance(values, dict) else {0: values}
         for seed, series in per_seed.items():
-            rows += [dict(function="f", method=method, seed=seed, iteration=i, gap=float(v)) for i, v in enumerate(series)]
+            rows += [dict(function="f", method=method, seed=seed, iteration=i, gap=float(v))
+                     for i, v in enumerate(series)]
     return pd.DataFrame(rows)
 
 
@@ -141,7 +142,8 @@ def test_rows_between_evaluations_are_skipped_and_the_grid_interpolated():
     loss = {0: 8.0, 2: 4.0, 4: 2.0, 6: 1.0, 8: 0.5}
     long = pd.DataFrame(dict(method="vanilla_long", seed=0, iteration=range(9),
                              train_loss=[loss.get(i, np.nan) for i in range(9)]))
-    runs = pd.DataFrame(dict(method="optex", seed=0, iteration=range(5), train_loss=[8.0, np.nan, 2 ** 0.5, np.nan, 1.0]))
+    runs = pd.DataFrame(dict(method="optex", seed=0, iteration=range(5),
+                             train_loss=[8.0, np.nan, 2 ** 0.5, np.nan, 1.0]))
     table = analysis.effective_speedup(pd.concat([runs, long]), metric="train_loss", interpolate=True)
     assert table["iteration"].tolist() == [2, 4]
     # 2^0.5 lies halfway between 2 (iteration 4) and 1 (iteration 6) in log: Vanilla iteration 5.

@@ -85,7 +85,8 @@ def test_gpu_made_results_are_verified_only_where_the_device_is(committed, monke
     (store.dir / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setattr(verify, "_available", lambda device, backend: device == "cpu")
     entry = _entry(root, store)
-    assert (entry["status"], entry["reason"], entry["devices"]) == ("skipped", "made on cuda; no cuda device here", ["cuda"])
+    assert (entry["status"], entry["devices"]) == ("skipped", ["cuda"])
+    assert entry["reason"] == "made on cuda; no cuda device here"
 
 
 def test_results_that_cannot_be_rebuilt_are_unverifiable(committed):

@@ -166,7 +166,8 @@ def verification(config: Config) -> list[Prefix]:
     """What ``book verify`` recomputes: the first 3 iterations of every trace (the cold start and two
     proxy iterations of OptEx)."""
     short = replace(config, iterations=min(config.iterations, 3))
-    return [Prefix(f"{f}-{m}", lambda f=f, m=m: run_unit(short, f, m)) for f in config.functions for m in config.methods]
+    return [Prefix(f"{f}-{m}", lambda f=f, m=m: run_unit(short, f, m))
+            for f in config.functions for m in config.methods]
 
 
 __all__ = ["Config", "FIGURE_ID", "FUNCTIONS", "KINDS", "METHODS", "TracedOptEx", "exact_path", "run", "run_unit",

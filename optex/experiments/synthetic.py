@@ -208,7 +208,8 @@ def run(config: Config, results_dir: str | Path | None = "results", figure_id: s
     store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
     options = dict(device=config.device, backend=config.backend, commit=commit, compute=compute, progress=progress,
                    label=f"{figure_id}:{config.function}")
-    units = [Unit(f"{method}-seed{seed}", lambda m=method, s=seed: run_unit(config, m, s), {"method": method, "seed": seed})
+    units = [Unit(f"{method}-seed{seed}", lambda m=method, s=seed: run_unit(config, m, s),
+                  {"method": method, "seed": seed})
              for seed in config.seed_list for method in config.methods]
     frames = run_units(store, units, **options)
     if config.has_reference:
