@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import _validation as check
+from . import verify as _verify
 from .report import FIGURES_DIR, PROFILES, project_root, write_report
 
 SOURCES = Path("notebooks")
@@ -204,18 +205,34 @@ def execute(root: Path, profile: str = "paper", device: str = "cpu", backend: st
 
 
 # -------------------------------------------------------------------------------------------- build
+def pinned_mathjax(root: Path) -> str:
+    """The MathJax version ``package.json`` pins (its lockfile, ``package-lock.json``, is committed)."""
+    return json.loads((root / "package.json").read_text())["dependencies"]["mathjax"]
+
+
+def installed_mathjax(root: Path) -> str | None:
+    """The MathJax version under ``node_modules/`` (None when it is not installed)."""
+    try:
+        return json.loads((root / MATHJAX_ENTRY.parents[1] / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def ensure_mathjax(root: Path) -> bool:
-    """Install MathJax 3 from npm into ``node_modules/`` when npm exists; True when it is there."""
-    if (root / MATHJAX_ENTRY).is_file():
+    """Install the pinned MathJax into ``node_modules/`` with ``npm ci`` (exactly the committed lockfile)
+    when it is not there and npm exists; True when the pinned version is served by the book. Without
+    npm or a registry, False: the pages then load MathJax from a CDN."""
+    pinned = pinned_mathjax(root)
+    if installed_mathjax(root) == pinned and (root / MATHJAX_ENTRY).is_file():
         return True
     npm = shutil.which("npm")
     if npm is None:
         return False
-    done = subprocess.run([npm, "install", "--prefix", str(root), "--no-save", "--no-package-lock", "--no-audit",
-                           "--no-fund", "--loglevel", "error", "mathjax@3"], cwd=root, capture_output=True, text=True)
+    done = subprocess.run([npm, "ci", "--prefix", str(root), "--ignore-scripts", "--no-audit", "--no-fund",
+                           "--loglevel", "error"], cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
-        print(f"warning: npm could not install MathJax ({done.stderr.strip()[-300:]})", file=sys.stderr)
-    return (root / MATHJAX_ENTRY).is_file()
+        print(f"warning: npm ci could not install MathJax {pinned} ({done.stderr.strip()[-300:]})", file=sys.stderr)
+    return installed_mathjax(root) == pinned and (root / MATHJAX_ENTRY).is_file()
 
 
 def build(root: Path, keep_going: bool = True) -> int:
@@ -295,7 +312,7 @@ def check_book(root: Path) -> int:
     if not (root / HTML / "index.html").is_file():
         print(f"error: no built book under {HTML}: run `python -m optex book build` first", file=sys.stderr)
         return 2
-    problems = check_html(root)
+    problems = check_html(root) + _verify.verification_problems(root)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     docs, ids = toc_files(root), figure_ids(root)
@@ -313,7 +330,7 @@ def _timeout(text: str) -> float | None:
 
 
 def add_commands(parser: argparse.ArgumentParser) -> None:
-    """Add ``execute``, ``build`` and ``check`` under ``python -m optex book``."""
+    """Add ``execute``, ``build``, ``check`` and ``verify`` under ``python -m optex book``."""
     commands = parser.add_subparsers(dest="book_command", required=True)
     run = commands.add_parser("execute", help="execute the chapter notebooks with papermill into book/_executed/")
     run.add_argument("--profile", choices=PROFILES, default="paper",
@@ -333,6 +350,14 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     make.set_defaults(handler=lambda a: build(repository_root(), keep_going=not a.stop_early))
     verify = commands.add_parser("check", help="check the built HTML: pages, figures, error outputs")
     verify.set_defaults(handler=lambda a: check_book(repository_root()))
+    results = commands.add_parser("verify", help="recompute a short prefix of every committed result with today's "
+                                                 "code and compare (record: book/_executed/verification.json)")
+    results.add_argument("--only", action="append", default=[], metavar="FIGURE_ID",
+                         help="verify this figure's results only (repeatable), e.g. fig2")
+    results.add_argument("--strict", action="store_true",
+                         help="exit 1 unless every result passed and none came from uncommitted code")
+    results.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    results.set_defaults(handler=lambda a: _verify.run(repository_root(), a.only, a.strict, not a.no_progress))
 
 
 __all__ = ["add_commands", "build", "chapters", "check_book", "check_html", "execute", "execute_chapter",

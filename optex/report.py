@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from . import _validation as check
+from . import verify as verification
 from .analysis import iterations_to_reach, mean_ci, speedup_table
 from .plotting import check_figure_id, method_label, save_figure
 from .results import ResultStore
@@ -216,8 +217,8 @@ def summary(results: Results) -> dict[str, Any]:
 def provenance_note(results: Results, root: str | Path | None = None) -> str:
     """A MyST admonition for the page: which results these are, and where and when they were made.
 
-    It warns when the paper-scale results were missing (quick ones are shown instead) and, when git can
-    tell, when files under ``optex/`` changed since the commit that produced the results.
+    It warns when the paper-scale results were missing (quick ones are shown instead), and says whether
+    today's code still computes them (:func:`_code_status`).
     """
     root = Path(root) if root is not None else project_root()
     info = summary(results)
@@ -239,20 +240,56 @@ def provenance_note(results: Results, root: str | Path | None = None) -> str:
             "found, so it shows the quick profile instead (smaller problem, fewer seeds). "
             "Run `python -m optex book execute --recompute --only <chapter>` to compute them.",
             "", f"Missing: {results.missing}"]))
-    stale = []
+    blocks += _code_status(results, info, root)
+    return "\n\n".join(blocks)
+
+
+def _code_status(results: Results, info: Mapping[str, Any], root: Path) -> list[str]:
+    """Whether today's code still computes these results: "verified against commit X" when ``book
+    verify`` recomputed them (a warning naming what changed when it did not), otherwise the files under
+    ``optex/`` that changed since the commit that produced them. Uncommitted code is always a warning."""
+    record = verification.load_record(root) if results.profile == "paper" else None
+    entries = verification.entries_for(record, results.figure_id, info["hashes"])
+    blocks, stale = [], []
     for commit in info["commits"]:
         if commit.endswith("+dirty"):
             stale.append(f"`{_short(commit)}`: computed with uncommitted changes under `optex/`, so the exact "
                          "code cannot be recovered.")
-        elif commit != "unknown":
+        elif commit != "unknown" and not entries:
             changed = changed_since(commit, root)
             if changed:
                 shown = ", ".join(f"`{c}`" for c in changed[:8]) + (" ..." if len(changed) > 8 else "")
                 stale.append(f"`{_short(commit)}`: {len(changed)} file(s) under `optex/` changed since: {shown}.")
+    failing = {h: e for h, e in entries.items() if e["status"] not in ("passed", "skipped")}
+    if failing:
+        lines = [f"`python -m optex book verify` recomputed a short prefix of these results with the code of commit "
+                 f"`{_short(record['commit'])}` and it does not match:", ""]
+        for key, entry in sorted(failing.items()):
+            lines.append(f"- `{key}` ({entry['status']}): {entry['reason']}")
+            for commit in (c for c in entry["commits"] if c != "unknown" and not c.endswith("+dirty")):
+                changed = changed_since(commit, root) or []
+                if changed:
+                    lines.append(f"  Changed under `optex/` since `{_short(commit)}`: "
+                                 + ", ".join(f"`{c}`" for c in changed[:8]) + (" ..." if len(changed) > 8 else ""))
+        lines += ["", "Recompute them (`python -m optex book execute --recompute`) before trusting these numbers."]
+        blocks.append(_admonition("warning", "These results do not match today's code", lines))
+    elif entries:
+        passed = [e for e in entries.values() if e["status"] == "passed"]
+        skipped = sorted({d for e in entries.values() if e["status"] == "skipped" for d in e["devices"]})
+        missing = len(info["hashes"]) - len(entries)
+        text = (f"Verified against commit `{_short(record['commit'])}` ({record['date'][:10]}): a recomputed prefix "
+                f"of {len(passed)} of the {len(info['hashes'])} settings (one seed per method, the first iterations, "
+                f"proxy iterations included) matches the committed files within a relative tolerance of "
+                f"{record['tolerance']['rtol']:g}.")
+        if skipped:
+            text += f" Results made on {', '.join(skipped)} are verified only where that device is present."
+        if missing:
+            text += f" {missing} setting(s) were not in the verification record."
+        blocks.append(_admonition("tip", "Verified against today's code", [text]))
     if stale:
         blocks.append(_admonition("warning", "The code changed since these results were computed", [
             "Re-run the chapter with `--recompute` if the change can affect them.", "", *[f"- {s}" for s in stale]]))
-    return "\n\n".join(blocks)
+    return blocks
 
 
 def _admonition(kind: str, title: str, lines: Sequence[str]) -> str:

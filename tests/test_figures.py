@@ -28,7 +28,10 @@ def test_noise_ratio_scales_with_the_gradient():
 def test_fig2_table_has_one_curve_per_panel_method_seed(tmp_path):
     config = fig2.Config(profile="quick", panels=("sphere", "levy"), methods=("vanilla", "optex"), seeds=1)
     frame = fig2.run(config, results_dir=tmp_path, progress=False)
-    assert frame.groupby(["panel", "method", "seed"]).size().eq(21).all()
+    methods = frame[frame.method != synthetic.REFERENCE]
+    assert methods.groupby(["panel", "method", "seed"]).size().eq(21).all()
+    # Each panel carries its long Vanilla reference (N*T iterations at least) for the effective speedup.
+    assert frame[frame.method == synthetic.REFERENCE].groupby("panel")["iteration"].max().ge(5 * 20).all()
     assert set(frame.panel) == {"sphere", "levy"}
     assert (tmp_path / "fig2").is_dir()
 
@@ -42,8 +45,27 @@ def test_fig6_sequential_curve_is_the_parallel_run_reindexed(tmp_path):
     merged = seq.merge(par, left_on="evaluations", right_on="evaluations", suffixes=("_s", "_p"))
     np.testing.assert_array_equal(merged["gap_s"], merged["gap_p"])
     assert seq["iteration"].max() <= 20
-    assert set(frame.panel) == set(fig6.PANELS)
+    assert set(frame.panel) == set(fig6.PANELS) | {"reference"}
     assert set(frame[frame.panel == "parallelism"].setting) == {"N=1", "N=3"}
+
+
+def test_fig6_proxy_ablation_spends_the_same_evaluations(tmp_path):
+    # GP mean vs last gradient: same N evaluations per iteration, same selection, one cold start each.
+    config = fig6.Config(profile="quick", selects=("last",), histories=(10,), parallelisms=(2,), seeds=1)
+    frame = fig6.run(config, results_dir=tmp_path, progress=False)
+    proxy = frame[frame.panel == "proxy"]
+    assert set(proxy.setting) == {"kernel", "last_gradient"}
+    evaluations = proxy.pivot_table(index="iteration", columns="setting", values="evaluations")
+    np.testing.assert_array_equal(evaluations["kernel"], evaluations["last_gradient"])
+    assert not np.array_equal(*(proxy[proxy.setting == s]["gap"].to_numpy() for s in ("kernel", "last_gradient")))
+    reference = frame[frame.panel == "reference"]
+    assert reference["iteration"].max() >= 5 * 20 and set(reference.method) == {synthetic.REFERENCE}
+
+
+def test_fig2_warmup_pairs_reaches_every_panel():
+    configs = fig2.Config(profile="quick", warmup_pairs=2).synthetic_configs()
+    assert {c.warmup_pairs for c in configs.values()} == {2}
+    assert {c.warmup_pairs for c in fig2.Config(profile="quick").synthetic_configs().values()} == {1}
 
 
 def test_bad_figure_parameters_name_the_field():

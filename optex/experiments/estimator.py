@@ -26,7 +26,8 @@ from scipy.spatial.distance import cdist
 
 from .. import _validation as check
 from .. import problems
-from ..results import ResultStore, provenance
+from ..results import ResultStore, Unit, run_units
+from ..verify import Prefix
 from .synthetic import backend_adapter
 
 FIGURE_ID = "estimator"
@@ -293,33 +294,35 @@ def cost_model(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 # ------------------------------------------------------------------------------------------ run
+def verification(config: Config) -> list[Prefix]:
+    """What ``book verify`` recomputes: the field and Prop. 4.1 units of the first seed (a fraction of a
+    second each). The cost part measures wall time, which no other machine reproduces: not verified.
+    Prop. 4.1's columns are differences at rounding level, so they compare within 1e-9 absolute."""
+    seed, prefixes = config.seed_list[0], []
+    if "field" in config.parts:
+        prefixes.append(Prefix(f"field-seed{seed}", lambda: field_unit(config, seed)))
+    if "prop41" in config.parts:
+        prefixes.append(Prefix(f"prop41-seed{seed}", lambda: prop41_unit(config, seed),
+                               ignore=("dense_s", "separable_s"), atol=1e-9))
+    return prefixes
+
+
 def run(config: Config, results_dir: str | Path | None = "results", figure_id: str = FIGURE_ID,
         progress: bool = True, commit: str | None = None, compute: bool = True) -> pd.DataFrame:
-    """Every part of ``config`` as one tidy table with a ``part`` column (cached per part and seed).
-    ``progress`` is accepted for the runner signature."""
+    """Every part of ``config`` as one tidy table with a ``part`` column (cached per part and seed)."""
     store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
-    units: list[tuple[str, Callable[[], pd.DataFrame]]] = []
+    units: list[Unit] = []
     if "field" in config.parts:
-        units += [(f"field-seed{s}", lambda s=s: field_unit(config, s)) for s in config.seed_list]
+        units += [Unit(f"field-seed{s}", lambda s=s: field_unit(config, s), {"seed": s}) for s in config.seed_list]
     if "prop41" in config.parts:
-        units += [(f"prop41-seed{s}", lambda s=s: prop41_unit(config, s)) for s in config.seed_list]
+        units += [Unit(f"prop41-seed{s}", lambda s=s: prop41_unit(config, s), {"part": "prop41", "seed": s})
+                  for s in config.seed_list]
     if "cost" in config.parts:
-        units.append(("cost", lambda: cost_unit(config)))
-    frames = []
-    for name, work in units:
-        frame = None if store is None else store.load(name)
-        if frame is None:
-            if not compute:
-                raise FileNotFoundError(f"result unit {name} of {figure_id}/{store.key} is missing; "
-                                        "run with compute=True")
-            start = time.perf_counter()
-            frame = work()
-            if store is not None:
-                store.save(name, frame, dict(provenance(config.device, config.backend, commit),
-                                             wall_time_s=round(time.perf_counter() - start, 3)))
-        frames.append(frame)
+        units.append(Unit("cost", lambda: cost_unit(config), {"part": "cost"}))
+    frames = run_units(store, units, device=config.device, backend=config.backend, commit=commit, compute=compute,
+                       progress=progress, label=figure_id)
     return pd.concat(frames, ignore_index=True)
 
 
 __all__ = ["Backend", "Config", "FIGURE_ID", "PARTS", "PROFILES", "cost_model", "dense_posterior", "field_error",
-           "kernel_matrix", "run", "separable_posterior", "true_gradient"]
+           "kernel_matrix", "run", "separable_posterior", "true_gradient", "verification"]

@@ -18,8 +18,7 @@ process's real step, which Fig. 1 draws) without changing the algorithm.
 from __future__ import annotations
 
 import copy
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,8 @@ import torch
 
 from .. import _validation as check
 from .. import problems
-from ..results import ResultStore, provenance
+from ..results import ResultStore, Unit, run_units
+from ..verify import Prefix
 from ..torch import OptEx
 from ..torch.adapter import OPTIMIZERS, optimizer_args, resolve_device
 
@@ -138,25 +138,23 @@ def run_unit(config: Config, function: str, method: str) -> pd.DataFrame:
 
 def run(config: Config, results_dir: str | Path | None = "results", figure_id: str = FIGURE_ID,
         progress: bool = True, commit: str | None = None, compute: bool = True) -> pd.DataFrame:
-    """The traces of every function x method (cached per pair). ``progress`` is accepted for the
-    runner signature; the traces take seconds."""
+    """The traces of every function x method (cached per pair)."""
     store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
-    frames = []
-    for function in config.functions:
-        for method in config.methods:
-            unit = f"{function}-{method}"
-            frame = None if store is None else store.load(unit)
-            if frame is None:
-                if not compute:
-                    raise FileNotFoundError(f"result unit {unit} of {figure_id}/{store.key} is missing; "
-                                            "run with compute=True")
-                begin = time.perf_counter()
-                frame = run_unit(config, function, method)
-                if store is not None:
-                    store.save(unit, frame, dict(provenance(config.device, "torch", commit),
-                                                 wall_time_s=round(time.perf_counter() - begin, 3)))
-            frames.append(frame)
+    units = [Unit(f"{function}-{method}", lambda f=function, m=method: run_unit(config, f, m),
+                  {"function": function, "method": method})
+             for function in config.functions for method in config.methods]
+    frames = run_units(store, units, device=config.device, backend="torch", commit=commit, compute=compute,
+                       progress=progress, label=figure_id)
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["Config", "FIGURE_ID", "FUNCTIONS", "KINDS", "METHODS", "exact_path", "run", "run_unit"]
+def verification(config: Config) -> list[Prefix]:
+    """What ``book verify`` recomputes: the first 3 iterations of every trace (the cold start and two
+    proxy iterations of OptEx)."""
+    short = replace(config, iterations=min(config.iterations, 3))
+    return [Prefix(f"{f}-{m}", lambda f=f, m=m: run_unit(short, f, m))
+            for f in config.functions for m in config.methods]
+
+
+__all__ = ["Config", "FIGURE_ID", "FUNCTIONS", "KINDS", "METHODS", "exact_path", "run", "run_unit",
+           "verification"]

@@ -35,6 +35,7 @@ class Config:
     optimizer: str = "adam"
     lr: float = 0.01
     noise_ratio: float = 0.0
+    warmup_pairs: int = 1  # Vanilla iterations of OptEx until its history holds this many pairs (2: the old rule)
     seeds: int | tuple[int, ...] = 5
     device: str = "cpu"
     backend: str = "torch"
@@ -55,6 +56,7 @@ class Config:
             base = synthetic.Config(
                 function=function, dim=dim, iterations=size["iterations"], parallelism=self.parallelism,
                 history=self.history, optimizer=self.optimizer, lr=self.lr, seeds=self.seeds,
+                warmup_pairs=self.warmup_pairs,
                 methods=tuple(m for m in self.methods if m != "large_batch") or ("vanilla",),
                 clip=ROSENBROCK_CLIP if function == "rosenbrock" else None, device=self.device, backend=self.backend)
             sigma = self.noise_ratio * rms_gradient(base) if self.noise_ratio else 0.0

@@ -7,24 +7,25 @@ resumes from its finished units and a repeated call only reads files.
 from __future__ import annotations
 
 import importlib
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .. import _validation as check
 from .. import problems
-from ..results import ResultStore, provenance
+from ..analysis import REFERENCE, REFERENCE_GROWTH
+from ..results import ResultStore, Unit, run_units
+from ..verify import Prefix
 
 FIGURE_ID = "synthetic"
-# method name -> OptEx `proxy`; "vanilla" is the base optimizer alone (N = 1). "picard" is the exact
-# parallel competitor (optex.torch.Picard), not an OptEx proxy.
+# method name -> OptEx `proxy`; "vanilla" is the base optimizer alone (N = 1); "last_gradient" is the
+# trivial-surrogate ablation (the proxy steps follow the last true gradient instead of the GP mean).
+# "picard" is the exact parallel competitor (optex.torch.Picard), not an OptEx proxy.
 METHODS = {"vanilla": "none", "optex": "kernel", "target": "target", "linesearch": "linesearch",
-           "large_batch": "large_batch", "picard": None}
+           "last_gradient": "last_gradient", "large_batch": "large_batch", "picard": None}
 DTYPES = ("float32", "float64")
 
 
@@ -49,6 +50,7 @@ class Config:
     seeds: int | tuple[int, ...] = 5  # a count (seeds 0..n-1) or explicit seeds
     methods: tuple[str, ...] = ("vanilla", "linesearch", "target", "optex")
     select: str = "last"
+    warmup_pairs: int = 1  # Vanilla iterations until the history holds this many pairs (2: the old rule)
     grad_noise: float = 0.0  # sigma of Assumption 1
     condition: float = 100.0  # quadratic only
     init_low: float = -1.0  # theta_0 ~ U(init_low, init_high)^d
@@ -74,6 +76,11 @@ class Config:
         check.choice("device", self.device, check.DEVICES)
         check.choice("backend", self.backend, check.BACKENDS)
         check.choices("methods", self.methods, METHODS)
+        if self.warmup_pairs not in check.WARMUP_PAIRS or isinstance(self.warmup_pairs, bool):
+            raise ValueError(f"warmup_pairs must be one of {', '.join(map(str, check.WARMUP_PAIRS))}, "
+                             f"got {self.warmup_pairs!r}")
+        # The optimizer's name, learning rate and momentum, checked by the backend that will use them.
+        backend_adapter(self.backend).optimizer_args(self.optimizer, self.lr, self.momentum)
         if self.clip is not None:
             check.positive_float("clip", self.clip)
         if not self.init_low < self.init_high:
@@ -89,6 +96,11 @@ class Config:
     @property
     def seed_list(self) -> list[int]:
         return check.seed_list(self.seeds)
+
+    @property
+    def has_reference(self) -> bool:
+        """Whether the results include the long Vanilla reference (Vanilla and another method)."""
+        return "vanilla" in self.methods and len(self.methods) > 1
 
 
 def backend_adapter(backend: str) -> Any:
@@ -118,21 +130,29 @@ def _make_optimizer(config: Config, method: str, x0: Any, parallelism: int) -> A
                              **optimizer_args)
     return module.OptEx(x0, parallelism=parallelism, history=config.history, kernel=config.kernel,
                         lengthscale=config.lengthscale, noise=config.noise, select=config.select,
-                        proxy=METHODS[method], max_grad_norm=config.clip, **optimizer_args)
+                        proxy=METHODS[method], max_grad_norm=config.clip, warmup_pairs=config.warmup_pairs,
+                        **optimizer_args)
 
 
-def run_unit(config: Config, method: str, seed: int) -> pd.DataFrame:
+def run_unit(config: Config, method: str, seed: int, beat: float = -np.inf) -> pd.DataFrame:
     """One method on one seed: T sequential iterations, tidy rows for iterations 0..T.
 
     For "picard", ``steps`` counts the exact base-optimizer steps reached and ``trajectory_error`` is
     the relative distance to the plain sequential trajectory at that step (computed alongside).
+    For ``REFERENCE`` ("vanilla_long"), Vanilla runs N*T iterations, continued to 2NT and 4NT while its
+    best gap is above ``beat`` (the best gap any other method reached); its first T rows are Vanilla's.
     """
+    if method != REFERENCE:
+        check.choice("method", method, METHODS)
     backend = backend_adapter(config.backend)
     problem = problems.make(config.function, config.dim, config.grad_noise, config.condition)
     xp = backend.xp
-    n = 1 if method == "vanilla" else config.parallelism
+    n = 1 if method in ("vanilla", REFERENCE) else config.parallelism
+    stops = [g * config.parallelism * config.iterations for g in REFERENCE_GROWTH] if method == REFERENCE else []
+    length = stops[-1] if stops else config.iterations
     x0 = initial_point(config, seed)
-    optimizer = _make_optimizer(config, method, backend.asarray(x0, config.dtype, config.device), n)
+    optimizer = _make_optimizer(config, "vanilla" if method == REFERENCE else method,
+                                backend.asarray(x0, config.dtype, config.device), n)
     reference = None
     if method == "picard":
         reference = _make_optimizer(config, "vanilla", backend.asarray(x0, config.dtype, config.device), 1)
@@ -144,8 +164,8 @@ def run_unit(config: Config, method: str, seed: int) -> pd.DataFrame:
     gap0 = float(backend.to_numpy(problem.gap(optimizer.params, xp)))
     rows = [dict(iteration=0, gap=gap0, evaluations=0, wall_time=0.0, loss=np.nan, grad_norm=np.nan,
                  proxy_cosine=np.nan, lengthscale=np.nan, selected=-1, steps=0)]
-    evaluations, wall, steps = 0, 0.0, 0
-    for t in range(1, config.iterations + 1):
+    evaluations, wall, steps, best = 0, 0.0, 0, gap0
+    for t in range(1, length + 1):
         noise = _noise_batches(config, n, noise_rng)
         batches = None if noise is None else [backend.asarray(z, config.dtype, config.device) for z in noise]
         info = optimizer.step(loss_fn, batches)
@@ -167,6 +187,9 @@ def run_unit(config: Config, method: str, seed: int) -> pd.DataFrame:
         rows.append(row)
         if not np.isfinite(gap):
             break  # diverged: the remaining iterations are recorded as missing
+        best = min(best, gap)
+        if t in stops and best <= beat:
+            break
     frame = pd.DataFrame(rows)
     frame.insert(0, "seed", seed)
     frame.insert(0, "method", method)
@@ -176,37 +199,48 @@ def run_unit(config: Config, method: str, seed: int) -> pd.DataFrame:
 
 def run(config: Config, results_dir: str | Path | None = "results", figure_id: str = FIGURE_ID,
         progress: bool = True, commit: str | None = None, compute: bool = True) -> pd.DataFrame:
-    """All methods x seeds of ``config`` as one tidy table (cached per unit under ``results_dir``).
+    """All methods x seeds of ``config`` as one tidy table (cached per unit under ``results_dir``),
+    with the long Vanilla reference (method ``REFERENCE``) where ``config.has_reference``.
 
     ``results_dir=None`` computes without caching. ``compute=False`` only reads the cache and raises
     ``FileNotFoundError`` listing what is missing (used where hours of work must not start silently).
     """
     store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
-    units = [(method, seed) for seed in config.seed_list for method in config.methods]
-    frames, missing = [], []
-    for method, seed in units:
-        cached = None if store is None else store.load(f"{method}-seed{seed}")
-        if cached is not None:
-            frames.append(cached)
-        else:
-            missing.append((method, seed))
-    if missing and not compute:
-        raise FileNotFoundError(f"{len(missing)} of {len(units)} result units of {figure_id}/{store.key} are "
-                                f"missing (e.g. {missing[0][0]} seed {missing[0][1]}); run with compute=True")
-    bar = tqdm(missing, desc=f"{figure_id}:{config.function}", unit="run", disable=not progress or not missing)
-    for method, seed in bar:
-        bar.set_postfix(method=method, seed=seed)
-        start = time.perf_counter()
-        frame = run_unit(config, method, seed)
-        if store is not None:
-            prov = provenance(config.device, config.backend, commit)
-            prov["wall_time_s"] = round(time.perf_counter() - start, 3)
-            store.save(f"{method}-seed{seed}", frame, prov)
-        frames.append(frame)
-    order = {m: i for i, m in enumerate(config.methods)}
+    options = dict(device=config.device, backend=config.backend, commit=commit, compute=compute, progress=progress,
+                   label=f"{figure_id}:{config.function}")
+    units = [Unit(f"{method}-seed{seed}", lambda m=method, s=seed: run_unit(config, m, s),
+                  {"method": method, "seed": seed})
+             for seed in config.seed_list for method in config.methods]
+    frames = run_units(store, units, **options)
+    if config.has_reference:
+        by_seed = pd.concat(frames, ignore_index=True)
+        rivals = by_seed[(by_seed["method"] != "vanilla") & np.isfinite(by_seed["gap"])].groupby("seed")["gap"].min()
+        frames += run_units(store, [Unit(f"{REFERENCE}-seed{seed}",
+                                         lambda s=seed: run_unit(config, REFERENCE, s, float(rivals.get(s, np.inf))),
+                                         {"method": REFERENCE, "seed": seed}) for seed in config.seed_list], **options)
+    order = {m: i for i, m in enumerate((*config.methods, REFERENCE))}
     table = pd.concat(frames, ignore_index=True)
     return table.sort_values(["method", "seed", "iteration"], key=lambda c: c.map(order) if c.name == "method" else c,
                              ignore_index=True)
+
+
+def verification(config: Config) -> list[Prefix]:
+    """What ``book verify`` recomputes: each method's first ``warmup_pairs + 2`` iterations on the first
+    seed (the cold start and two proxy iterations, the second with a fitted lengthscale). The long
+    reference starts as Vanilla's run, so its first rows are checked against the same recomputation."""
+    seed = config.seed_list[0]
+    short = replace(config, iterations=min(config.iterations, config.warmup_pairs + 2))
+    computed: dict[str, pd.DataFrame] = {}
+
+    def prefix(method: str) -> pd.DataFrame:
+        if method not in computed:
+            computed[method] = run_unit(short, method, seed)
+        return computed[method]
+
+    prefixes = [Prefix(f"{method}-seed{seed}", lambda m=method: prefix(m)) for method in config.methods]
+    if config.has_reference:
+        prefixes.append(Prefix(f"{REFERENCE}-seed{seed}", lambda: prefix("vanilla").assign(method=REFERENCE)))
+    return prefixes
 
 
 def sweep(base: Config, values: Sequence[Any], name: str, **kwargs: Any) -> pd.DataFrame:
@@ -219,4 +253,4 @@ def sweep(base: Config, values: Sequence[Any], name: str, **kwargs: Any) -> pd.D
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["Config", "FIGURE_ID", "METHODS", "run", "run_unit", "sweep", "initial_point"]
+__all__ = ["Config", "FIGURE_ID", "METHODS", "REFERENCE", "initial_point", "run", "run_unit", "sweep", "verification"]

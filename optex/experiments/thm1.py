@@ -18,7 +18,6 @@ deviation sigma_T(theta) and the fraction of query points inside Thm. 1's bound
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,7 +28,8 @@ import pandas as pd
 from .. import _validation as check
 from .. import problems
 from ..analysis import mean_ci
-from ..results import ResultStore, provenance
+from ..results import ResultStore, Unit, run_units
+from ..verify import Prefix
 from .estimator import Backend, true_gradient
 
 FIGURE_ID = "thm1"
@@ -134,32 +134,33 @@ class Config:
         return check.seed_list(self.seeds)
 
 
-def run_unit(config: Config, source: str, seed: int) -> pd.DataFrame:
-    """Error, posterior std and bound coverage of one field (one seed) for every history size."""
+def run_unit(config: Config, source: str, seed: int, sizes: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """Error, posterior std and bound coverage of one field (one seed) for every history size (or for
+    ``sizes`` only: the points and queries drawn are the same, so these rows equal the full run's)."""
     backend = Backend(config)
     rng = np.random.default_rng([seed, 5, SOURCES.index(source)])
     d = config.dim
     if source.startswith("gp-"):
         kernel = source.removeprefix("gp-")
         field = sample_field(kernel, d, config.gp_lengthscale, config.features, rng)
-        sizes = config.histories
-        points = rng.uniform(-1.0, 1.0, size=(max(sizes), d))
+        drawn = config.histories
+        points = rng.uniform(-1.0, 1.0, size=(max(drawn), d))
         queries = rng.uniform(-1.0, 1.0, size=(config.queries, d))
         observed = field(points) + config.grad_noise * rng.standard_normal((len(points), d))
         truth = field(queries)
         settings = (kernel, config.gp_lengthscale, config.grad_noise ** 2)
     else:
         problem = problems.make(source, d)
-        sizes = config.synthetic_histories
+        drawn = config.synthetic_histories
         centre = rng.uniform(-1.0, 1.0, size=d)
-        points = centre + rng.uniform(-config.synthetic_box, config.synthetic_box, size=(max(sizes), d))
+        points = centre + rng.uniform(-config.synthetic_box, config.synthetic_box, size=(max(drawn), d))
         queries = centre + rng.uniform(-config.synthetic_box, config.synthetic_box, size=(config.queries, d))
         observed, truth = true_gradient(problem, points), true_gradient(problem, queries)
         settings = (config.kernel, "auto", config.synthetic_noise)
     scale = math.sqrt(float((truth ** 2).sum(1).mean()))
     bound = beta(d, config.delta)
     rows = []
-    for size in sizes:
+    for size in drawn if sizes is None else sizes:
         est = backend.estimator(*settings, history=size)
         est.add(backend.array(points[:size]), backend.array(observed[:size]))
         mean = backend.numpy(est.mean(backend.array(queries)))
@@ -174,25 +175,25 @@ def run_unit(config: Config, source: str, seed: int) -> pd.DataFrame:
 
 def run(config: Config, results_dir: str | Path | None = "results", figure_id: str = FIGURE_ID,
         progress: bool = True, commit: str | None = None, compute: bool = True) -> pd.DataFrame:
-    """Every source x seed as one tidy table (one row per history size), cached per (source, seed).
-    ``progress`` is accepted for the runner signature."""
+    """Every source x seed as one tidy table (one row per history size), cached per (source, seed)."""
     store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
-    frames = []
-    for source in config.sources:
-        for seed in config.seed_list:
-            unit = f"{source}-seed{seed}"
-            frame = None if store is None else store.load(unit)
-            if frame is None:
-                if not compute:
-                    raise FileNotFoundError(f"result unit {unit} of {figure_id}/{store.key} is missing; "
-                                            "run with compute=True")
-                start = time.perf_counter()
-                frame = run_unit(config, source, seed)
-                if store is not None:
-                    store.save(unit, frame, dict(provenance(config.device, config.backend, commit),
-                                                 wall_time_s=round(time.perf_counter() - start, 3)))
-            frames.append(frame)
+    units = [Unit(f"{source}-seed{seed}", lambda so=source, se=seed: run_unit(config, so, se),
+                  {"source": source, "seed": seed})
+             for source in config.sources for seed in config.seed_list]
+    frames = run_units(store, units, device=config.device, backend=config.backend, commit=commit, compute=compute,
+                       progress=progress, label=figure_id)
     return pd.concat(frames, ignore_index=True)
+
+
+def verification(config: Config) -> list[Prefix]:
+    """What ``book verify`` recomputes: the three smallest history sizes of every source on the first seed."""
+    seed = config.seed_list[0]
+
+    def prefix(source: str) -> Prefix:
+        drawn = config.histories if source.startswith("gp-") else config.synthetic_histories
+        return Prefix(f"{source}-seed{seed}", lambda: run_unit(config, source, seed, tuple(drawn[:3])))
+
+    return [prefix(source) for source in config.sources]
 
 
 def decay_exponents(frame: pd.DataFrame, column: str = "error", min_history: int = 32) -> pd.DataFrame:
@@ -210,4 +211,4 @@ def decay_exponents(frame: pd.DataFrame, column: str = "error", min_history: int
 
 
 __all__ = ["Config", "FIGURE_ID", "GP_KERNELS", "PROFILES", "SOURCES", "beta", "cor1_exponent", "decay_exponents",
-           "run", "run_unit", "sample_field", "spectral_sample"]
+           "run", "run_unit", "sample_field", "spectral_sample", "verification"]
