@@ -38,7 +38,7 @@ from jax.flatten_util import ravel_pytree
 
 from .. import _validation as check
 from .estimator import (History, KernelSettings, add_pairs, fit, init_history, kernel_settings, posterior_mean,
-                        row_scale, row_top, safe_norm, small_dtype)
+                        row_scale, row_top, safe_norm, scaled, small_dtype)
 
 Evaluator = Callable[[Any, Any, Any, Any], tuple[jax.Array, Any, Any]]
 
@@ -214,7 +214,7 @@ def _tree_norm(tree: Any) -> jax.Array:
     leaves = jax.tree.leaves(tree)
     top = jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in leaves]))
     scale = row_scale(top)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x * scale.astype(x.dtype))) for x in leaves)) / scale
+    return jnp.sqrt(sum(jnp.sum(jnp.square(scaled(x, scale.astype(x.dtype)))) for x in leaves)) / scale
 
 
 def _clip(settings: Settings, grads: Any) -> Any:
@@ -273,10 +273,10 @@ def _compare(mus: jax.Array, grads: jax.Array, top: jax.Array) -> tuple[jax.Arra
     """Cosine (torch's eps 1e-8 convention) and relative error of mu against the true gradients (``top``:
     their row maxima), the rows scaled by exact powers of two first (1 within the band)."""
     scale = row_scale(top)[:, None]
-    true, est = grads * scale, mus * row_scale(row_top(mus))[:, None]
+    true, est = scaled(grads, scale), scaled(mus, row_scale(row_top(mus))[:, None])
     mu_norm, grad_norm = jnp.linalg.norm(est, axis=1), jnp.linalg.norm(true, axis=1)
     cosine = jnp.sum(est * true, 1) / (jnp.maximum(mu_norm, 1e-8) * jnp.maximum(grad_norm, 1e-8))
-    return cosine, jnp.linalg.norm(mus * scale - true, axis=1) / grad_norm
+    return cosine, jnp.linalg.norm(scaled(mus, scale) - true, axis=1) / grad_norm
 
 
 def _info(settings: Settings, dtype, small, *, losses, norms, finite, selected, cold, evaluations, loss=None,

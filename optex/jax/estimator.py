@@ -53,11 +53,17 @@ def row_scale(top: jax.Array) -> jax.Array:
     return jnp.ldexp(jnp.ones_like(top), -shift)
 
 
+def scaled(rows: jax.Array, scale: jax.Array) -> jax.Array:
+    """``rows * scale`` behind an optimization barrier: where the rows are compile-time constants (a linear
+    loss) XLA would otherwise rewrite ``(row s) . (row s)`` as ``(row . row) s^2``, which overflows."""
+    return jax.lax.optimization_barrier(rows * scale)
+
+
 def safe_norm(rows: jax.Array, top: jax.Array | None = None) -> jax.Array:
     """Euclidean norm of each row as |rows s| / s with s from :func:`row_scale`: no overflow or underflow for
     a finite row whose norm is representable, the plain norm for rows within the band."""
     scale = row_scale(row_top(rows) if top is None else top)
-    return jnp.linalg.norm(rows * scale[..., None], axis=-1) / scale
+    return jnp.linalg.norm(scaled(rows, scale[..., None]), axis=-1) / scale
 
 
 def small_dtype() -> jnp.dtype:
@@ -158,7 +164,7 @@ def add_pairs(h: History, thetas: jax.Array, grads: jax.Array, valid: jax.Array 
     written, source = jnp.any(match, axis=1), jnp.argmax(match, axis=1)
     centred = jnp.where(written[:, None], rows[source], h.thetas - (anchor - h.anchor))
     scale = row_scale(row_top(grads))
-    grads = grads * scale[:, None]
+    grads = scaled(grads, scale[:, None])
     stored = h.grads.at[slots].set(grads, mode="drop")  # in place: only the written rows are touched
     gscale = h.gscale.at[slots].set((1.0 / scale).astype(small), mode="drop")
     sq = _sqnorm(centred, small)
@@ -502,4 +508,4 @@ class GradientEstimator:
 
 __all__ = ["GradientEstimator", "History", "Fit", "KernelSettings", "init_history", "add_pairs", "fit",
            "posterior_mean", "posterior_variance", "finite_rows", "kernel_settings", "small_dtype", "row_top", "row_scale",
-           "safe_norm"]
+           "scaled", "safe_norm"]
