@@ -170,7 +170,7 @@ def _uses_last_grad(settings: Settings) -> bool:
 def init(settings: Settings, params: Any, select: str = "last", buffers: Any = None,
          seed: int | None = None) -> OptExState:
     """The state before the first iteration: fresh optimizer state, empty history, the selection rule,
-    the buffers and the seed's key."""
+    a copy of the buffers (the state is donated to each iteration) and the seed's key."""
     rule = check.SELECT.index(check.choice("select", select, check.SELECT))
     flat = check_params(params)
     check_optimizer(settings.optimizer, params)
@@ -184,7 +184,7 @@ def init(settings: Settings, params: Any, select: str = "last", buffers: Any = N
         inner_state=settings.optimizer.init(params), history=history,
         last_grad=jnp.zeros_like(flat) if last else None, has_last_grad=jnp.zeros((), bool) if last else None,
         select=jnp.asarray(rule, jnp.int32), iteration=jnp.zeros((), jnp.int32), info=info,
-        buffers=jax.tree.map(jnp.asarray, buffers), key=None if seed is None else jax.random.PRNGKey(seed))
+        buffers=jax.tree.map(jnp.array, buffers), key=None if seed is None else jax.random.PRNGKey(seed))
 
 
 # ---------------------------------------------------------------------------------------------- pieces
