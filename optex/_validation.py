@@ -80,6 +80,16 @@ def parallel_settings(parallelism: Any, history: Any, noise: Any, select: Any, p
     return n, t0, noise, select, proxy, parallel
 
 
+def warmup_pairs(value: Any, proxy: str, history: int) -> int:
+    """``warmup_pairs`` (one of ``WARMUP_PAIRS``), which proxy="kernel" needs ``history`` to be able to hold."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value not in WARMUP_PAIRS:
+        raise ValueError(f"warmup_pairs must be one of {WARMUP_PAIRS}, got {value!r}")
+    if proxy == "kernel" and value > history:
+        raise ValueError(f"warmup_pairs ({value}) must not exceed history ({history}): the history could never "
+                         "hold enough pairs to leave the warm-up")
+    return int(value)
+
+
 def batches(value: Any, expected: int) -> None:
     """``batches`` is None (deterministic objective) or a sequence with one batch per process."""
     if value is None:

@@ -176,7 +176,7 @@ def test_selection_rules_and_lowest_index_ties(kit):
 # ---------------------------------------------------------------------------- cold start and evaluation counts
 @pytest.mark.parametrize("proxy, parallelism, evaluations, losses", [
     ("none", 1, [1, 1, 1, 1], [1, 1, 1, 1]),
-    ("kernel", N, [1, 1, N, N], [1, 1, N, N]),
+    ("kernel", N, [1, N, N, N], [1, N, N, N]),
     ("linesearch", N, [1, N, N, N], [1, N, N, N]),
     ("target", N, [N] * 4, [N] * 4),
     ("large_batch", N, [N] * 4, [1] * 4),
@@ -188,21 +188,23 @@ def test_cold_start_and_evaluation_counts(kit, proxy, parallelism, evaluations, 
     assert [i.evaluations for i in infos] == evaluations
     assert [len(i.losses) for i in infos] == losses
     if proxy == "kernel":
-        # Vanilla steps while the history holds < 2 pairs: no surrogate, no proxy comparison.
-        assert [i.lengthscale is None for i in infos] == [True, True, False, False]
-        assert [len(i.proxy_cosine) for i in infos] == [0, 0, N - 1, N - 1]
-        assert history_size(opt) == 2 + 2 * N
-        assert all(0.0 < c <= 1.0 + 1e-12 for i in infos[2:] for c in i.proxy_cosine)
+        # One Vanilla step while the history is empty; with one pair the surrogate is that pair's gradient.
+        assert [i.lengthscale is None for i in infos] == [True, False, False, False]
+        assert infos[1].lengthscale == math.inf
+        assert [len(i.proxy_cosine) for i in infos] == [0, N - 1, N - 1, N - 1]
+        assert history_size(opt) == 1 + 3 * N
+        assert all(0.0 < c <= 1.0 + 1e-12 for i in infos[1:] for c in i.proxy_cosine)
     else:
         assert all(i.lengthscale is None and i.proxy_cosine == () for i in infos)
 
 
-def test_cold_start_is_a_vanilla_step_on_the_first_batch(kit):
+@pytest.mark.parametrize("warmup_pairs", [1, 2])
+def test_cold_start_is_a_vanilla_step_on_the_first_batch(kit, warmup_pairs):
     batches = make_batches(kit, N)
-    opt = make(kit, "adam", parallelism=N, proxy="kernel", select="min_loss")
-    opt.step(kit.loss, batches)
-    opt.step(kit.loss, batches)
-    expected = kit.plain_loop("adam", x_init(), kit.loss, [batches[0], batches[0]])
+    opt = make(kit, "adam", parallelism=N, proxy="kernel", select="min_loss", warmup_pairs=warmup_pairs)
+    for _ in range(warmup_pairs):
+        assert opt.step(kit.loss, batches).evaluations == 1
+    expected = kit.plain_loop("adam", x_init(), kit.loss, [batches[0]] * warmup_pairs)
     np.testing.assert_allclose(kit.numpy(opt.params), expected, rtol=1e-12, atol=1e-14)
 
 
@@ -218,12 +220,12 @@ def test_nan_pairs_never_enter_the_history_nor_win(kit):
             warnings.simplefilter("always")
             info = opt.step(kit.loss, batches)
         sizes.append(history_size(opt))
-        if t >= 2:  # past the cold start all N processes are evaluated, process 1 with NaN
+        if t >= 1:  # past the cold start all N processes are evaluated, process 1 with NaN
             assert any(issubclass(w.category, RuntimeWarning) and "[1]" in str(w.message) for w in caught)
             assert info.selected != 1 and math.isnan(info.losses[1])
             # mu is finite: its cosine with the finite true gradient (process 0) is a number.
             assert math.isfinite(info.proxy_cosine[0])
-    assert sizes == [1, 2, 4, 6]
+    assert sizes == [1, 3, 5, 7]
     assert np.isfinite(kit.numpy(opt.params)).all()
 
 
@@ -278,7 +280,7 @@ def test_optex_transform_drops_into_an_optax_loop():
         params, state = train_step(params, state)
         info = opt.step(JaxKit.loss, batches)
         assert int(state.info.selected) == info.selected
-    assert int(state.iteration) == 5 and int(state.history.count) == 2 + 3 * N
+    assert int(state.iteration) == 5 and int(state.history.count) == 1 + 4 * N
     np.testing.assert_allclose(np.asarray(params), np.asarray(opt.params), rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="optimizer"):
         optex.jax.optex_transform(optax.lbfgs()).init(params)

@@ -1,7 +1,6 @@
 """The supervised-training runner against independent references: plain torch.optim loops, the documented
 minibatch mapping, Target = Vanilla run N times longer, the cache, checkpoints, the JAX backend, the CLI."""
 import dataclasses
-import inspect
 import math
 import os
 import warnings
@@ -13,7 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import optex.torch
 from optex import data, models, results
 from optex.cli import main
 from optex.experiments import training
@@ -21,11 +19,9 @@ from optex.experiments import training
 STAGED = Path(os.environ.get("OPTEX_DATA_DIR", Path(__file__).resolve().parents[1] / "../shared/data")).resolve()
 pytestmark = [pytest.mark.skipif(not (STAGED / "MNIST").is_dir(), reason=f"no staged datasets in {STAGED}"),
               pytest.mark.usefixtures("one_torch_thread")]
-# warmup_pairs=2 runs on every backend (the backends of CORE-SPEC accept 1 too).
+# warmup_pairs=2: two cold iterations (the older behaviour); test_last_gradient_and_one_warmup_pair_run takes 1.
 QUICK = dict(dataset="mnist", model="mlp", width=24, depth=3, batch_size=16, parallelism=3, iterations=6, eval_every=2,
              eval_size=150, train_subset=600, history=8, seeds=1, warmup_pairs=2, data_dir=str(STAGED))
-EXTENDED_BACKEND = "warmup_pairs" in inspect.signature(optex.torch.OptEx).parameters
-CHECKPOINTS = hasattr(optex.torch.OptEx, "state_dict")
 
 
 def _config(**overrides):
@@ -146,8 +142,7 @@ def test_each_process_reads_the_documented_minibatch(monkeypatch):
 
 
 def test_tidy_table_every_method_on_the_evaluation_grid(tmp_path):
-    methods = tuple(m for m in training.METHODS if EXTENDED_BACKEND or m != "last_gradient")
-    config = _config(methods=methods, iterations=5, eval_every=2, seeds=(0, 3))
+    config = _config(methods=tuple(training.METHODS), iterations=5, eval_every=2, seeds=(0, 3))
     frame = training.run(config, results_dir=tmp_path, progress=False)
     n = config.parallelism
     # Cold iterations evaluate once: LineSearch's and last_gradient's first (no last gradient yet), OptEx's
@@ -212,7 +207,6 @@ def test_damaged_or_foreign_checkpoints_are_ignored(tmp_path):
     assert training._load_checkpoint(tmp_path / "absent", "optex-seed0", "abc") is None
 
 
-@pytest.mark.skipif(not CHECKPOINTS, reason="this torch backend has no OptEx.state_dict (CORE-SPEC)")
 def test_a_killed_unit_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     config = _config(methods=("optex",), iterations=9, eval_every=3)
     whole = training.run_unit(config, "optex", 0)
@@ -247,19 +241,11 @@ def test_a_killed_unit_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     pd.testing.assert_series_equal(whole["lengthscale"][warm], resumed["lengthscale"][warm])
 
 
-@pytest.mark.skipif(not EXTENDED_BACKEND, reason="this torch backend lacks warmup_pairs / proxy='last_gradient'")
 def test_last_gradient_and_one_warmup_pair_run():
     config = _config(methods=("optex", "last_gradient"), warmup_pairs=1)
     for method in config.methods:
         frame = training.run_unit(config, method, 0)
         assert frame["evaluations"].iloc[-1] == 1 + config.parallelism * (config.iterations - 1)
-
-
-def test_backend_without_the_new_options_refuses_them_clearly():
-    if EXTENDED_BACKEND:
-        pytest.skip("this backend has warmup_pairs")
-    with pytest.raises(ValueError, match="warmup_pairs=1"):
-        training.run_unit(_config(warmup_pairs=1), "optex", 0)
 
 
 def test_jax_backend_agrees_with_torch_on_one_seed():

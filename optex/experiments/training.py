@@ -56,7 +56,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib
-import inspect
 import io
 import math
 import time
@@ -141,15 +140,8 @@ def make_optex(backend: str, params: Any, method: str, *, parallelism: int, opti
     spec = METHODS[check.choice("method", method, METHODS)]
     module = importlib.import_module(f"optex.{backend}")
     options = dict(parallelism=spec.processes(parallelism), history=history, kernel=kernel, lengthscale=lengthscale,
-                   noise=noise, select=select, proxy=spec.proxy, parallel=parallel, max_grad_norm=clip)
-    # Seam for the backends of CORE-SPEC (warmup_pairs, proxy="last_gradient"): a backend without them
-    # waits for 2 history pairs, which is warmup_pairs=2.
-    if "warmup_pairs" in inspect.signature(module.OptEx).parameters:
-        options["warmup_pairs"] = warmup_pairs
-    elif warmup_pairs != 2 or spec.proxy == "last_gradient":
-        raise ValueError(f"warmup_pairs={warmup_pairs} and method 'last_gradient' need an optex.{backend} backend "
-                         "with the warmup_pairs option; this one waits for 2 history pairs: use warmup_pairs=2 "
-                         "and leave out 'last_gradient'")
+                   noise=noise, select=select, proxy=spec.proxy, parallel=parallel, max_grad_norm=clip,
+                   warmup_pairs=warmup_pairs)
     optimizer_args = backend_adapter(backend).optimizer_args(optimizer, spec.lr(optimizer, lr, parallelism), momentum)
     return module.OptEx(params, **options, **optimizer_args)
 
@@ -166,7 +158,7 @@ class Config:
     (images: a fixed random part; text: the last part). ``train_subset`` keeps only that many training
     examples (characters for text) of the training part, for quick profiles. ``eval_size``: examples
     (windows for text) in each fixed evaluation set. ``warmup_pairs``: history pairs OptEx waits for
-    before its first proxy step (CORE-SPEC; 2 is the older backends' behaviour). ``parallel``: how the
+    before its first proxy step (1, or 2 for the behaviour of earlier versions). ``parallel``: how the
     N gradients are evaluated (``"vmap"``: one batched call; ``"loop"``: one call each). ``device``,
     ``backend`` and ``data_dir`` (a data folder; "" means ``$OPTEX_DATA_DIR``, then the cache) say where
     it runs and are not part of the result's identity.
@@ -438,7 +430,9 @@ class _JaxUnit:
         self.loss_fn = jax_mlp.loss
         self._apply = jax.jit(jax_mlp.apply)
         self.opt = make_optex("jax", params, method, **_optex_settings(config))
-        self.can_checkpoint = False  # the JAX OptEx has no state_dict: a killed JAX unit starts again
+        # The runner's checkpoints are torch files read with weights_only, which holds no numpy arrays (the
+        # JAX OptEx.state_dict's): a killed JAX unit starts again.
+        self.can_checkpoint = False
 
     def forward(self, x: Any) -> np.ndarray:
         return np.asarray(self._apply(self.opt.params, x))

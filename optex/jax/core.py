@@ -4,9 +4,10 @@ One sequential iteration is the pure function :func:`iterate` of (params, :class
 batches): N-1 proxy steps (``lax.scan``), N true gradients (``jax.vmap`` of value-and-grad), the
 selected process's optimizer step, the history update and the diagnostics. Every shape is static
 (the history is a T0 x d ring buffer with a fill count) and every data-dependent branch (cold start,
-Cholesky failure, selection) is a ``lax.cond``/``jnp.where``, so the whole iteration compiles as one
-``jax.jit`` function. :func:`optex_transform` exposes it as an ``optax.GradientTransformationExtraArgs``;
-``optex.jax.OptEx`` wraps it in the object API of ``optex.torch.OptEx``.
+Cholesky failure, selection, non-finite evaluations) is a ``lax.cond``/``jnp.where``, so the whole
+iteration compiles as one ``jax.jit`` function. :func:`optex_transform` exposes it as an
+``optax.GradientTransformationExtraArgs``; ``optex.jax.OptEx`` wraps it in the object API of
+``optex.torch.OptEx``.
 
 Only the selected process's optimizer step is computed: every selection rule (``last``, ``min_loss``,
 ``min_grad_norm``) depends only on quantities known before the step (the losses and gradients at the N
@@ -14,6 +15,16 @@ evaluated points), so the other N-1 steps of Algorithm 1, line 7, would be disca
 selected process steps from its own carried optimizer state (process s holds the state reached after
 s-1 proxy steps, Sec. 4.2), exactly as when all N steps are taken. The selection rule is data in the
 state, not a compile-time setting, so the three rules share one compiled iteration.
+
+Non-finite evaluations follow the torch backend's policy: a process whose point, loss or gradient
+(with ``max_grad_norm``: or gradient norm) is not finite is never selected and never enters the
+history; when no process is finite the outcome *is* the incoming params, optimizer state, buffers,
+history and last gradient (chosen with ``jnp.where`` inside the iteration: the state is donated).
+
+The objective is an *evaluator* ``(params, buffers, key, batch) -> (loss, grads, new_buffers)``
+(:func:`evaluator` builds one from a loss function): ``buffers`` is a pytree of non-parameter state
+(BatchNorm statistics; None without) that each process evaluates with and that only the selected
+process's evaluation updates, ``key`` a PRNG key per (iteration, process) when the state has a seed.
 """
 from __future__ import annotations
 
@@ -27,9 +38,9 @@ from jax.flatten_util import ravel_pytree
 
 from .. import _validation as check
 from .estimator import (History, KernelSettings, add_pairs, fit, init_history, kernel_settings, posterior_mean,
-                        small_dtype)
+                        row_scale, row_top, safe_norm, scaled, small_dtype)
 
-ValueAndGrad = Callable[[Any, Any], tuple[jax.Array, Any]]
+Evaluator = Callable[[Any, Any, Any, Any], tuple[jax.Array, Any, Any]]
 
 DEFAULT_OPTIMIZER = optax.adam(1e-3)  # torch.optim.Adam's defaults (lr 1e-3, betas 0.9/0.999, eps 1e-8)
 
@@ -45,10 +56,11 @@ class Settings:
     proxy: str
     parallel: str
     max_grad_norm: float | None
+    warmup_pairs: int = 1
 
 
 def make_settings(optimizer: Any, parallelism: Any, history: Any, kernel: Any, lengthscale: Any, noise: Any,
-                  select: Any, proxy: Any, parallel: Any, max_grad_norm: Any) -> Settings:
+                  select: Any, proxy: Any, parallel: Any, max_grad_norm: Any, warmup_pairs: Any = 1) -> Settings:
     """Validated :class:`Settings`; a bad value raises ValueError naming its parameter.
 
     ``select`` is validated here but is not part of the settings: it is data in the state (see
@@ -60,19 +72,24 @@ def make_settings(optimizer: Any, parallelism: Any, history: Any, kernel: Any, l
         hint = " (call the factory: e.g. optax.adam(1e-3))" if callable(optimizer) else ""
         raise ValueError(f"optimizer must be an optax GradientTransformation{hint}, got {optimizer!r}")
     clip = None if max_grad_norm is None else check.positive_float("max_grad_norm", max_grad_norm)
-    return Settings(optimizer, n, t0, kernel_settings(kernel, lengthscale, noise), proxy, parallel, clip)
+    warmup = check.warmup_pairs(warmup_pairs, proxy, t0)
+    return Settings(optimizer, n, t0, kernel_settings(kernel, lengthscale, noise), proxy, parallel, clip, warmup)
 
 
 def check_params(params: Any) -> jax.Array:
-    """params as one flat d-vector, after checking they are floating point arrays of one dtype."""
-    leaves = jax.tree.leaves(params)
-    if not leaves or not all(isinstance(leaf, jax.Array) or hasattr(leaf, "__array__") for leaf in leaves):
+    """params as one flat d-vector, after checking they are non-empty floating point arrays of one dtype."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    if not leaves or not all(isinstance(leaf, jax.Array) or hasattr(leaf, "__array__") for _, leaf in leaves):
         raise ValueError("params must be an array or a non-empty pytree (e.g. a dict) of arrays")
-    dtypes = {jnp.result_type(leaf) for leaf in leaves}
+    for path, leaf in leaves:
+        if jnp.size(leaf) == 0:
+            raise ValueError(f"params{jax.tree_util.keystr(path)} has no elements (shape {jnp.shape(leaf)}): "
+                             "leave empty arrays out")
+    dtypes = {jnp.result_type(leaf) for _, leaf in leaves}
     if len(dtypes) != 1:
         raise ValueError(f"params must all share one dtype, got {sorted(map(str, dtypes))}")
     if not jnp.issubdtype(dtypes.pop(), jnp.floating):
-        raise ValueError(f"params must be floating point, got {jnp.result_type(leaves[0])}")
+        raise ValueError(f"params must be floating point, got {jnp.result_type(leaves[0][1])}")
     return ravel_pytree(params)[0]
 
 
@@ -87,19 +104,35 @@ def check_optimizer(optimizer: optax.GradientTransformation, params: Any) -> Non
             f"cannot use; calling it failed with: {error}") from error
 
 
+def evaluator(loss_fn: Callable[..., Any], buffers: bool = False, key: bool = False) -> Evaluator:
+    """The evaluator of ``loss_fn``: ``loss_fn(params, batch)``, with ``buffers`` ``loss_fn(params, buffers,
+    batch) -> (loss, new_buffers)``, with ``key`` also the keyword argument ``key=``."""
+    def evaluate(params, bufs, k, batch):
+        extra = {"key": k} if key else {}
+        if buffers:
+            (loss, new), grads = jax.value_and_grad(lambda p: loss_fn(p, bufs, batch, **extra), has_aux=True)(params)
+            return loss, grads, new
+        loss, grads = jax.value_and_grad(lambda p: loss_fn(p, batch, **extra))(params)
+        return loss, grads, bufs
+    return evaluate
+
+
 class IterationInfo(NamedTuple):
     """Diagnostics of the last sequential iteration (arrays, so they live in the jitted state)."""
 
-    loss: jax.Array  # at the selected process's evaluated point (the mean over N for large_batch)
+    loss: jax.Array  # at the selected process's evaluated point (the mean over the finite ones for large_batch)
     grad_norm: jax.Array
-    selected: jax.Array  # int32: index of the process that continues (0-based)
+    selected: jax.Array  # int32: index of the process that continues (0-based), -1 when none was finite
     cold: jax.Array  # bool: the iteration was a plain Vanilla step (history or last gradient missing)
+    evaluations: jax.Array  # int32: gradient evaluations spent
     losses: jax.Array  # (N,): loss at each process's evaluated point (NaN where none was evaluated)
-    finite: jax.Array  # (N,) bool: evaluated with a finite loss and gradient
-    proxy_cosine: jax.Array  # (N-1,): cos(mu(theta^(s-1)), grad f(theta^(s-1))), NaN without kernel proxy steps
+    finite: jax.Array  # (N,) bool: evaluated with a finite point, loss and gradient
+    proxy_cosine: jax.Array  # (N-1,): cos(mu(theta^(s-1)), grad f(theta^(s-1))), NaN without surrogate steps
     proxy_rel_error: jax.Array  # (N-1,): |mu - grad f| / |grad f|
-    lengthscale: jax.Array  # the surrogate's lengthscale this iteration (NaN when it was not fitted)
+    lengthscale: jax.Array  # the surrogate's lengthscale this iteration (NaN when it was not fitted; inf: one pair)
     factorized: jax.Array  # bool: False when K + sigma^2 I could not be factored (nothing changed)
+    kernel_defined: jax.Array  # bool: False when the kernel matrix was NaN (lengthscale too small; nothing changed)
+    iterate_finite: jax.Array  # bool: theta_t is finite
 
 
 class OptExState(NamedTuple):
@@ -107,40 +140,51 @@ class OptExState(NamedTuple):
 
     inner_state: optax.OptState
     history: History | None  # proxy="kernel" only: the T0 most recent evaluated pairs
-    last_grad: jax.Array | None  # proxy="linesearch" only: the last selected true gradient (flat)
+    last_grad: jax.Array | None  # linesearch / last_gradient only: the last selected true gradient (flat)
     has_last_grad: jax.Array | None
     select: jax.Array  # int32: index of the selection rule in optex._validation.SELECT
     iteration: jax.Array  # int32: completed sequential iterations t
     info: IterationInfo
+    buffers: Any = None  # the model's non-parameter state at theta_t (None: none)
+    key: jax.Array | None = None  # PRNGKey(seed) (None: no seed)
 
 
 class _Outcome(NamedTuple):
     params: Any  # theta_t
     updates: Any  # theta_t - theta_{t-1}, exact when the first process (theta^(0) = theta_{t-1}) is selected
     inner_state: Any
+    buffers: Any
     points: jax.Array | None  # N x d evaluated inputs (kernel only)
     grads: jax.Array | None  # N x d true gradients (kernel only)
-    stored: jax.Array | None  # (N,) bool: rows that are evaluated pairs (kernel only)
+    stored: jax.Array | None  # (N,) bool: rows that enter the history (kernel only)
     grad: jax.Array  # the selected process's true gradient (flat)
+    found: jax.Array  # bool: some process was finite
     info: IterationInfo
+    trace: dict[str, jax.Array] | None  # trace=True: N x d points and stepped, (N-1) x d mus
 
 
-def init(settings: Settings, params: Any, select: str = "last") -> OptExState:
-    """The state before the first iteration: fresh optimizer state, empty history, the selection rule."""
+def _uses_last_grad(settings: Settings) -> bool:
+    return settings.proxy in ("linesearch", "last_gradient")
+
+
+def init(settings: Settings, params: Any, select: str = "last", buffers: Any = None,
+         seed: int | None = None) -> OptExState:
+    """The state before the first iteration: fresh optimizer state, empty history, the selection rule,
+    a copy of the buffers (the state is donated to each iteration) and the seed's key."""
     rule = check.SELECT.index(check.choice("select", select, check.SELECT))
     flat = check_params(params)
     check_optimizer(settings.optimizer, params)
     history = init_history(settings.history, flat.size, flat.dtype) if settings.proxy == "kernel" else None
-    linesearch = settings.proxy == "linesearch"
+    last = _uses_last_grad(settings)
     n = settings.parallelism
     nan = jnp.full(n, jnp.nan, flat.dtype)
+    info = _info(settings, flat.dtype, small_dtype(), losses=nan, norms=nan, finite=jnp.zeros(n, bool), selected=0,
+                 cold=True, evaluations=0)
     return OptExState(
         inner_state=settings.optimizer.init(params), history=history,
-        last_grad=jnp.zeros_like(flat) if linesearch else None,
-        has_last_grad=jnp.zeros((), bool) if linesearch else None,
-        select=jnp.asarray(rule, jnp.int32), iteration=jnp.zeros((), jnp.int32),
-        info=_info(settings, flat.dtype, small_dtype(), losses=nan, norms=nan, finite=jnp.zeros(n, bool), selected=0,
-                   cold=True))
+        last_grad=jnp.zeros_like(flat) if last else None, has_last_grad=jnp.zeros((), bool) if last else None,
+        select=jnp.asarray(rule, jnp.int32), iteration=jnp.zeros((), jnp.int32), info=info,
+        buffers=jax.tree.map(jnp.array, buffers), key=None if seed is None else jax.random.PRNGKey(seed))
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -152,7 +196,7 @@ def _take(tree: Any, index: jax.Array) -> Any:
     return jax.tree.map(lambda x: x[index], tree)
 
 
-def _prepend(first: Any, rest: Any) -> Any:
+def _stack(first: Any, rest: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
 
 
@@ -160,15 +204,24 @@ def _append(rest: Any, last: Any) -> Any:
     return jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), rest, last)
 
 
-def _single(tree: Any) -> Any:
-    return jax.tree.map(lambda x: x[None], tree)
+def _where(flag: jax.Array, new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new, old)
+
+
+def _tree_norm(tree: Any) -> jax.Array:
+    """Global norm of a pytree, scaled by an exact power of two first so that it neither overflows nor
+    underflows (and equals the plain norm when the largest entry lies within the band)."""
+    leaves = jax.tree.leaves(tree)
+    top = jnp.max(jnp.stack([jnp.max(jnp.abs(x)) for x in leaves]))
+    scale = row_scale(top)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(scaled(x, scale.astype(x.dtype)))) for x in leaves)) / scale
 
 
 def _clip(settings: Settings, grads: Any) -> Any:
     """Scale to norm ``max_grad_norm`` when longer (norm 0 or NaN: unchanged), as the torch backend."""
     if settings.max_grad_norm is None:
         return grads
-    factor = jnp.minimum(settings.max_grad_norm / optax.global_norm(grads), 1.0)
+    factor = jnp.minimum(settings.max_grad_norm / _tree_norm(grads), 1.0)
     factor = jnp.where(jnp.isnan(factor), 1.0, factor)
     return jax.tree.map(lambda g: g * factor.astype(g.dtype), grads)
 
@@ -177,26 +230,38 @@ def _optimizer_step(settings: Settings, grads: Any, inner_state: Any, point: Any
     return settings.optimizer.update(_clip(settings, grads), inner_state, point)
 
 
-def _evaluate(settings: Settings, value_and_grad: ValueAndGrad, points: Any, batches: Any) -> tuple[jax.Array, Any]:
-    """Losses (n,) and stacked gradient pytrees at stacked ``points``, batch i for point i."""
+def _keys(state: OptExState, n: int) -> jax.Array | None:
+    """Process s's key for this iteration t (1-based): fold_in(fold_in(PRNGKey(seed), t), s)."""
+    if state.key is None:
+        return None
+    key = jax.random.fold_in(state.key, state.iteration + 1)
+    return jax.vmap(lambda s: jax.random.fold_in(key, s))(jnp.arange(n))
+
+
+def _evaluate(settings: Settings, evaluate: Evaluator, points: Any, buffers: Any, keys: Any,
+              batches: Any) -> tuple[jax.Array, Any, Any]:
+    """Losses (n,), stacked gradients and updated buffers at stacked ``points``: batch and key i for point i,
+    every point with the same incoming ``buffers``."""
     if settings.parallel == "vmap":
-        return jax.vmap(value_and_grad, in_axes=(0, None if batches is None else 0))(points, batches)
-    return jax.lax.map(lambda args: value_and_grad(*args), (points, batches))
+        axes = (0, None, None if keys is None else 0, None if batches is None else 0)
+        return jax.vmap(evaluate, in_axes=axes)(points, buffers, keys, batches)
+    return jax.lax.map(lambda args: evaluate(args[0], buffers, args[1], args[2]), (points, keys, batches))
 
 
 _LAST, _MIN_LOSS = check.SELECT.index("last"), check.SELECT.index("min_loss")
 
 
-def _choose(rule: jax.Array, losses: jax.Array, norms: jax.Array) -> jax.Array:
-    """Algorithm 1, line 9, for the rule with index ``rule`` in ``check.SELECT``: the last process, or
-    the lowest loss or gradient norm. Non-finite processes never win; ties go to the lowest index."""
-    key = jnp.where(rule == _MIN_LOSS, losses, norms)
-    best = jnp.argmin(jnp.where(jnp.isfinite(key), key, jnp.inf))
-    return jnp.where(rule == _LAST, losses.shape[0] - 1, best).astype(jnp.int32)
+def _choose(rule: jax.Array, finite: jax.Array, losses: jax.Array, norms: jax.Array) -> jax.Array:
+    """Algorithm 1, line 9, among the finite processes, for the rule with index ``rule`` in ``check.SELECT``:
+    the highest-index finite process, or the lowest loss or gradient norm (ties: the lowest index)."""
+    index = jnp.arange(finite.shape[0])
+    key = jnp.where(finite, jnp.where(rule == _MIN_LOSS, losses.astype(norms.dtype), norms), jnp.inf)
+    best = jnp.argmax(finite & (key == jnp.min(key)))
+    return jnp.where(rule == _LAST, jnp.max(jnp.where(finite, index, -1)), best).astype(jnp.int32)
 
 
 def _true_step(settings: Settings, params: Any, point: Any, inner_state: Any, grads: Any) -> tuple[Any, Any, Any]:
-    """The selected process's step from its own point and state -> (theta_t, update from theta_{t-1}, state)."""
+    """A process's step from its own point and state -> (theta_t, update from theta_{t-1}, state)."""
     updates, inner_state = _optimizer_step(settings, grads, inner_state, point)
     new_params = optax.apply_updates(point, updates)
     # (point - params) is exactly 0 for the first process, so its update is returned bit for bit.
@@ -204,138 +269,207 @@ def _true_step(settings: Settings, params: Any, point: Any, inner_state: Any, gr
     return new_params, total, inner_state
 
 
-def _compare(mus: jax.Array, grads: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Cosine (torch's eps 1e-8 convention) and relative error of mu against the true gradients."""
-    mu_norm, grad_norm = jnp.linalg.norm(mus, axis=1), jnp.linalg.norm(grads, axis=1)
-    cosine = jnp.sum(mus * grads, 1) / (jnp.maximum(mu_norm, 1e-8) * jnp.maximum(grad_norm, 1e-8))
-    return cosine, jnp.linalg.norm(mus - grads, axis=1) / grad_norm
+def _compare(mus: jax.Array, grads: jax.Array, top: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Cosine (torch's eps 1e-8 convention) and relative error of mu against the true gradients (``top``:
+    their row maxima), the rows scaled by exact powers of two first (1 within the band)."""
+    scale = row_scale(top)[:, None]
+    true, est = scaled(grads, scale), scaled(mus, row_scale(row_top(mus))[:, None])
+    mu_norm, grad_norm = jnp.linalg.norm(est, axis=1), jnp.linalg.norm(true, axis=1)
+    cosine = jnp.sum(est * true, 1) / (jnp.maximum(mu_norm, 1e-8) * jnp.maximum(grad_norm, 1e-8))
+    return cosine, jnp.linalg.norm(scaled(mus, scale) - true, axis=1) / grad_norm
 
 
-def _info(settings: Settings, dtype, small, *, losses, norms, finite, selected, cold, loss=None, grad_norm=None,
-          cosine=None, rel=None, lengthscale=None, factorized=True) -> IterationInfo:
+def _info(settings: Settings, dtype, small, *, losses, norms, finite, selected, cold, evaluations, loss=None,
+          grad_norm=None, cosine=None, rel=None, lengthscale=None, factorized=True, defined=True,
+          iterate_finite=True) -> IterationInfo:
     """IterationInfo with fixed dtypes and shapes (so that every branch of a lax.cond agrees)."""
     n = settings.parallelism
-    pad = n - losses.shape[0]
     nan = jnp.full(n - 1, jnp.nan, dtype)
+    found = jnp.any(finite)
+    loss = losses[selected] if loss is None else loss
+    grad_norm = norms[selected] if grad_norm is None else grad_norm
     return IterationInfo(
-        loss=jnp.asarray(losses[selected] if loss is None else loss, dtype),
-        grad_norm=jnp.asarray(norms[selected] if grad_norm is None else grad_norm, dtype),
-        selected=jnp.asarray(selected, jnp.int32), cold=jnp.asarray(cold, bool),
-        losses=jnp.concatenate([losses.astype(dtype), jnp.full(pad, jnp.nan, dtype)]),
-        finite=jnp.concatenate([finite, jnp.zeros(pad, bool)]),
+        loss=jnp.where(found, jnp.asarray(loss, dtype), jnp.nan),
+        grad_norm=jnp.where(found, jnp.asarray(grad_norm, dtype), jnp.nan),
+        selected=jnp.where(found, jnp.asarray(selected, jnp.int32), -1), cold=jnp.asarray(cold, bool),
+        evaluations=jnp.asarray(evaluations, jnp.int32),
+        losses=jnp.concatenate([losses.astype(dtype), jnp.full(n - losses.shape[0], jnp.nan, dtype)]),
+        finite=jnp.concatenate([finite, jnp.zeros(n - finite.shape[0], bool)]),
         proxy_cosine=nan if cosine is None else cosine.astype(dtype),
         proxy_rel_error=nan if rel is None else rel.astype(dtype),
         lengthscale=jnp.full((), jnp.nan, small) if lengthscale is None else jnp.asarray(lengthscale, small),
-        factorized=jnp.asarray(factorized, bool))
+        factorized=jnp.asarray(factorized, bool), kernel_defined=jnp.asarray(defined, bool),
+        iterate_finite=jnp.asarray(iterate_finite, bool))
 
 
 class _Iteration:
     """The branches of one sequential iteration, sharing the settings and the objective."""
 
-    def __init__(self, settings: Settings, value_and_grad: ValueAndGrad, params: Any, state: OptExState,
-                 batches: Any) -> None:
-        self.settings, self.value_and_grad, self.batches = settings, value_and_grad, batches
+    def __init__(self, settings: Settings, evaluate: Evaluator, params: Any, state: OptExState, batches: Any,
+                 trace: bool) -> None:
+        self.settings, self.evaluate, self.batches, self.trace = settings, evaluate, batches, trace
         self.params, self.state = params, state
         flat, self.unravel = ravel_pytree(params)
-        self.dtype = flat.dtype
+        self.flat, self.dtype = flat, flat.dtype
         self.small = state.info.lengthscale.dtype
+        self.keys = _keys(state, settings.parallelism)
 
     def info(self, **kwargs) -> IterationInfo:
         return _info(self.settings, self.dtype, self.small, **kwargs)
 
-    def evaluated(self, losses: jax.Array, grads: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """Flat gradients (n x d), their norms and the finite flags of n evaluations."""
+    def evaluated(self, losses: jax.Array, grads: Any, points: jax.Array,
+                  evaluated: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+        """Flat gradients (n x d), their row maxima and norms, and which of the n evaluations are finite:
+        the point (through its sum), the loss, every gradient entry and, with clipping, the norm."""
         flat = jax.vmap(_flat)(grads)
-        return flat, jnp.linalg.norm(flat, axis=1), jnp.isfinite(losses) & jnp.isfinite(jnp.sum(flat, axis=1))
+        top = row_top(flat)
+        norms = safe_norm(flat, top)
+        finite = jnp.isfinite(losses) & jnp.isfinite(top) & jnp.isfinite(jnp.sum(points, axis=1))
+        if self.settings.max_grad_norm is not None:
+            finite = finite & jnp.isfinite(norms)
+        return flat, top, norms, finite if evaluated is None else finite & evaluated
 
-    def kernel_rows(self, points: Any, flat_grads: jax.Array, stored: jax.Array) -> dict[str, Any]:
-        if self.settings.proxy != "kernel":
-            return dict(points=None, grads=None, stored=None)
-        return dict(points=jax.vmap(_flat)(points), grads=flat_grads, stored=stored)
+    def conclude(self, points: Any, states: Any, losses: jax.Array, grads: Any, buffers: Any, *, rule: jax.Array,
+                 evaluated: jax.Array | None = None, mus: jax.Array | None = None, compare: bool = False,
+                 **info: Any) -> _Outcome:
+        """Line 9 among the finite processes, the selected process's true step (line 7), the kept buffers;
+        with no finite process the incoming iterate, optimizer state and buffers, exactly."""
+        n = losses.shape[0]
+        flat_points = jax.vmap(_flat)(points)
+        flat_grads, top, norms, finite = self.evaluated(losses, grads, flat_points, evaluated)
+        chosen = _choose(rule, finite, losses, norms)
+        found = jnp.any(finite)
+        stepped = _true_step(self.settings, self.params, _take(points, chosen), _take(states, chosen),
+                             _take(grads, chosen))
+        zeros = jax.tree.map(jnp.zeros_like, self.params)
+        new_params, updates, inner = _where(found, stepped, (self.params, zeros, self.state.inner_state))
+        kept = _where(found, _take(buffers, chosen), self.state.buffers)
+        if compare:
+            info["cosine"], info["rel"] = _compare(mus, flat_grads[: n - 1], top[: n - 1])
+        trace = None
+        if self.trace:
+            every = jax.vmap(lambda p, s, g: _flat(_true_step(self.settings, self.params, p, s, g)[0]))(
+                points, states, grads)
+            trace = self.traced(flat_points, mus, jnp.where(finite[:, None], every, flat_points))
+        kernel = self.settings.proxy == "kernel"
+        return _Outcome(new_params, updates, inner, kept, flat_points if kernel else None,
+                        flat_grads if kernel else None, finite if kernel else None, flat_grads[chosen], found,
+                        self.info(losses=losses, norms=norms, finite=finite, selected=chosen,
+                                  evaluations=n if evaluated is None else jnp.sum(evaluated), **info,
+                                  iterate_finite=jnp.isfinite(jnp.sum(_flat(new_params)))), trace)
+
+    def traced(self, points: jax.Array, mus: jax.Array | None, stepped: jax.Array) -> dict[str, jax.Array]:
+        """Trace arrays of fixed shapes (N x d, (N-1) x d, N x d): every branch of a lax.cond agrees."""
+        n, d = self.settings.parallelism, self.flat.size
+
+        def pad(rows, count):
+            return jnp.concatenate([rows, jnp.zeros((count - rows.shape[0], d), self.dtype)])
+
+        mus = jnp.zeros((n - 1, d), self.dtype) if mus is None else mus
+        return {"points": pad(points, n), "mus": pad(mus, n - 1), "stepped": pad(stepped, n)}
+
+    def broadcast(self, tree: Any, n: int) -> Any:
+        return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), tree)
 
     def vanilla(self) -> _Outcome:
         """A plain base-optimizer step on the first batch (Vanilla, and every cold start)."""
-        n = self.settings.parallelism
         batch = None if self.batches is None else _take(self.batches, 0)
-        loss, grads = self.value_and_grad(self.params, batch)
-        loss, flat_grad = jnp.asarray(loss), _flat(grads)
-        new_params, updates, inner = _true_step(self.settings, self.params, self.params, self.state.inner_state, grads)
-        _, norms, finite = self.evaluated(loss[None], _single(grads))
-        points = jax.tree.map(lambda p: jnp.broadcast_to(p, (n,) + p.shape), self.params)
-        rows = self.kernel_rows(points, jnp.broadcast_to(flat_grad, (n, flat_grad.size)), jnp.arange(n) == 0)
-        info = self.info(losses=loss[None], norms=norms, finite=finite, selected=0, cold=True)
-        return _Outcome(new_params, updates, inner, grad=flat_grad, info=info, **rows)
+        key = None if self.keys is None else self.keys[0]
+        loss, grads, buffers = self.evaluate(self.params, self.state.buffers, key, batch)
+        single = self.broadcast((self.params, self.state.inner_state, jnp.asarray(loss), grads, buffers), 1)
+        out = self.conclude(*single, rule=jnp.asarray(_LAST), cold=True)
+        if self.settings.proxy != "kernel":
+            return out
+        # The cold branch of a lax.cond with the kernel one: N history rows, only the first stored.
+        n = self.settings.parallelism
+        rows = dict(points=self.broadcast(out.points[0], n), grads=self.broadcast(out.grads[0], n),
+                    stored=jnp.arange(n) == jnp.where(out.stored[0], 0, n))
+        return out._replace(**rows)
 
-    def select_and_step(self, points: Any, states: Any, losses: jax.Array, grads: Any, **info: Any) -> _Outcome:
-        """Line 9 then the selected process's true step (line 7) and the outcome."""
-        flat_grads, norms, finite = self.evaluated(losses, grads)
-        chosen = _choose(self.state.select, losses, norms)
-        new_params, updates, inner = _true_step(self.settings, self.params, _take(points, chosen),
-                                                _take(states, chosen), _take(grads, chosen))
-        rows = self.kernel_rows(points, flat_grads, jnp.ones(losses.shape[0], bool))
-        return _Outcome(new_params, updates, inner, grad=flat_grads[chosen], **rows,
-                        info=self.info(losses=losses, norms=norms, finite=finite, selected=chosen, cold=False, **info))
+    # ------------------------------------------------------------------------------ proxy methods
+    def surrogate(self) -> _Outcome:
+        """OptEx (proxy steps driven by mu, Eq. 5) or its trivial-surrogate ablation (the last gradient)."""
+        settings = self.settings
+        if settings.parallelism == 1:  # no proxy step: the surrogate is never fitted (as in the torch backend)
+            return self.proxy_steps(None)
+        if settings.proxy == "last_gradient":
+            return self.proxy_steps(None)
+        fitted = fit(self.state.history, settings.kernel)
+        return jax.lax.cond(fitted.ok & fitted.defined, self.proxy_steps, self.unfactored, fitted)
 
-    def kernel(self) -> _Outcome:
-        """OptEx: N-1 proxy steps driven by mu (Eq. 5), N true gradients, selection."""
-        if self.settings.parallelism == 1:
-            return self._kernel_steps(None)
-        fitted = fit(self.state.history, self.settings.kernel)
-        return jax.lax.cond(fitted.ok, self._kernel_steps, self._unfactored, fitted)
+    def proxy_steps(self, fitted) -> _Outcome:
+        settings, h, n = self.settings, self.state.history, self.settings.parallelism
+        if n == 1:
+            points, states = self.broadcast((self.params, self.state.inner_state), 1)
+            mus, extra = None, {}
+        else:
+            def proxy_step(carry, _):
+                point, inner = carry
+                if fitted is None:
+                    mu = self.state.last_grad
+                else:
+                    mu = posterior_mean(h, fitted, settings.kernel, _flat(point)[None])[0]
+                updates, inner = _optimizer_step(settings, self.unravel(mu), inner, point)
+                point = optax.apply_updates(point, updates)
+                return (point, inner), (point, inner, mu)
 
-    def _kernel_steps(self, fitted) -> _Outcome:
-        settings, h = self.settings, self.state.history
-        if fitted is None:  # N = 1: no proxy step, the surrogate is never fitted (as in the torch backend)
-            points, states = _single(self.params), _single(self.state.inner_state)
-            losses, grads = _evaluate(settings, self.value_and_grad, points, self.batches)
-            return self.select_and_step(points, states, losses, grads)
+            _, (tail, tail_states, mus) = jax.lax.scan(proxy_step, (self.params, self.state.inner_state), None,
+                                                       length=n - 1)
+            points, states = _stack(self.params, tail), _stack(self.state.inner_state, tail_states)
+            extra = dict(compare=True, lengthscale=None if fitted is None else fitted.lengthscale)
+        losses, grads, buffers = _evaluate(settings, self.evaluate, points, self.state.buffers, self.keys,
+                                           self.batches)
+        return self.conclude(points, states, losses, grads, buffers, rule=self.state.select, mus=mus, cold=False,
+                             **extra)
 
-        def proxy_step(carry, _):
-            point, inner = carry
-            mu = posterior_mean(h, fitted, settings.kernel, _flat(point)[None])[0]
-            updates, inner = _optimizer_step(settings, self.unravel(mu), inner, point)
-            point = optax.apply_updates(point, updates)
-            return (point, inner), (point, inner, mu)
-
-        _, (tail, tail_states, mus) = jax.lax.scan(proxy_step, (self.params, self.state.inner_state), None,
-                                                   length=settings.parallelism - 1)
-        points, states = _prepend(self.params, tail), _prepend(self.state.inner_state, tail_states)
-        losses, grads = _evaluate(settings, self.value_and_grad, points, self.batches)
-        cosine, rel = _compare(mus, jax.vmap(_flat)(grads)[:-1])
-        return self.select_and_step(points, states, losses, grads, cosine=cosine, rel=rel,
-                                    lengthscale=fitted.lengthscale)
-
-    def _unfactored(self, fitted) -> _Outcome:
-        """K + sigma^2 I is not positive definite even with jitter: change nothing, report it."""
-        n, d = self.settings.parallelism, self.state.history.thetas.shape[1]
+    def unfactored(self, fitted) -> _Outcome:
+        """K + sigma^2 I is not positive definite even with jitter, or not defined: change nothing, report it."""
+        n, d = self.settings.parallelism, self.flat.size
         zeros = jnp.zeros((n, d), self.dtype)
-        info = self.info(losses=jnp.full(n, jnp.nan, self.dtype), norms=jnp.full(n, jnp.nan, self.dtype),
-                         finite=jnp.zeros(n, bool), selected=0, cold=False, lengthscale=fitted.lengthscale,
-                         factorized=False)
-        return _Outcome(self.params, jax.tree.map(jnp.zeros_like, self.params), self.state.inner_state, zeros, zeros,
-                        jnp.zeros(n, bool), jnp.zeros(d, self.dtype), info)
+        nan = jnp.full(n, jnp.nan, self.dtype)
+        info = self.info(losses=nan, norms=nan, finite=jnp.zeros(n, bool), selected=0, cold=False, evaluations=0,
+                         lengthscale=fitted.lengthscale, factorized=fitted.ok, defined=fitted.defined)
+        trace = self.traced(zeros, None, zeros) if self.trace else None
+        return _Outcome(self.params, jax.tree.map(jnp.zeros_like, self.params), self.state.inner_state,
+                        self.state.buffers, zeros, zeros, jnp.zeros(n, bool), jnp.zeros(d, self.dtype),
+                        jnp.zeros((), bool), info, trace)
 
     def target(self) -> _Outcome:
         """Proxy steps with the true gradient on the batch the same process later uses (the ideal).
 
-        Those N-1 gradients are reused by their processes (the official code computes them twice);
-        with ``select="last"`` the iteration is N plain sequential optimizer steps.
+        Those N-1 gradients are reused by their processes (the official code computes them twice); with
+        ``select="last"`` the iteration is N plain sequential optimizer steps. Process s evaluates with the
+        buffers process s-1's evaluation produced. The chain ends at its first non-finite evaluation: the
+        processes after it count as not evaluated (their evaluations are computed, frozen, and ignored).
         """
         settings, n = self.settings, self.settings.parallelism
 
-        def proxy_step(carry, batch):
-            point, inner = carry
-            loss, grads = self.value_and_grad(point, batch)
+        def proxy_step(carry, inputs):
+            point, inner, buffers, alive = carry
+            batch, key = inputs
+            loss, grads, new_buffers = self.evaluate(point, buffers, key, batch)
+            ok = alive & jnp.isfinite(loss) & jnp.all(jnp.isfinite(_flat(grads))) & jnp.isfinite(
+                jnp.sum(_flat(point)))
             updates, stepped = _optimizer_step(settings, grads, inner, point)
-            return (optax.apply_updates(point, updates), stepped), (point, inner, loss, grads)
+            moved = (optax.apply_updates(point, updates), stepped, new_buffers)
+            carry = (*_where(ok, moved, (point, inner, buffers)), ok)
+            return carry, (point, inner, loss, grads, new_buffers, alive)
 
-        head = None if self.batches is None else jax.tree.map(lambda b: b[: n - 1], self.batches)
-        (last, last_state), (points, states, losses, grads) = jax.lax.scan(
-            proxy_step, (self.params, self.state.inner_state), head, length=n - 1)
+        def head(tree):
+            return None if tree is None else jax.tree.map(lambda b: b[: n - 1], tree)
+
+        (last, last_state, last_buffers, alive), (points, states, losses, grads, buffers, evaluated) = jax.lax.scan(
+            proxy_step, (self.params, self.state.inner_state, self.state.buffers, jnp.ones((), bool)),
+            (head(self.batches), head(self.keys)), length=n - 1)
         batch = None if self.batches is None else _take(self.batches, n - 1)
-        loss, grad = self.value_and_grad(last, batch)
-        return self.select_and_step(_append(points, last), _append(states, last_state), _append(losses, loss),
-                                    _append(grads, grad))
+        key = None if self.keys is None else self.keys[n - 1]
+        loss, grad, new_buffers = self.evaluate(last, last_buffers, key, batch)
+        points, states = _append(points, last), _append(states, last_state)
+        grads, evaluated = _append(grads, grad), _append(evaluated, alive)
+        mus = jax.vmap(_flat)(grads)[: n - 1]
+        return self.conclude(points, states, jnp.where(evaluated, _append(losses, loss), jnp.nan), grads,
+                             _append(buffers, new_buffers), rule=self.state.select, evaluated=evaluated, mus=mus,
+                             cold=False)
 
     def linesearch(self) -> _Outcome:
         """Process j steps with j x the learning rate along the last selected true gradient, then truly.
@@ -354,38 +488,57 @@ class _Iteration:
         def point(j, updates):
             return optax.apply_updates(self.params, jax.tree.map(lambda u: u * jnp.asarray(j, u.dtype), updates))
 
-        points = _prepend(point(0, stayed), jax.vmap(point, in_axes=(0, None))(jnp.arange(1, n), moved))
-        losses, grads = _evaluate(settings, self.value_and_grad, points, self.batches)
-        flat_grads, norms, finite = self.evaluated(losses, grads)
-        chosen = _choose(jnp.asarray(_MIN_LOSS), losses, norms)
-        inner = jax.tree.map(lambda a, b: jnp.where(chosen == 0, a, b), stayed_state, moved_state)
-        new_params, updates, inner = _true_step(settings, self.params, _take(points, chosen), inner,
-                                                _take(grads, chosen))
-        info = self.info(losses=losses, norms=norms, finite=finite, selected=chosen, cold=False)
-        return _Outcome(new_params, updates, inner, None, None, None, flat_grads[chosen], info)
+        points = _stack(point(0, stayed), jax.vmap(point, in_axes=(0, None))(jnp.arange(1, n), moved))
+        states = _stack(stayed_state, self.broadcast(moved_state, n - 1))
+        losses, grads, buffers = _evaluate(settings, self.evaluate, points, self.state.buffers, self.keys,
+                                           self.batches)
+        return self.conclude(points, states, losses, grads, buffers, rule=jnp.asarray(_MIN_LOSS), cold=False)
 
     def large_batch(self) -> _Outcome:
-        """The N gradients at theta_{t-1} (one batch each) averaged into one step."""
+        """The finite ones of the N gradients at theta_{t-1} (one batch each) averaged into one step; the
+        buffers: the mean of the floating-point ones, the integer ones of the first finite process."""
         settings, n = self.settings, self.settings.parallelism
-        points = jax.tree.map(lambda p: jnp.broadcast_to(p, (n,) + p.shape), self.params)
-        losses, grads = _evaluate(settings, self.value_and_grad, points, self.batches)
-        mean = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
-        new_params, updates, inner = _true_step(settings, self.params, self.params, self.state.inner_state, mean)
-        _, norms, finite = self.evaluated(losses, grads)
+        points = self.broadcast(self.params, n)
+        losses, grads, buffers = _evaluate(settings, self.evaluate, points, self.state.buffers, self.keys,
+                                           self.batches)
+        _, _, _, finite = self.evaluated(losses, grads, self.broadcast(self.flat, n))
+        found, count = jnp.any(finite), jnp.sum(finite)
+        all_finite = jnp.all(finite)
+
+        def average(x):
+            mask = finite.reshape((n,) + (1,) * (x.ndim - 1))
+            return jnp.where(all_finite, jnp.mean(x, axis=0), jnp.sum(jnp.where(mask, x, 0), axis=0) / count)
+
+        mean = jax.tree.map(average, grads)
+        first = jnp.argmax(finite)
+        kept = jax.tree.map(lambda b: average(b).astype(b.dtype) if jnp.issubdtype(b.dtype, jnp.floating) else b[first],
+                            buffers)
+        stepped = _true_step(settings, self.params, self.params, self.state.inner_state, mean)
+        zeros = jax.tree.map(jnp.zeros_like, self.params)
+        new_params, updates, inner = _where(found, stepped, (self.params, zeros, self.state.inner_state))
         flat_mean = _flat(mean)
-        info = self.info(losses=losses, norms=norms, finite=finite, selected=0, cold=False, loss=jnp.mean(losses),
-                         grad_norm=jnp.linalg.norm(flat_mean))
-        return _Outcome(new_params, updates, inner, None, None, None, flat_mean, info)
+        info = self.info(losses=average(losses)[None], norms=jnp.full(1, jnp.nan, self.dtype), finite=finite,
+                         selected=0, cold=False, evaluations=n, grad_norm=safe_norm(flat_mean[None])[0],
+                         iterate_finite=jnp.isfinite(jnp.sum(_flat(new_params))))
+        trace = None
+        if self.trace:
+            rows = self.flat[None], _flat(new_params)[None]
+            trace = self.traced(rows[0], None, rows[1])
+        return _Outcome(new_params, updates, inner, _where(found, kept, self.state.buffers), None, None, None,
+                        flat_mean, found, info, trace)
 
 
-def iterate(settings: Settings, value_and_grad: ValueAndGrad, params: Any, state: OptExState,
-            batches: Any = None) -> tuple[Any, Any, OptExState]:
-    """One sequential iteration of Algorithm 1 -> (theta_t, theta_t - theta_{t-1}, new state).
+def iterate(settings: Settings, evaluate: Evaluator, params: Any, state: OptExState, batches: Any = None,
+            trace: bool = False) -> tuple[Any, Any, OptExState, dict[str, jax.Array] | None]:
+    """One sequential iteration of Algorithm 1 -> (theta_t, theta_t - theta_{t-1}, new state, trace).
 
-    ``value_and_grad(params, batch) -> (loss, grads)`` is e.g. ``jax.value_and_grad(loss_fn)``;
+    ``evaluate(params, buffers, key, batch) -> (loss, grads, new_buffers)`` is e.g. ``evaluator(loss_fn)``;
     ``batches`` is None (deterministic objective) or a pytree whose leaves have a leading axis of N,
-    batch s for process s. While the history holds fewer than 2 pairs (for LineSearch: while there is
-    no previous gradient) the iteration is a plain Vanilla step on batch 0.
+    batch s for process s. While the history holds fewer than ``settings.warmup_pairs`` pairs (LineSearch
+    and last_gradient: while there is no previous gradient) the iteration is a plain Vanilla step on
+    batch 0. ``trace`` (static) also takes every process's real step: the trace holds the N x d evaluated
+    points, the (N-1) x d gradients that drove the proxy steps and the N x d points the real steps reach
+    (zero rows past what was evaluated).
     """
     n = settings.parallelism
     if batches is not None:
@@ -393,11 +546,13 @@ def iterate(settings: Settings, value_and_grad: ValueAndGrad, params: Any, state
         if sizes != {n}:
             raise ValueError(f"batches must hold one batch per parallel process ({n}) along the leading axis of "
                              f"every leaf; got leading sizes {sorted(sizes, key=str)}")
-    it = _Iteration(settings, value_and_grad, params, state, batches)
+    it = _Iteration(settings, evaluate, params, state, batches, trace)
     if settings.proxy == "none":
         out = it.vanilla()
     elif settings.proxy == "kernel":
-        out = jax.lax.cond(state.history.count >= 2, it.kernel, it.vanilla)
+        out = jax.lax.cond(state.history.count >= settings.warmup_pairs, it.surrogate, it.vanilla)
+    elif settings.proxy == "last_gradient":
+        out = jax.lax.cond(state.has_last_grad, it.surrogate, it.vanilla)
     elif settings.proxy == "linesearch":
         out = jax.lax.cond(state.has_last_grad, it.linesearch, it.vanilla)
     elif settings.proxy == "target":
@@ -407,18 +562,19 @@ def iterate(settings: Settings, value_and_grad: ValueAndGrad, params: Any, state
     history, last_grad, has_last_grad = state.history, state.last_grad, state.has_last_grad
     if settings.proxy == "kernel":
         history = add_pairs(history, out.points, out.grads, out.stored)
-    if settings.proxy == "linesearch":
-        last_grad, has_last_grad = out.grad, jnp.ones((), bool)
-    new_state = OptExState(inner_state=out.inner_state, history=history, last_grad=last_grad,
-                           has_last_grad=has_last_grad, select=state.select,
-                           iteration=state.iteration + out.info.factorized.astype(jnp.int32), info=out.info)
-    return out.params, out.updates, new_state
+    if _uses_last_grad(settings):
+        last_grad, has_last_grad = jnp.where(out.found, out.grad, last_grad), has_last_grad | out.found
+    done = out.info.factorized & out.info.kernel_defined
+    new_state = state._replace(inner_state=out.inner_state, history=history, last_grad=last_grad,
+                               has_last_grad=has_last_grad, iteration=state.iteration + done.astype(jnp.int32),
+                               info=out.info, buffers=out.buffers)
+    return out.params, out.updates, new_state, out.trace
 
 
 def optex_transform(optimizer: optax.GradientTransformation = DEFAULT_OPTIMIZER, parallelism: int = 5,
                     history: int = 50, kernel: str = "matern52", lengthscale: float | str = "auto",
                     noise: float = 1e-3, select: str = "last", proxy: str = "kernel", parallel: str = "vmap",
-                    max_grad_norm: float | None = None) -> optax.GradientTransformationExtraArgs:
+                    max_grad_norm: float | None = None, warmup_pairs: int = 1) -> optax.GradientTransformationExtraArgs:
     """OptEx around ``optimizer`` as an optax transformation (arguments as for ``optex.jax.OptEx``).
 
     ``update(updates, state, params, *, grad_fn, batches=None)`` runs one sequential iteration and
@@ -426,7 +582,8 @@ def optex_transform(optimizer: optax.GradientTransformation = DEFAULT_OPTIMIZER,
     ``grad_fn(params, batch) -> (loss, grads)`` is ``jax.value_and_grad(loss_fn)`` (the losses drive
     ``select``); ``batches`` is None or a pytree of N stacked batches. The incoming ``updates`` are
     not used: all N gradients, the one at theta_{t-1} included, come from ``grad_fn``. Diagnostics
-    are in ``state.info``; if K + sigma^2 I cannot be factored the update is zero and
+    are in ``state.info`` (``info.finite``: the processes that were finite; with none the update is
+    zero and the state unchanged); if K + sigma^2 I cannot be factored the update is zero and
     ``state.info.factorized`` is False. Usage::
 
         opt = optex_transform(optax.adam(1e-2), parallelism=5)
@@ -435,12 +592,12 @@ def optex_transform(optimizer: optax.GradientTransformation = DEFAULT_OPTIMIZER,
         params = optax.apply_updates(params, updates)
     """
     settings = make_settings(optimizer, parallelism, history, kernel, lengthscale, noise, select, proxy, parallel,
-                             max_grad_norm)
+                             max_grad_norm, warmup_pairs)
 
     def init_fn(params: Any) -> OptExState:
         return init(settings, params, select)
 
-    def update_fn(updates: Any, state: OptExState, params: Any = None, *, grad_fn: ValueAndGrad | None = None,
+    def update_fn(updates: Any, state: OptExState, params: Any = None, *, grad_fn: Callable | None = None,
                   batches: Any = None, **extra_args: Any) -> tuple[Any, OptExState]:
         del updates, extra_args
         if params is None:
@@ -448,11 +605,15 @@ def optex_transform(optimizer: optax.GradientTransformation = DEFAULT_OPTIMIZER,
         if grad_fn is None:
             raise ValueError("grad_fn must be given to update: (params, batch) -> (loss, grads), "
                              "e.g. jax.value_and_grad(loss_fn)")
-        _, updates, state = iterate(settings, grad_fn, params, state, batches)
+
+        def evaluate(p, buffers, key, batch):
+            return (*grad_fn(p, batch), buffers)
+
+        _, updates, state, _ = iterate(settings, evaluate, params, state, batches)
         return updates, state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 __all__ = ["DEFAULT_OPTIMIZER", "IterationInfo", "OptExState", "Settings", "init", "iterate", "make_settings",
-           "optex_transform", "check_optimizer", "check_params"]
+           "optex_transform", "check_optimizer", "check_params", "evaluator"]

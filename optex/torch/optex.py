@@ -6,7 +6,6 @@ import inspect
 import math
 import time
 import warnings
-from numbers import Integral
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -207,13 +206,7 @@ class OptEx:
         _check_optimizer(optimizer, optimizer_kwargs)
         self.max_grad_norm = None if max_grad_norm is None else check.positive_float("max_grad_norm", max_grad_norm)
         self.on_nonfinite = check.choice("on_nonfinite", on_nonfinite, check.ON_NONFINITE)
-        integral = isinstance(warmup_pairs, Integral) and not isinstance(warmup_pairs, bool)
-        if not integral or warmup_pairs not in check.WARMUP_PAIRS:
-            raise ValueError(f"warmup_pairs must be one of {check.WARMUP_PAIRS}, got {warmup_pairs!r}")
-        if self.proxy == "kernel" and warmup_pairs > self.history:
-            raise ValueError(f"warmup_pairs ({warmup_pairs}) must not exceed history ({self.history}): the history "
-                             "could never hold enough pairs to leave the warm-up")
-        self.warmup_pairs = int(warmup_pairs)
+        self.warmup_pairs = check.warmup_pairs(warmup_pairs, self.proxy, self.history)
         self.seed = None if seed is None else check.nonnegative_int("seed", seed)
         self._targets, self._names, self._shapes = self._structure(params)
         first = self._targets[0]
