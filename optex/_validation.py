@@ -15,6 +15,7 @@ PROXY = ("kernel", "none", "target", "linesearch", "large_batch", "last_gradient
 ON_NONFINITE = ("skip", "raise")
 WARMUP_PAIRS = (1, 2)
 PARALLEL = ("vmap", "loop")
+TORCH_PARALLEL = (*PARALLEL, "distributed")  # torch.distributed ranks (optex.torch.distributed)
 LENGTHSCALE_RULES = ("auto", "median")
 DEVICES = ("cpu", "cuda", "mps", "auto")
 BACKENDS = ("torch", "jax")
@@ -67,14 +68,14 @@ def lengthscale(value: Any) -> float | str:
 
 
 def parallel_settings(parallelism: Any, history: Any, noise: Any, select: Any, proxy: Any,
-                      parallel: Any) -> tuple[int, int, float, str, str, str]:
+                      parallel: Any, modes: tuple[str, ...] = PARALLEL) -> tuple[int, int, float, str, str, str]:
     """Validate the backend-independent OptEx settings (N, T0, sigma^2, selection, proxy, mode)."""
     n = positive_int("parallelism", parallelism)
     t0 = positive_int("history", history)
     noise = nonnegative_float("noise", noise)
     select = choice("select", select, SELECT)
     proxy = choice("proxy", proxy, PROXY)
-    parallel = choice("parallel", parallel, PARALLEL)
+    parallel = choice("parallel", parallel, modes)
     if proxy == "none" and n != 1:
         raise ValueError(f"parallelism must be 1 with proxy='none' (Vanilla is the base optimizer alone); got {n}")
     return n, t0, noise, select, proxy, parallel

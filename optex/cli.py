@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
-EXPERIMENTS = ("synthetic", "fig2", "fig6", "training")
+EXPERIMENTS = ("synthetic", "fig2", "fig6", "training", "scaling")
 DEFAULT_OUT = Path("results") / "_local"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

@@ -101,3 +101,33 @@ def _stable_metadata(fmt: str) -> dict[str, str | None]:
 
 
 __all__ = ["METHOD_STYLE", "band", "band_plot", "check_figure_id", "method_label", "save_figure"]
+
+
+# ------------------------------------------------------------------------------------------ scale-out
+SPLIT_STYLE: Mapping[str, Mapping[str, str]] = {
+    "time_proxy": {"label": "proxy steps (every rank)", "color": "#0072b2"},
+    "time_eval": {"label": "N evaluations (+ all-gather)", "color": "#e69f00"},
+    "time_update": {"label": "update (every rank)", "color": "#009e73"},
+}
+
+
+def scaling_plot(ax, summary: pd.DataFrame, model: pd.DataFrame | None = None) -> None:
+    """Seconds per iteration of each setup of :func:`optex.experiments.scaling.summary` as stacked bars
+    (proxy / evaluation / update), with the cost model's prediction for the distributed setups as
+    black markers."""
+    labels = [f"{s}\nW={w}, {t} thr." if s == "distributed" else f"{s}\n{t} thread{'s' * (t > 1)}"
+              for s, w, t in zip(summary["setup"], summary["world"], summary["threads"])]
+    x = np.arange(len(summary))
+    bottom = np.zeros(len(summary))
+    for column, style in SPLIT_STYLE.items():
+        values = summary[column].to_numpy() * 1e3
+        ax.bar(x, values, bottom=bottom, color=style["color"], label=style["label"], width=0.6)
+        bottom += values
+    if model is not None:
+        where = {int(w): i for i, (s, w) in enumerate(zip(summary["setup"], summary["world"])) if s == "distributed"}
+        hits = [(where[int(w)], p * 1e3) for w, p in zip(model["world"], model["predicted_s"]) if int(w) in where]
+        if hits:
+            ax.plot(*zip(*hits), "kD", label="cost model", markersize=6)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("milliseconds per iteration")
+    ax.legend(frameon=False, fontsize=8)

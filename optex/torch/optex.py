@@ -14,6 +14,7 @@ from torch.utils import _pytree as pytree
 
 from .. import _validation as check
 from .._types import StepInfo
+from . import distributed
 from .estimator import GradientEstimator, out_of_band, row_scale, row_top, safe_norm
 
 LossFn = Callable[..., torch.Tensor]
@@ -144,6 +145,16 @@ class OptEx:
         dropout draw independently per process: ``randomness="different"``); ``"loop"``: one
         autograd call each, for losses that cannot be vmapped. A loss that vmap cannot batch fails
         with a ValueError that says why and suggests ``"loop"`` (the torch error is its ``__cause__``).
+        ``"distributed"``: SPMD over the ranks of a ``torch.distributed`` process group (launched with
+        ``torchrun``; see :mod:`optex.torch.distributed`): every rank runs the same program, rank r
+        evaluates processes p with floor(p W / N) = r one autograd call at a time and one all-gather
+        shares the N gradients and losses, so the run equals the ``"loop"`` run bit for bit. Each rank
+        needs only its own processes' entries of ``batches`` (the others may be None). With ``seed``,
+        process p's random operations draw from a generator seeded by (seed, iteration, p).
+    group, check_every:
+        ``parallel="distributed"`` only: the process group (None: the default one) and how often (in
+        iterations) the ranks compare an exact checksum of theta, failing loudly if they diverged
+        (:meth:`check_ranks` does it on demand, e.g. at the end of a run).
     max_grad_norm:
         If set, every gradient fed to the base optimizer (true or estimated) is clipped to this norm;
         the history keeps the unclipped true gradients. Norms are computed as m |g / m| with m an
@@ -200,9 +211,15 @@ class OptEx:
                  proxy: str = "kernel", parallel: str = "vmap", max_grad_norm: float | None = None,
                  on_nonfinite: str = "skip", warmup_pairs: int = 1,
                  buffers: Mapping[str, torch.Tensor] | None = None, seed: int | None = None,
-                 **optimizer_kwargs: Any) -> None:
+                 group: Any = None, check_every: int = 50, **optimizer_kwargs: Any) -> None:
         (self.parallelism, self.history, self.noise, self.select, self.proxy,
-         self.parallel) = check.parallel_settings(parallelism, history, noise, select, proxy, parallel)
+         self.parallel) = check.parallel_settings(parallelism, history, noise, select, proxy, parallel,
+                                                  check.TORCH_PARALLEL)
+        self.group, self.check_every = group, check.positive_int("check_every", check_every)
+        if self.parallel == "distributed":
+            distributed.world(group)
+        elif group is not None:
+            raise ValueError(f"group is only used with parallel='distributed', got parallel={self.parallel!r}")
         _check_optimizer(optimizer, optimizer_kwargs)
         self.max_grad_norm = None if max_grad_norm is None else check.positive_float("max_grad_norm", max_grad_norm)
         self.on_nonfinite = check.choice("on_nonfinite", on_nonfinite, check.ON_NONFINITE)
@@ -355,16 +372,20 @@ class OptEx:
             return
         accelerator = self.device.type != "cpu"
         devices = [self.device.index or 0] if accelerator else []
-        seed = int(np.random.SeedSequence((self.seed, self.iteration)).generate_state(1, np.uint64)[0])
+        seed = self._seed_of()
         with torch.random.fork_rng(devices=devices, device_type=self.device.type if accelerator else None):
             torch.manual_seed(seed)
             yield
 
+    def _seed_of(self, *process: int) -> int:
+        return int(np.random.SeedSequence((self.seed, self.iteration, *process)).generate_state(1, np.uint64)[0])
+
     def _evaluate(self, loss_fn: LossFn, points: torch.Tensor, batches: Sequence[Any] | None,
-                  buffers: Mapping[str, torch.Tensor] | None = None
+                  buffers: Mapping[str, torch.Tensor] | None = None, first: int = 0
                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
         """Losses (n,), true gradients (n x d) and, with buffers, each process's updated buffers (n x ...)
-        at the rows of ``points``: batch i and a fresh copy of ``buffers`` for row i."""
+        at the rows of ``points`` (processes ``first`` .. ``first + n - 1``): batch i and a fresh copy of
+        ``buffers`` for row i."""
         def flat_loss(flat, *args):
             loss = loss_fn(self.unflatten(flat), *args)
             _check_loss(loss)
@@ -394,21 +415,37 @@ class OptEx:
                 if friendly is None:
                     raise
                 raise friendly from error
+        elif self.parallel == "loop":
+            losses, grads, updated = self._loop(flat_loss, points, batches, buffers)
         else:
-            grads, losses, copies = [], [], []
-            for i, point in enumerate(points):
-                batch = None if batches is None else batches[i]
-                args = (batch,) if buffers is None else ({k: v.clone() for k, v in buffers.items()}, batch)
-                with torch.enable_grad():
-                    x = point.detach().clone().requires_grad_(True)
-                    loss = flat_loss(x, *args)
-                    (grad,) = torch.autograd.grad(loss, x)
-                grads.append(grad)
-                losses.append(loss.detach())
-                copies.append(args[0] if buffers is not None else None)
-            grads, losses = torch.stack(grads), torch.stack(losses)
-            updated = None if buffers is None else {k: torch.stack([c[k] for c in copies]) for k in buffers}
+            def rows(at, local_batches, bufs, processes):
+                return self._loop(flat_loss, at, local_batches, bufs, processes)
+
+            losses, grads, updated = distributed.evaluate(rows, points, batches, buffers, first, self.parallelism,
+                                                          self.group, self.iteration)
         return losses.detach(), grads.detach(), updated
+
+    def _loop(self, flat_loss: LossFn, points: torch.Tensor, batches: Sequence[Any] | None,
+              buffers: Mapping[str, torch.Tensor] | None, processes: Sequence[int] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
+        """One autograd call per row. With ``processes`` (distributed) and a seed, process p's random
+        operations draw from a generator seeded by (seed, iteration, p), whichever rank evaluates it."""
+        grads, losses, copies = [], [], []
+        for i, point in enumerate(points):
+            batch = None if batches is None else batches[i]
+            args = (batch,) if buffers is None else ({k: v.clone() for k, v in buffers.items()}, batch)
+            if processes is not None and self.seed is not None:
+                torch.manual_seed(self._seed_of(processes[i]))
+            with torch.enable_grad():
+                x = point.detach().clone().requires_grad_(True)
+                loss = flat_loss(x, *args)
+                (grad,) = torch.autograd.grad(loss, x)
+            grads.append(grad)
+            losses.append(loss.detach())
+            copies.append(args[0] if buffers is not None else None)
+        grads, losses = torch.stack(grads), torch.stack(losses)
+        updated = None if buffers is None else {k: torch.stack([c[k] for c in copies]) for k in buffers}
+        return losses, grads, updated
 
     def _is_cold(self) -> bool:
         if self.proxy == "kernel":
@@ -450,8 +487,17 @@ class OptEx:
                 info = run[self.proxy](loss_fn, batches, trace)
         self.iteration += 1
         self._write_back()
+        if self.parallel == "distributed" and self.iteration % self.check_every == 0:
+            self.check_ranks()
         self._report(info)
         return info
+
+    def check_ranks(self) -> None:
+        """``parallel="distributed"``: raise RuntimeError if theta differs between the ranks (a collective:
+        every rank must call it at the same point of the run)."""
+        if self.parallel != "distributed":
+            raise ValueError("check_ranks() needs parallel='distributed'")
+        distributed.check_ranks(self._procs[0].detach(), self.group, self.iteration)
 
     def _report(self, info: StepInfo) -> None:
         if not info.nonfinite:
@@ -634,7 +680,8 @@ class OptEx:
         buffers = self._buffers
 
         def evaluate(at: torch.Tensor, s: int) -> bool:
-            loss, grad, updated = self._evaluate(loss_fn, at, None if batches is None else batches[s: s + 1], buffers)
+            loss, grad, updated = self._evaluate(loss_fn, at, None if batches is None else batches[s: s + 1], buffers,
+                                                 first=s)
             losses.append(loss)
             grads.append(grad)
             chain.append(updated)

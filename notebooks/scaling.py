@@ -1,0 +1,150 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (chapter-scaling)=
+# # Running OptEx on many devices
+#
+# On one device OptEx batches its $N$ gradient evaluations with `vmap`. When one evaluation is already
+# expensive, or $N$ is larger than one device serves well, the evaluations can go to $N$ workers
+# instead. The library does this on the engines people already run: `torch.distributed` for PyTorch
+# and a device mesh for JAX. No public OptEx implementation we know of does this; the official
+# PyTorch package runs one thread per device and never takes a proxy step.
+#
+# **How it works.** Every worker (rank) holds the same history, optimizer states and iterate and runs
+# the same proxy steps: they are cheap, deterministic and need no communication. Rank $r$ of $W$ then
+# evaluates the true gradient at its block of the $N$ proxy points (process $p$ goes to rank
+# $\lfloor pW/N \rfloor$: contiguous blocks whose sizes differ by at most one), with its own
+# mini-batches, and one all-gather shares the $N$ gradients and losses. Every rank adds the same $N$
+# pairs to its history and selects the same process, so the ranks never need to agree on anything
+# else, and a checksum of $\theta$ compared every `check_every` iterations catches a rank that drifted
+# anyway. The result equals the single-process run with `parallel="loop"` bit for bit (tested on 2
+# and 4 processes, for OptEx, Target and LargeBatch, with BatchNorm buffers).
+
+# %% tags=["parameters"]
+profile = "paper"  # "paper": committed timings; "quick": a small measurement made now
+device = "cpu"  # only "cpu": the distributed setups use gloo on this machine's cores
+backend = "torch"  # only "torch" is timed here
+seeds = None  # unused: one seed
+recompute = False  # measure again instead of showing the committed timings
+commit = None  # git commit recorded with new results where .git is absent
+parallelism = 4  # N
+worlds = [1, 2]  # the rank counts W timed
+
+# %% tags=["hide-input"]
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from optex import plotting, report
+from optex.experiments import scaling
+
+page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
+
+
+def figure(scale):
+    return scaling.Config(profile=scale, parallelism=parallelism, worlds=tuple(worlds), device=device,
+                          backend=backend)
+
+
+for scale in report.PROFILES:  # a bad knob fails here, before any work starts
+    figure(scale)
+
+# %% [markdown]
+# ## Launching
+#
+# PyTorch: write the training script as for one process, build `OptEx(..., parallel="distributed")`
+# after joining the process group, and start one copy per worker with `torchrun`. Each rank needs only
+# the batches of the processes it owns (the others may be `None`):
+#
+# ```python
+# from optex.torch import OptEx, distributed
+#
+# rank, world = distributed.init()          # gloo on CPU, NCCL with CUDA; reads torchrun's environment
+# opt = OptEx(dict(model.named_parameters()), torch.optim.Adam, lr=1e-3, parallelism=8,
+#             parallel="distributed", seed=0)
+# for t in range(T):
+#     mine = {p for p in range(8) if distributed.owner(p, 8, world) == rank}
+#     opt.step(loss_fn, [next_batch(t, p) if p in mine else None for p in range(8)])
+# opt.check_ranks()                         # the ranks still hold the same theta
+# ```
+#
+# ```bash
+# torchrun --standalone --nproc-per-node=4 train.py      # one machine, 4 workers
+# ```
+#
+# A rank that dies or hangs makes the others fail after the process group's timeout
+# (`init(timeout=...)`), with an error naming the rank and the iteration, never a silent hang.
+# `optex.torch.distributed.run_local(fn, W)` starts W local processes without `torchrun` (tests and
+# the measurements below use it).
+
+# %% tags=["remove-input"]
+results = page.results("scaling", scaling.run, lambda scale: [figure(scale)])
+display(Markdown(report.provenance_note(results)))
+frame = results.frame
+summary = scaling.summary(frame)
+model = scaling.cost_model(frame)
+dim = int(frame["dim"].iloc[0])
+glue("scaling-d", f"{dim:,}", display=False)
+glue("scaling-n", parallelism, display=False)
+glue("scaling-megabytes", f"{parallelism * dim * 4 / 1e6:.1f}", display=False)
+glue("scaling-load", f"{frame['load_average'].max():.1f}", display=False)
+
+# %% [markdown]
+# ## What one iteration costs
+#
+# The 5-layer MLP of the image chapter ($d$ = {glue:text}`scaling-d` parameters, $N$ =
+# {glue:text}`scaling-n`, float32, Adam), timed on this machine's CPU. Per iteration the ranks exchange
+# $N \times d$ gradient entries ({glue:text}`scaling-megabytes` MB) and $N$ losses. The bars split
+# rank 0's time into the proxy steps and the update, which every rank repeats, and the evaluations,
+# which the ranks share (the all-gather included).
+
+# %% tags=["hide-input"]
+fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
+plotting.scaling_plot(ax, summary, model)
+report.publish(fig, results)
+glue("scaling", fig, display=False)
+plt.close(fig)
+display(summary.round(4))
+
+# %% [markdown]
+# ```{glue:figure} scaling
+# :name: scaling
+#
+# Median seconds per OptEx iteration by setup: one process with `vmap` (1 and 2 threads), one process
+# with `parallel="loop"`, and $W$ single-thread ranks under `torch.distributed` (gloo). Black diamonds:
+# the cost model below. Data: `scaling.csv`.
+# ```
+#
+# The machine's load average reached {glue:text}`scaling-load` while these timings were taken. On a
+# machine shared with other work the evaluations of several ranks compete for the same cores, so the
+# measured times are an upper bound on what dedicated devices would give.
+#
+# ## A cost model for $W$ devices
+#
+# With $E$ the time of the $N$ evaluations on one rank, $S$ the proxy steps and the update (repeated on
+# every rank) and $C(W)$ one all-gather, an iteration on $W$ ranks takes about
+# $E \lceil N/W \rceil / N + S + C(W)$. $S$ is Amdahl's serial part: however many devices evaluate,
+# an iteration cannot be faster than $S$. The table puts the model beside the measured points; the
+# all-gather is measured at each $W$ (extrapolated from the largest measured $W$ elsewhere).
+
+# %% tags=["hide-input"]
+display(model.round(4))
+serial_share = float(model["serial_s"].iloc[0] / model["predicted_s"].iloc[0])
+glue("scaling-serial", f"{100 * serial_share:.0f}", display=False)
+
+# %% [markdown]
+# On one rank the serial part is {glue:text}`scaling-serial`% of an iteration: that fraction bounds
+# the speedup any number of devices can bring to this model on this CPU. It shrinks where an evaluation
+# is expensive (large batches, large models), which is where spreading the evaluations pays.
+#
+# GPU timings (one GPU with `vmap`, and NCCL ranks): not yet run on a GPU.
