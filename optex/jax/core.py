@@ -33,8 +33,11 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from .. import _validation as check
 from .estimator import (History, KernelSettings, add_pairs, fit, init_history, kernel_settings, posterior_mean,
@@ -42,6 +45,7 @@ from .estimator import (History, KernelSettings, add_pairs, fit, init_history, k
 
 Evaluator = Callable[[Any, Any, Any, Any], tuple[jax.Array, Any, Any]]
 
+MESH_AXIS = "n"  # the axis name of the default mesh of parallel="shard_map"
 DEFAULT_OPTIMIZER = optax.adam(1e-3)  # torch.optim.Adam's defaults (lr 1e-3, betas 0.9/0.999, eps 1e-8)
 
 
@@ -57,23 +61,40 @@ class Settings:
     parallel: str
     max_grad_norm: float | None
     warmup_pairs: int = 1
+    mesh: Mesh | None = None  # parallel="shard_map": a one-axis mesh whose axis the N evaluations are split over
 
 
 def make_settings(optimizer: Any, parallelism: Any, history: Any, kernel: Any, lengthscale: Any, noise: Any,
-                  select: Any, proxy: Any, parallel: Any, max_grad_norm: Any, warmup_pairs: Any = 1) -> Settings:
+                  select: Any, proxy: Any, parallel: Any, max_grad_norm: Any, warmup_pairs: Any = 1,
+                  mesh: Any = None) -> Settings:
     """Validated :class:`Settings`; a bad value raises ValueError naming its parameter.
 
     ``select`` is validated here but is not part of the settings: it is data in the state (see
     :func:`init`), so the three selection rules share one compiled iteration.
     """
     n, t0, noise, _, proxy, parallel = check.parallel_settings(parallelism, history, noise, select, proxy,
-                                                                    parallel)
+                                                                    parallel, check.JAX_PARALLEL)
+    mesh = _mesh(parallel, mesh)
     if not isinstance(optimizer, optax.GradientTransformation):
         hint = " (call the factory: e.g. optax.adam(1e-3))" if callable(optimizer) else ""
         raise ValueError(f"optimizer must be an optax GradientTransformation{hint}, got {optimizer!r}")
     clip = None if max_grad_norm is None else check.positive_float("max_grad_norm", max_grad_norm)
     warmup = check.warmup_pairs(warmup_pairs, proxy, t0)
-    return Settings(optimizer, n, t0, kernel_settings(kernel, lengthscale, noise), proxy, parallel, clip, warmup)
+    return Settings(optimizer, n, t0, kernel_settings(kernel, lengthscale, noise), proxy, parallel, clip, warmup, mesh)
+
+
+def _mesh(parallel: str, mesh: Any) -> Mesh | None:
+    """The device mesh of ``parallel="shard_map"`` (default: every local device on one axis)."""
+    if parallel != "shard_map":
+        if mesh is not None:
+            raise ValueError(f"mesh is only used with parallel='shard_map', got parallel={parallel!r}")
+        return None
+    if mesh is None:
+        return Mesh(np.array(jax.devices()), (MESH_AXIS,))
+    if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
+        raise ValueError(f"mesh must be a jax.sharding.Mesh with one axis (the N evaluations are split over it), "
+                         f"got {mesh!r}")
+    return mesh
 
 
 def check_params(params: Any) -> jax.Array:
@@ -242,10 +263,32 @@ def _evaluate(settings: Settings, evaluate: Evaluator, points: Any, buffers: Any
               batches: Any) -> tuple[jax.Array, Any, Any]:
     """Losses (n,), stacked gradients and updated buffers at stacked ``points``: batch and key i for point i,
     every point with the same incoming ``buffers``."""
-    if settings.parallel == "vmap":
-        axes = (0, None, None if keys is None else 0, None if batches is None else 0)
+    axes = (0, None, None if keys is None else 0, None if batches is None else 0)
+    n = jax.tree.leaves(points)[0].shape[0]
+    if settings.parallel == "shard_map" and n > 1:
+        return _sharded(settings.mesh, evaluate, axes, n, points, buffers, keys, batches)
+    if settings.parallel in ("vmap", "shard_map"):
         return jax.vmap(evaluate, in_axes=axes)(points, buffers, keys, batches)
     return jax.lax.map(lambda args: evaluate(args[0], buffers, args[1], args[2]), (points, keys, batches))
+
+
+def _sharded(mesh: Mesh, evaluate: Evaluator, axes: tuple, n: int, points: Any, buffers: Any, keys: Any,
+             batches: Any) -> tuple[jax.Array, Any, Any]:
+    """The n evaluations split over the mesh's devices in contiguous blocks (``jax.shard_map``: the N axis
+    sharded, buffers replicated), each device vmapping its block. n is padded to a multiple of the device
+    count by repeating the last point (those evaluations are discarded)."""
+    k = mesh.devices.size
+    padded = -(-n // k) * k
+
+    def pad(tree: Any) -> Any:
+        return jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], padded - n, axis=0)]), tree)
+
+    sharded = P(mesh.axis_names[0])
+    args = (pad(points), buffers, None if keys is None else pad(keys), None if batches is None else pad(batches))
+    specs = tuple(sharded if axis == 0 else P() for axis in axes)
+    local = jax.shard_map(lambda *a: jax.vmap(evaluate, in_axes=axes)(*a), mesh=mesh, in_specs=specs,
+                          out_specs=sharded, check_vma=False)
+    return jax.tree.map(lambda x: x[:n], local(*args))
 
 
 _LAST, _MIN_LOSS = check.SELECT.index("last"), check.SELECT.index("min_loss")

@@ -109,7 +109,16 @@ class OptEx:
         linear in it (sgd, momentum, the adam family).
     parallel:
         ``"vmap"``: the N true gradients in one ``jax.vmap`` call; ``"loop"``: one after the other
-        (``lax.map``), e.g. to bound memory. Both stack the N batches, so their shapes must agree.
+        (``lax.map``), e.g. to bound memory; ``"shard_map"``: the N evaluations split over the devices
+        of ``mesh`` with ``jax.shard_map`` (the N axis sharded in contiguous blocks, everything else
+        replicated; each device vmaps its block; N is padded to a multiple of the device count by
+        repeating the last point, whose extra evaluations are discarded). Every device holds the
+        history and runs the proxy steps; only the evaluations are split. All three stack the N
+        batches, so their shapes must agree.
+    mesh:
+        ``parallel="shard_map"`` only: a ``jax.sharding.Mesh`` with one axis (default: every device of
+        ``jax.devices()``). On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (set before
+        JAX is imported) makes four host devices to try it on.
     max_grad_norm:
         If set, every gradient fed to the base optimizer (true or estimated) is clipped to this norm;
         the history keeps the unclipped true gradients. Norms are taken after scaling by an exact power
@@ -160,9 +169,9 @@ class OptEx:
                  lengthscale: float | str = "auto", noise: float = 1e-3, select: str = "last",
                  proxy: str = "kernel", parallel: str = "vmap", max_grad_norm: float | None = None,
                  on_nonfinite: str = "skip", warmup_pairs: int = 1, buffers: Any = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, mesh: Any = None) -> None:
         self.settings = core.make_settings(optimizer, parallelism, history, kernel, lengthscale, noise, select, proxy,
-                                           parallel, max_grad_norm, warmup_pairs)
+                                           parallel, max_grad_norm, warmup_pairs, mesh)
         s = self.settings
         self.parallelism, self.history, self.noise = s.parallelism, s.history, s.kernel.noise
         self.select, self.proxy, self.parallel, self.max_grad_norm = select, s.proxy, s.parallel, s.max_grad_norm
