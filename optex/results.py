@@ -34,6 +34,7 @@ import platform
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -195,13 +196,19 @@ def versions() -> dict[str, str]:
 
 
 def provenance(device: str, backend: str, commit: str | None = None) -> dict[str, Any]:
-    """Where a result came from: code version, machine, libraries and date."""
+    """Where a result came from: code version, machine, libraries, torch's thread count and date.
+
+    The thread count matters for reproduction: float32 sums reduce in a thread-dependent order, and
+    quantities built from near-cancelling sums (the median distance behind the lengthscale) move by
+    ~1e-4 between thread counts. ``book verify`` recomputes with the recorded count."""
+    torch = sys.modules.get("torch")
     return {
         "commit": commit or git_commit(),
         "device": device,
         "backend": backend,
         "platform": platform.platform(),
         "versions": versions(),
+        "threads": torch.get_num_threads() if torch is not None else None,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 

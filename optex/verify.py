@@ -20,6 +20,7 @@ provenance notes read ("verified against commit X", or a warning naming what cha
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib
 import json
@@ -28,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -94,6 +95,23 @@ def _available(device: str, backend: str) -> bool:
     return device in available_devices(backend)
 
 
+@contextlib.contextmanager
+def _torch_threads(records: dict[str, dict[str, Any]]) -> Iterator[None]:
+    """torch at the thread count the units were computed with (one thread where none is recorded: the
+    committed results are computed that way, see the README), restored afterwards."""
+    counts = {r.get("threads") for r in records.values()} - {None}
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(max(counts)) if counts else 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def verify_configuration(directory: Path, root: Path) -> dict[str, Any]:
     """The verification entry of one committed configuration (see the module docstring)."""
     start = time.perf_counter()
@@ -134,7 +152,8 @@ def verify_configuration(directory: Path, root: Path) -> dict[str, Any]:
         problem, committed = store.check(prefix.unit)
         if committed is None:
             return done("damaged", f"{prefix.unit}.csv {problem}")
-        recomputed = prefix.compute()
+        with _torch_threads(records):
+            recomputed = prefix.compute()
         entry["checked"].append(dict(unit=prefix.unit, rows=len(recomputed)))
         difference = compare(committed, recomputed, prefix)
         if difference is not None:
