@@ -1,7 +1,7 @@
 # make book : set up (first time) + verify the committed results against today's code + execute every notebook
 #             (paper profile; pages show the verification) + build the HTML book
-# make test : set up (first time) + unit tests + verify the committed results (reported; `book check` enforces it
-#             for paper-profile builds, `book verify --strict` fails on any) + every notebook in the quick profile
+# make test : set up (first time) + unit tests + verify the committed results (`--strict`: any committed result
+#             that today's code no longer reproduces fails the build) + every notebook in the quick profile
 #             + book build + HTML checks + the reader's check (one chapter in headless Chromium; skips without it)
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,7 +22,7 @@ unit: setup
 	$(PY) -m pytest -q -n 2 tests --ignore=tests/test_browser.py
 
 test: unit
-	$(PY) -m optex book verify --no-progress
+	$(PY) -m optex book verify --no-progress --strict
 	$(PY) -m optex book execute --profile quick
 	$(PY) -m optex book build
 	$(PY) -m optex book check
