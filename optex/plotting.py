@@ -152,7 +152,7 @@ def coinciding(summary: pd.DataFrame, hue: str, x: str, rtol: float = 0.02) -> l
         for group in groups:
             other = lines[group[0]]
             shared = line.index.intersection(other.index)
-            if len(shared) and np.allclose(line[shared], other[shared], rtol=rtol, atol=0, equal_nan=True):
+            if len(shared) >= max(2, min(len(line), len(other)) // 2) and np.allclose(line[shared], other[shared], rtol=rtol, atol=0, equal_nan=True):
                 group.append(name)
                 break
         else:
@@ -183,16 +183,59 @@ def band_plot(ax, frame: pd.DataFrame, x: str = "iteration", y: str = "gap", hue
         ax.fill_between(part[x], part["low"], part["high"], color=style["color"], alpha=0.15, lw=0)
     if log:
         ax.set_yscale("log")
+        _readable_log_axis(ax)
     ax.grid(True, which="major", alpha=0.3)
     if note_overlap:
         label = (lambda v: styles[v]["label"]) if styles is not None else method_label
         drawn = pd.concat([summary[summary[hue] == name] for name in order]) if order else summary
         groups = coinciding(drawn, hue, x)
         if groups:
-            text = "; ".join(" = ".join(label(v) for v in g) for g in groups)
-            ax.text(0.02, 0.03, f"coincide: {text}", transform=ax.transAxes, fontsize=7.5, va="bottom",
-                    bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.7", alpha=0.9))
+            text = "coincide:\n" + "\n".join(", ".join(label(v) for v in g) for g in groups)
+            (x0, y0), ha, va = _emptiest_corner(ax)
+            note = ax.text(x0, y0, text, transform=ax.transAxes, fontsize=7.5, ha=ha, va=va,
+                           bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.7", alpha=0.9))
+            note.set_in_layout(False)
     return summary
+
+
+def _emptiest_corner(ax) -> tuple[tuple[float, float], str, str]:
+    """The corner of ``ax`` (axes coordinates, alignment) with the fewest drawn points near it."""
+    ax.autoscale_view()
+    points = [ax.transAxes.inverted().transform(ax.transData.transform(line.get_xydata()))
+              for line in ax.get_lines() if len(line.get_xydata())]
+    points = np.concatenate(points) if points else np.empty((0, 2))
+    corners = [((0.03, 0.04), "left", "bottom"), ((0.97, 0.96), "right", "top"),
+               ((0.03, 0.96), "left", "top"), ((0.97, 0.04), "right", "bottom")]
+
+    def crowd(corner):
+        (x, y), _, _ = corner
+        return int(((np.abs(points[:, 0] - x) < 0.45) & (np.abs(points[:, 1] - y) < 0.3)).sum())
+
+    return min(corners, key=crowd)
+
+
+def _readable_log_axis(ax) -> None:
+    """On a log axis spanning less than two decades, a few ticks labelled as plain numbers (``60``,
+    ``5×10⁴``) instead of one or none, so that every panel can be read."""
+    from matplotlib import ticker
+
+    low, high = ax.get_ylim()
+    if not (low > 0 and high / low < 100):
+        return
+    locator = ticker.MaxNLocator(nbins=4) if high / low < 10 else ticker.LogLocator(subs=(1.0, 2.0, 5.0))
+    ax.yaxis.set_major_locator(locator)
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(_tick_label))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _tick_label(value: float, _position: Any = None) -> str:
+    if 1e3 <= value < 1e4:
+        return f"{value:.0f}"
+    if value <= 0 or 1e-3 <= value < 1e3:
+        return f"{value:.3g}"
+    exponent = math.floor(math.log10(value))
+    mantissa = value / 10 ** exponent
+    return f"$10^{{{exponent}}}$" if round(mantissa, 2) == 1 else rf"${mantissa:.3g}\times10^{{{exponent}}}$"
 
 
 def panel_grid(count: int, ncols: int | None = None, height: float = PANEL_HEIGHT_IN, width: float = TEXT_WIDTH_IN,

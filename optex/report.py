@@ -307,6 +307,29 @@ def publish(fig, results: Results, data: pd.DataFrame | None = None,
     return paths
 
 
+def backend_agreement(functions: Sequence[str], dim: int = 200, iterations: int = 15) -> pd.DataFrame:
+    """Per function: the largest relative difference between the optimality gaps of a small float64
+    OptEx run with the torch and with the jax backend from the same theta_0 (empty when only one
+    backend is installed)."""
+    import numpy as np
+
+    from .experiments import synthetic
+
+    def gaps(function: str, backend: str) -> np.ndarray:
+        config = synthetic.Config(function=function, dim=dim, iterations=iterations, seeds=(0,), methods=("optex",),
+                                  dtype="float64", backend=backend, clip=100.0 if function == "rosenbrock" else None)
+        return synthetic.run(config, results_dir=None, progress=False)["gap"].to_numpy()
+
+    if any(importlib.util.find_spec(name) is None for name in ("torch", "jax")):
+        return pd.DataFrame(columns=["function", "difference"])
+    rows = []
+    for function in functions:
+        torch_gaps, jax_gaps = gaps(function, "torch"), gaps(function, "jax")
+        difference = np.abs(torch_gaps - jax_gaps) / np.maximum(np.abs(torch_gaps), 1e-300)
+        rows.append(dict(function=function, difference=float(difference.max())))
+    return pd.DataFrame(rows)
+
+
 # ------------------------------------------------------------------------------ reproduction report
 @dataclass(frozen=True)
 class Finding:

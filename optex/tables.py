@@ -207,5 +207,29 @@ def publish(table: Table, name: str, caption: str) -> None:
     display(Markdown(table.myst(name, caption)))
 
 
-__all__ = ["Column", "MISSING", "Table", "count_of", "decimals", "fixed", "format_interval", "interval",
+# ------------------------------------------------------------------------------------------ the book's tables
+def speedups(frame: pd.DataFrame, groups: Sequence[tuple[str, str, Sequence[Any]]], methods: Sequence[str],
+             reference: str = "Vanilla") -> Table:
+    """The speedup table of a figure (rows of ``optex.analysis.speedup_table``): per group and method,
+    the mean iterations to reach the reference's final value, the speedup with its interval, and the
+    censored seeds. ``groups`` lists ``(column, title, order)`` of the columns that tell panels apart,
+    e.g. ``[("function", "Function", functions)]``; rows follow those orders, then ``methods``."""
+    from .plotting import method_label
+
+    return Table(frame[frame["method"].isin(methods)],
+                 [*(label(title, column, _title_case) for column, title, _ in groups),
+                  label("Method", "method", method_label),
+                  Column(f"Iterations to reach {reference}'s final value (mean)", decimals("iterations", 1)),
+                  Column(f"Speedup over {reference} (95% interval)", interval("speedup", unit="×")),
+                  Column("Censored seeds", count_of("censored", "seeds"))],
+                 by=[column for column, _, _ in groups] + ["method"],
+                 order={**{column: list(order) for column, _, order in groups}, "method": list(methods)})
+
+
+def _title_case(value: Any) -> str:
+    text = str(value)
+    return text[:1].upper() + text[1:]
+
+
+__all__ = ["Column", "MISSING", "Table", "count_of", "decimals", "fixed", "format_interval", "interval", "speedups",
            "interval_decimals", "label", "natural_key", "number", "ordered", "publish", "significant", "text"]

@@ -137,7 +137,7 @@ def test_coinciding_curves_are_found_and_noted_on_the_panel():
     fig, ax = plt.subplots()
     plotting.band_plot(ax, frame, methods=("vanilla", "target", "optex"))
     notes = [t.get_text() for t in ax.texts]
-    assert notes == ["coincide: Target = OptEx"]
+    assert notes == ["coincide:\nTarget, OptEx"]
     # Each line carries its method's marker and line style.
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert lines["Target"].get_marker() == plotting.METHOD_STYLE["target"]["marker"]
