@@ -163,38 +163,40 @@ def coinciding(summary: pd.DataFrame, hue: str, x: str, rtol: float = 0.02) -> l
 # ------------------------------------------------------------------------------------------ drawing
 def band_plot(ax, frame: pd.DataFrame, x: str = "iteration", y: str = "gap", hue: str = "method",
               log: bool = True, level: float = 0.95, methods: Iterable[str] | None = None,
-              styles: Mapping[Any, Mapping[str, str]] | None = None, note_overlap: bool = True) -> pd.DataFrame:
+              styles: Mapping[Any, Mapping[str, str]] | None = None, note_overlap: bool | str = True) -> pd.DataFrame:
     """Draw one line (centre over seeds) and one shaded ``level`` band per ``hue`` value on ``ax``.
 
     ``methods`` fixes the drawing order and the subset; ``styles`` maps each ``hue`` value to its look
     (default: :data:`METHOD_STYLE`). Markers are staggered along each line so that lines lying on top of
-    each other still show every marker, and with ``note_overlap`` the panel says which ones coincide.
-    Returns the plotted summary (see :func:`band`).
+    each other still show every marker. Coinciding lines are named in a note on the panel
+    (``note_overlap=True``) or marked ``≡`` in their legend labels (``"legend"``; the legend title then
+    says what the mark means). Returns the plotted summary (see :func:`band`).
     """
     summary = band(frame, x, y, (hue,), log, level)
     order = [m for m in (list(methods) if methods is not None else list(dict.fromkeys(frame[hue])))
              if m in set(summary[hue])]
+    look = (lambda v: styles[v]) if styles is not None else method_style
+    drawn = pd.concat([summary[summary[hue] == name] for name in order]) if order else summary
+    groups = coinciding(drawn, hue, x) if note_overlap else []
+    marks = {v: " ≡" + ("₁₂₃₄₅₆₇₈₉"[i] if len(groups) > 1 else "") for i, g in enumerate(groups) for v in g}
     for index, name in enumerate(order):
         part = summary[summary[hue] == name].sort_values(x)
-        style = styles[name] if styles is not None else method_style(name)
+        style = look(name)
         step = max(1, len(part) // 6)
-        ax.plot(part[x], part["center"], label=style["label"], color=style["color"], ls=style["linestyle"],
+        text = style["label"] + (marks.get(name, "") if note_overlap == "legend" else "")
+        ax.plot(part[x], part["center"], label=text, color=style["color"], ls=style["linestyle"],
                 marker=style["marker"], markevery=(index * step // max(len(order), 1), step), ms=4.5)
         ax.fill_between(part[x], part["low"], part["high"], color=style["color"], alpha=0.15, lw=0)
     if log:
         ax.set_yscale("log")
         _readable_log_axis(ax)
     ax.grid(True, which="major", alpha=0.3)
-    if note_overlap:
-        label = (lambda v: styles[v]["label"]) if styles is not None else method_label
-        drawn = pd.concat([summary[summary[hue] == name] for name in order]) if order else summary
-        groups = coinciding(drawn, hue, x)
-        if groups:
-            text = "coincide:\n" + "\n".join(", ".join(label(v) for v in g) for g in groups)
-            (x0, y0), ha, va = _emptiest_corner(ax)
-            note = ax.text(x0, y0, text, transform=ax.transAxes, fontsize=7.5, ha=ha, va=va,
-                           bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.7", alpha=0.9))
-            note.set_in_layout(False)
+    if groups and note_overlap is True:
+        text = "coincide:\n" + "\n".join(", ".join(look(v)["label"] for v in g) for g in groups)
+        (x0, y0), ha, va = _emptiest_corner(ax)
+        note = ax.text(x0, y0, text, transform=ax.transAxes, fontsize=7.5, ha=ha, va=va,
+                       bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.7", alpha=0.9))
+        note.set_in_layout(False)
     return summary
 
 
@@ -306,10 +308,13 @@ def sweep_grid(frame: pd.DataFrame, panels: Sequence[str], titles: Mapping[str, 
         for ax, panel in zip(axes, panels):
             rows = frame[frame["panel"] == panel]
             settings = list(dict.fromkeys(rows["setting"]))
-            band_plot(ax, rows, x=x, y=y, hue="setting", methods=settings, styles=styles(panel, settings))
+            band_plot(ax, rows, x=x, y=y, hue="setting", methods=settings, styles=styles(panel, settings),
+                      note_overlap="legend")
             ax.set_title(titles.get(panel, panel))
             ax.set_xlabel(ITERATION_LABEL)
-            ax.legend(frameon=False, fontsize=7.5)
+            marked = any("≡" in text for text in ax.get_legend_handles_labels()[1])
+            ax.legend(frameon=False, fontsize=7.5, title="≡: curves coincide" if marked else None,
+                      title_fontsize=7.5)
         for ax in axes[::ncols]:
             ax.set_ylabel(GAP_LABEL)
     return fig
@@ -505,6 +510,34 @@ def relative_error_figure(frame: pd.DataFrame, sources: Sequence[str], labels: M
     return fig
 
 
+FIG6_TITLES = {"parallel": "(a) parallel vs sequential", "select": r"(b) selection of $\theta_t$",
+               "history": "(c) history size $T_0$", "parallelism": "(d) parallelism $N$",
+               "proxy": "(e) surrogate of the proxy steps"}
+FIG6_SETTINGS = {"vanilla": "Vanilla", "kernel": "OptEx (GP mean)", "last_gradient": "Last gradient",
+                 "last": "last process", "min_loss": "lowest loss", "min_grad_norm": "smallest gradient norm"}
+_FIG6_METHODS = {"vanilla": "vanilla", "kernel": "optex", "last_gradient": "last_gradient", "N=1": "vanilla"}
+
+
+def fig6_label(setting: str) -> str:
+    """The reader's name of a Fig. 6 setting (``T0=10`` becomes ``T0 = 10``)."""
+    if setting in FIG6_SETTINGS:
+        return FIG6_SETTINGS[setting]
+    return re.sub(r"^T0=", "$T_0$ = ", setting).replace("N=", "N = ").replace("(N = ", "($N$ = ")
+
+
+def fig6_styles(panel: str, settings: Sequence[str]) -> dict[str, Mapping[str, str]]:
+    """Looks of a Fig. 6 panel's settings: methods keep theirs (Vanilla, OptEx, last gradient; N = 1 is
+    Vanilla), swept values get :func:`sweep_styles`."""
+    swept = [s for s in settings if s not in _FIG6_METHODS]
+    styles = dict(sweep_styles(swept, fig6_label))
+    for setting in settings:
+        if setting in _FIG6_METHODS:
+            style = method_style(_FIG6_METHODS[setting])
+            styles[setting] = _style(fig6_label(setting) if setting != "N=1" else "N = 1 (Vanilla)", style["color"],
+                                     style["marker"], style["linestyle"])
+    return styles
+
+
 # ------------------------------------------------------------------------------------------ Fig. 1
 def _window(points: np.ndarray, pad: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
     low, high = points.min(0), points.max(0)
@@ -638,7 +671,7 @@ def _stable_metadata(fmt: str) -> dict[str, str | None]:
     return {"Date": None} if fmt == "svg" else {}
 
 
-__all__ = ["GAP_LABEL", "ITERATION_LABEL", "METHOD_STYLE", "MIN_FONT_PT", "TEXT_WIDTH_IN", "band", "band_plot",
+__all__ = ["FIG6_TITLES", "fig6_label", "fig6_styles", "GAP_LABEL", "ITERATION_LABEL", "METHOD_STYLE", "MIN_FONT_PT", "TEXT_WIDTH_IN", "band", "band_plot",
            "best_so_far_on_grid", "check_figure_id", "coinciding", "cost_figure", "curve_grid", "draw_iteration",
            "error_decay_figure", "figure_problems", "gradient_fields", "iteration_animation", "iteration_grid",
            "legend_labels", "local_exponents", "method_label", "method_style", "panel_grid", "relative_error_figure",

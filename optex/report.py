@@ -330,6 +330,35 @@ def backend_agreement(functions: Sequence[str], dim: int = 200, iterations: int 
     return pd.DataFrame(rows)
 
 
+def _geometric_mean(values: Any) -> float:
+    import numpy as np
+
+    return float(10 ** np.log10(np.asarray(values, dtype=float)).mean())
+
+
+def fig6_final_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per Fig. 6 panel and setting: the last iteration of the curve (the sequential curve stops at the
+    last multiple of N within T) and the geometric mean over seeds of the gap there, with the panel's
+    title and the setting's reader name."""
+    from .plotting import FIG6_TITLES, fig6_label
+
+    shown = frame[frame["panel"].isin(list(FIG6_TITLES))]
+    last = shown.sort_values("iteration").groupby(["panel", "setting", "seed"]).tail(1)
+    final = last.groupby(["panel", "setting"]).agg(gap=("gap", _geometric_mean), iteration=("iteration", "max"))
+    final = final.reset_index()
+    return final.assign(title=final["panel"].map(FIG6_TITLES), label=final["setting"].map(fig6_label))
+
+
+def fig6_sequential_ratio(frame: pd.DataFrame) -> float:
+    """Panel (a): the gap of the sequential OptEx run over Vanilla's after as many sequential iterations
+    (the sequential run's last one), both geometric means over seeds."""
+    panel = frame[frame["panel"] == "parallel"]
+    sequential = panel[panel["setting"].str.startswith("sequential")]
+    at = panel[panel["iteration"] == int(sequential["iteration"].max())]
+    return (_geometric_mean(at[at["setting"].str.startswith("sequential")]["gap"])
+            / _geometric_mean(at[at["setting"] == "vanilla"]["gap"]))
+
+
 # ------------------------------------------------------------------------------ reproduction report
 @dataclass(frozen=True)
 class Finding:
