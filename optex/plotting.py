@@ -587,7 +587,7 @@ def iteration_grid(trace: pd.DataFrame, functions: Sequence[str], methods: Seque
         for index, ax in enumerate(axes):
             function, method = functions[index // len(methods)], methods[index % len(methods)]
             draw_iteration(ax, trace, function, method, t)
-            ax.set_title(f"{method_label(method)}, {function}")
+            ax.set_title(f"{method_label(method)}, {function.capitalize()}")
         legend = [plt.Line2D([], [], color="0.55", marker=".", label=r"iterates up to $\theta_{t-1}$"),
                   plt.Line2D([], [], color="k", ls="--", marker="o", mfc="white", label=f"{parallelism} exact steps"),
                   plt.Line2D([], [], color="0.3", marker="o", label="evaluated points"),
@@ -610,7 +610,7 @@ def iteration_animation(trace: pd.DataFrame, function: str, methods: Sequence[st
             for ax, method in zip(axes[0], methods):
                 ax.clear()
                 draw_iteration(ax, trace, function, method, t)
-                ax.set_title(f"{method_label(method)}, {function}, t = {t}")
+                ax.set_title(f"{method_label(method)}, {function.capitalize()}, t = {t}")
 
         animation = FuncAnimation(fig, update, frames=list(frames), interval=700)
         with plt.rc_context({"animation.frame_format": "jpeg"}):

@@ -330,6 +330,25 @@ def backend_agreement(functions: Sequence[str], dim: int = 200, iterations: int 
     return pd.DataFrame(rows)
 
 
+def proxy_drift(trace: pd.DataFrame, first: int = 3) -> pd.DataFrame:
+    """Per function, method and iteration t >= ``first`` of a Fig. 1 trace: the distance between the
+    last evaluated point and the exact iterate it stands for (N-1 plain steps after theta_{t-1}),
+    divided by the length of that exact stretch."""
+    import numpy as np
+
+    rows = []
+    for (function, method, t), now in trace[trace["iteration"] >= first].groupby(["function", "method", "iteration"]):
+        proxy = now[now["kind"] == "proxy"].sort_values("process")[["x", "y"]].to_numpy()
+        exact = now[now["kind"] == "exact"].sort_values("process")[["x", "y"]].to_numpy()
+        if len(proxy) < 2:
+            continue
+        k = len(proxy) - 1
+        stretch = np.linalg.norm(exact[k] - exact[0])
+        rows.append(dict(function=function, method=method, iteration=t,
+                         drift=np.linalg.norm(proxy[k] - exact[k]) / max(stretch, 1e-12)))
+    return pd.DataFrame(rows)
+
+
 def _geometric_mean(values: Any) -> float:
     import numpy as np
 
