@@ -15,8 +15,10 @@ import importlib
 import importlib.util
 import json
 import math
+import os
 import shutil
 import subprocess
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -32,6 +34,11 @@ from .results import ResultStore
 PROFILES = ("paper", "quick")
 VERDICTS = ("reproduced", "partly", "not reproduced", "not yet run")
 QUICK_DIR = "_quick"  # under results/: git-ignored, recomputed by every quick run
+LOCAL_DIR = "_local"  # under results/: git-ignored, where a reader's recomputed paper-scale results go
+# What `python -m optex book execute` tells the chapter's kernel (see Page): the parameters the reader
+# changed with -p (JSON), where recomputed paper-scale results go, and whether the committed ones may
+# be refreshed.
+ENV_OVERRIDES, ENV_OUT, ENV_REFRESH = "OPTEX_BOOK_OVERRIDES", "OPTEX_BOOK_OUT", "OPTEX_BOOK_REFRESH"
 FIGURES_DIR = Path("book") / "_executed" / "figures"
 PANEL_COLUMNS = ("panel", "function")  # what tells a figure's panels apart, by preference
 
@@ -54,14 +61,32 @@ def _seeds(value: Any) -> int | tuple[int, ...] | None:
     return tuple(seeds) if isinstance(value, (list, tuple)) else len(seeds)
 
 
+def _env_overrides() -> dict[str, Any]:
+    return dict(json.loads(os.environ.get(ENV_OVERRIDES) or "{}"))
+
+
+def _env_out() -> Path | None:
+    return Path(os.environ[ENV_OUT]) if os.environ.get(ENV_OUT) else None
+
+
+def _env_refresh() -> bool:
+    return os.environ.get(ENV_REFRESH) == "1"
+
+
 @dataclass(frozen=True)
 class Page:
     """The parameters every chapter notebook takes, checked where they are set.
 
-    ``profile="paper"`` shows the paper-scale results committed under ``results/`` (computing missing
-    ones only with ``recompute=True``); ``"quick"`` recomputes a small version on CPU under
-    ``results/_quick/``. ``device`` and ``backend`` say where anything is computed; ``seeds=None``
-    takes the profile's; ``commit`` is recorded in new results where ``.git`` is absent.
+    ``profile="paper"`` shows the paper-scale results committed under ``results/``; ``"quick"``
+    recomputes a small version on CPU under ``results/_quick/``. ``device`` and ``backend`` say where
+    anything is computed; ``seeds=None`` takes the profile's; ``commit`` is recorded in new results
+    where ``.git`` is absent.
+
+    Paper-scale results that are not committed are computed only with ``recompute=True``, into ``out``
+    (default ``results/_local``, git-ignored), or into the committed ``results/`` with ``refresh=True``
+    (a maintainer refreshing them on purpose). ``overrides`` are the parameters the reader changed
+    (``book execute -p``): the provenance note names them, and with them a page never falls back to
+    the quick results. ``book execute`` passes these three through the environment (``ENV_*``).
     """
 
     profile: str = "paper"
@@ -71,6 +96,9 @@ class Page:
     recompute: bool = False
     commit: str | None = None
     root: Path = field(default_factory=project_root)
+    overrides: Mapping[str, Any] = field(default_factory=_env_overrides)
+    out: Path | None = field(default_factory=_env_out)
+    refresh: bool = field(default_factory=_env_refresh)
 
     def __post_init__(self) -> None:
         check.choice("profile", self.profile, PROFILES)
@@ -87,6 +115,15 @@ class Page:
         if self.commit is not None and (not isinstance(self.commit, str) or not self.commit.strip()):
             raise ValueError(f"commit must be None or a git commit id, got {self.commit!r}")
         object.__setattr__(self, "root", Path(self.root))
+        if not isinstance(self.overrides, Mapping):
+            raise ValueError(f"overrides must be a mapping of parameter names to values, got {self.overrides!r}")
+        if not isinstance(self.refresh, bool):
+            raise ValueError(f"refresh must be True or False, got {self.refresh!r}")
+
+    @property
+    def local_dir(self) -> Path:
+        """Where recomputed paper-scale results go unless ``refresh``: ``out`` or ``results/_local``."""
+        return Path(self.out) if self.out is not None else self.root / "results" / LOCAL_DIR
 
     def results_dir(self, profile: str) -> Path:
         check.choice("profile", profile, PROFILES)
@@ -118,17 +155,29 @@ class Page:
         quick: computed (or read from ``results/_quick``) at the quick scale.
         """
         check_figure_id(figure_id)
-        if self.profile == "paper":
+        if self.profile == "quick":
+            return self._collect(figure_id, run, configs("quick"), "quick", self.results_dir("quick"), compute=True)
+        committed, paper = self.results_dir("paper"), configs("paper")
+        try:
+            return self._collect(figure_id, run, paper, "paper", committed, compute=self.recompute and self.refresh)
+        except FileNotFoundError as missing:
+            reason = missing
+        if not self.refresh:
             try:
-                return self._collect(figure_id, run, configs("paper"), "paper", compute=self.recompute)
-            except FileNotFoundError as missing:
-                quick = self._collect(figure_id, run, configs("quick"), "quick", compute=True)
-                return Results(quick.figure_id, quick.frame, "quick", "paper", quick.stores, missing=str(missing))
-        return self._collect(figure_id, run, configs("quick"), "quick", compute=True)
+                return self._collect(figure_id, run, paper, "paper", self.local_dir, compute=self.recompute)
+            except FileNotFoundError:
+                pass
+        if self.overrides:
+            changed = ", ".join(f"{k} = {v!r}" for k, v in self.overrides.items())
+            raise ValueError(f"no paper-scale results of {figure_id} for the changed parameters ({changed}) are "
+                             f"committed or under {self.local_dir}: compute them with `python -m optex book execute "
+                             f"--recompute --out DIR` (same -p values; DIR defaults to results/{LOCAL_DIR}), or use "
+                             "--profile quick")
+        quick = self._collect(figure_id, run, configs("quick"), "quick", self.results_dir("quick"), compute=True)
+        return dataclasses.replace(quick, requested="paper", missing=str(reason))
 
     def _collect(self, figure_id: str, run: Callable[..., pd.DataFrame], configs: Sequence[Any], profile: str,
-                 compute: bool) -> "Results":
-        root = self.results_dir(profile)
+                 root: Path, compute: bool) -> "Results":
         if profile == "quick":
             # Quick results are keyed by settings, not code: recompute them so they reflect this code.
             shutil.rmtree(root / figure_id, ignore_errors=True)
@@ -137,7 +186,15 @@ class Page:
         # A figure-level config (e.g. fig2.Config) caches its results under its unit configs.
         units = [u for c in configs for u in (c.unit_configs() if hasattr(c, "unit_configs") else [c])]
         stores = [ResultStore(root, figure_id, u) for u in units]
-        return Results(figure_id, pd.concat(frames, ignore_index=True), profile, self.profile, stores)
+        return Results(figure_id, pd.concat(frames, ignore_index=True), profile, self.profile, stores,
+                       location=_relative(root, self.root), overrides=dict(self.overrides))
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix() + "/"
+    except ValueError:
+        return str(path) + "/"
 
 
 @dataclass(frozen=True)
@@ -150,6 +207,8 @@ class Results:
     requested: str  # the profile the page was executed with
     stores: Sequence[ResultStore]
     missing: str | None = None  # why the paper-scale results could not be shown
+    location: str = "results/"  # the folder the result files are in, relative to the repository
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # parameters the reader changed
 
     @property
     def fallback(self) -> bool:
@@ -224,15 +283,22 @@ def provenance_note(results: Results, root: str | Path | None = None) -> str:
     info = summary(results)
     versions = ", ".join(f"{k} {'/'.join(v)}" for k, v in info["versions"].items())
     dates = " to ".join(dict.fromkeys(d[:10] for d in info["dates"])) or "unknown"
-    where = "results/" if results.profile == "paper" else f"results/{QUICK_DIR}/"
+    hashes = info["hashes"]
+    settings = (f"settings `{hashes[0]}`" if len(hashes) == 1 else f"{len(hashes)} settings, listed below")
     lines = [
         f"These numbers come from the **{results.profile}** profile: {info['units']} result files under "
-        f"`{where}{results.figure_id}/` (settings {', '.join(f'`{h}`' for h in info['hashes'])}), "
+        f"`{results.location}{results.figure_id}/` ({settings}), "
         f"computed on {', '.join(info['devices'])} with the {', '.join(info['backends'])} backend, "
         f"{info['wall_time_s']:g} s of compute in all, on {dates}.",
         "",
         f"Code: commit {', '.join(f'`{_short(c)}`' for c in info['commits'])}. Libraries: {versions}.",
     ]
+    if results.overrides:
+        lines += ["", "Parameters changed for this build (`book execute -p`): "
+                  + ", ".join(f"`{k} = {v!r}`" for k, v in results.overrides.items()) + "."]
+    if len(hashes) > 1:
+        lines += ["", _admonition("dropdown", f"The {len(hashes)} settings (result hashes)",
+                                  [", ".join(f"`{h}`" for h in hashes)], colons=3)]
     blocks = [_admonition("note", "Where these numbers come from", lines)]
     if results.fallback:
         blocks.insert(0, _admonition("warning", "Paper-scale results are missing", [
@@ -292,8 +358,9 @@ def _code_status(results: Results, info: Mapping[str, Any], root: Path) -> list[
     return blocks
 
 
-def _admonition(kind: str, title: str, lines: Sequence[str]) -> str:
-    return "\n".join([f":::{{admonition}} {title}", f":class: {kind}", *lines, ":::"])
+def _admonition(kind: str, title: str, lines: Sequence[str], colons: int = 4) -> str:
+    fence = ":" * colons  # four by default, so that an admonition can hold a three-colon one
+    return "\n".join([f"{fence}{{admonition}} {title}", f":class: {kind}", *lines, fence])
 
 
 def publish(fig, results: Results, data: pd.DataFrame | None = None,
