@@ -30,6 +30,7 @@ from . import verify as verification
 from .analysis import iterations_to_reach, mean_ci, speedup_table
 from .plotting import check_figure_id, method_label, save_figure
 from .results import ResultStore
+from .tables import format_interval
 
 PROFILES = ("paper", "quick")
 VERDICTS = ("reproduced", "partly", "not reproduced", "not yet run")
@@ -471,8 +472,8 @@ def _interval(mean: float, low: float, high: float, unit: str = "") -> str:
     if not math.isfinite(mean):
         return "n/a"
     if not (math.isfinite(low) and math.isfinite(high)):
-        return f"{mean:.2f}{unit} (one seed: no interval)"
-    return f"{mean:.2f}{unit} [{low:.2f}, {high:.2f}]"
+        return f"{format_interval(mean, low, high, unit, decimals=2)} (one seed: no interval)"
+    return format_interval(mean, low, high, unit)
 
 
 def _censored(censored: int, seeds: int) -> str:
@@ -575,7 +576,7 @@ def error_decays(min_history: int = 32) -> Callable[[pd.DataFrame], Finding]:
                  f"(Cor. 1: {row.cor1:.2f})" for row in table.itertuples()]
         passed = [math.isfinite(r.low) and r.low > 0 and r.exponent >= r.cor1 for r in table.itertuples()]
         half = [r.exponent > 0 for r in table.itertuples()]
-        return Finding("error ∝ T^-a, a = " + "; ".join(parts), _judge(passed, half))
+        return Finding("error $\\propto T^{-a}$, $a$ = " + "; ".join(parts), _judge(passed, half))
     return evaluate
 
 
@@ -595,13 +596,13 @@ def speedup_exponent_at_least(floor: float, method: str = "optex") -> Callable[[
                  for row in table.itertuples()]
         passed = [r.censored == 0 and math.isfinite(r.low) and r.low >= floor for r in table.itertuples()]
         half = [math.isfinite(r.exponent) and r.exponent >= floor for r in table.itertuples()]
-        return Finding(f"{method_label(method)} speedup ∝ N^a, a = " + "; ".join(parts), _judge(passed, half))
+        return Finding(f"{method_label(method)} speedup $\\propto N^{{a}}$, $a$ = " + "; ".join(parts), _judge(passed, half))
     return evaluate
 
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("synthetic-speedup", "Sec. 6.1, Fig. 2",
-          "With N = 5, OptEx reaches Vanilla's final optimality gap in at most half the sequential iterations, "
+          "With $N = 5$, OptEx reaches Vanilla's final optimality gap in at most half the sequential iterations, "
           "on every synthetic function.",
           "≥ 2× fewer iterations", "fig2", "book/_executed/fig2",
           speedup_at_least("optex", 2.0)),
@@ -616,13 +617,13 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("estimation-error", "Sec. 5, Thm. 1 / Cor. 1",
           "The kernelized gradient estimate's error shrinks as the gradient history grows, at the rates of "
           "Cor. 1 on gradient fields sampled from the GP prior.",
-          "error O(γ_T / T); Cor. 1 rates (reconstructed, unconfirmed)", "thm1", "book/_executed/thm1",
+          r"error $O(\gamma_T / T)$; Cor. 1 rates (reconstructed, unconfirmed)", "thm1", "book/_executed/thm1",
           error_decays()),
     Claim("sqrt-n-speedup", "Sec. 5, Cor. 2",
-          "The number of sequential iterations needed falls at least like 1/√N with the parallelism N.",
-          "Θ(√N) acceleration", "cor2", "book/_executed/cor2", speedup_exponent_at_least(0.5)),
+          "The number of sequential iterations needed falls at least like $1/\\sqrt{N}$ with the parallelism $N$.",
+          r"$\Theta(\sqrt{N})$ acceleration", "cor2", "book/_executed/cor2", speedup_exponent_at_least(0.5)),
     Claim("rl-dqn", "Sec. 6.2, Fig. 3",
-          "On classic control tasks with DQN and N = 4, OptEx collects more reward per sequential episode "
+          "On classic control tasks with DQN and $N = 4$, OptEx collects more reward per sequential episode "
           "than Vanilla and is close to Target.",
           "OptEx > Vanilla, ≈ Target (3 runs)", "rl-dqn", "book/rl"),
     Claim("image-classification", "Sec. 6.3, Fig. 3 (v1)",
@@ -630,11 +631,11 @@ CLAIMS: tuple[Claim, ...] = (
           "than with Vanilla at the same number of iterations, close to Target.",
           "OptEx ≫ Vanilla, ≈ Target", "image-classification", "book/neural-networks"),
     Claim("cifar10", "Sec. 6.3, Fig. 4a (v2)",
-          "On CIFAR-10 with N = 4, OptEx reaches a given test error in fewer iterations and less wall-clock "
+          "On CIFAR-10 with $N = 4$, OptEx reaches a given test error in fewer iterations and less wall-clock "
           "time than Vanilla.",
           "fewer iterations and less time (5 runs)", "cifar10", "book/neural-networks"),
     Claim("text-autoregression", "Sec. 6.3, Fig. 4b (v2)",
-          "On the Shakespeare corpus with N = 4, OptEx lowers a transformer's training loss faster than "
+          "On the Shakespeare corpus with $N = 4$, OptEx lowers a transformer's training loss faster than "
           "Vanilla, per iteration and per second; Target remains best.",
           "OptEx > Vanilla, < Target (3 runs)", "text-autoregression", "book/neural-networks"),
 )
@@ -664,7 +665,8 @@ def _cell(text: str) -> str:
 
 def report_markdown(table: pd.DataFrame) -> str:
     """The report table as MyST markdown, with a link to each claim's figure (or its future chapter)."""
-    lines = ["| Claim | Paper | Ours (95% interval over seeds) | Verdict | Evidence |", "|---|---|---|---|---|"]
+    lines = ["::::{table} The paper's claims, what this build measured, and the verdict.", ":name: report-claims", "",
+             "| Claim | Paper | Ours (95% interval over seeds) | Verdict | Evidence |", "|:---|:---|:---|:---|:---|"]
     for row in table.itertuples():
         if pd.isna(row.profile):
             evidence = f"{{doc}}`/{row.chapter}`"
@@ -676,7 +678,7 @@ def report_markdown(table: pd.DataFrame) -> str:
                      f"| **{row.verdict}** | {evidence} |")
     counts = table["verdict"].value_counts()
     tally = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
-    return "\n".join(lines) + f"\n\nIn all: {len(table)} claims; {tally}.\n"
+    return "\n".join(lines) + f"\n::::\n\nIn all: {len(table)} claims; {tally}.\n"
 
 
 def write_report(figures_dir: str | Path, path: str | Path, claims: Sequence[Claim] = CLAIMS) -> Path:

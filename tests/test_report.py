@@ -237,7 +237,8 @@ def test_report_has_one_row_per_claim_and_links_the_evidence(tmp_path):
     assert set(evaluated["verdict"]) == {"reproduced"}
     assert set(table.loc[table["figure_id"] != "fig2", "verdict"]) == {"not yet run"}
     text = report.write_report(tmp_path, tmp_path / "out" / "report.md").read_text()
-    assert text.count("\n| ") == len(report.CLAIMS)
+    assert text.count("\n| ") == len(report.CLAIMS) + 1  # the header and one row per claim
+    assert ":name: report-claims" in text and "$\\Theta(\\sqrt{N})$" in text
     assert "{numref}`fig2`, quick profile (paper results missing), commit 0123456789" in text
     assert "{doc}`/book/rl`" in text
     assert f"In all: {len(report.CLAIMS)} claims; 2 reproduced" in text
