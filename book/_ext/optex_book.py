@@ -6,7 +6,8 @@
 - The repository URL has one source: ``repository.url`` in ``_config.yml``, overridden by the
   environment (``OPTEX_REPOSITORY_URL``, or the repository being built in GitHub Actions). Without one,
   the repository and Binder buttons are hidden: never a link to a placeholder.
-- Titles in the navigation and in ``<title>`` are plain text: a heading's ``$N$`` is shown as ``N``.
+- ``<title>`` is plain text (a heading's ``$N$`` becomes ``N``), and MathJax is loaded on every page, so
+  that math in the navigation (a chapter titled with ``$N$``) is typeset on pages without math of their own.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def _configure(app: Sphinx, config: Config) -> None:
     options = dict(config.html_theme_options or {})
     url = repository_url(options.get("repository_url"))
     if url:
-        options["repository_url"] = url
+        options.update(repository_url=url, use_repository_button=True)
     else:
         options.update(use_repository_button=False, use_issues_button=False, use_edit_page_button=False,
                        repository_url="")
@@ -87,6 +88,7 @@ def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
 
 
 def setup(app: Sphinx) -> dict[str, object]:
+    app.set_html_assets_policy("always")
     app.connect("config-inited", _configure)
     app.connect("doctree-read", _plain_titles)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
