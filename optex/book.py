@@ -353,7 +353,7 @@ def status_markdown(record: dict[str, Any], names: Sequence[str]) -> str:
                                                          for o in f["overrides"]])
     chapters_table = Table(frame, [label("Chapter", "chapter"), label("Status", "status"),
                                     label("Profile", "profile"), Column("Time (s)", decimals("seconds", 1)),
-                                    label("Parameters changed", "changed"), label("Executed", "date"),
+                                    label("Parameters changed", "changed"), label("Recorded", "date"),
                                     label("Notebook", "download")])
     versions = pd.DataFrame([dict(name=k, version=v) for k, v in record["versions"].items()])
     environment = Table(versions, [label("Package", "name"), label("Version", "version")])

@@ -261,8 +261,8 @@ def test_a_changed_parameter_reaches_the_page_and_its_prose(tmp_path):
     assert "`parallelism = 3`" in markdown and "`dim = 50`" in markdown
     glued = {o["metadata"]["scrapbook"]["name"]: o["data"] for o in outputs
              if o.get("metadata", {}).get("scrapbook")}
-    assert glued["synthetic-n"]["text/plain"] == "3"
-    assert float(glued["synthetic-sqrt-n"]["text/plain"]) == pytest.approx(3 ** 0.5)
+    assert glued["synthetic-n"]["application/papermill.record/text/plain"] == "3"
+    assert float(glued["synthetic-sqrt-n"]["application/papermill.record/text/plain"]) == pytest.approx(3 ** 0.5)
 
 
 # ----------------------------------------------------------------------------------------- page defects
