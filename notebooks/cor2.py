@@ -72,11 +72,10 @@ target_ratio = 0.05  # stability part: a run converges if its gap falls to this 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from optex import plotting, report
+from optex import plotting, report, tables
 from optex.experiments import cor2
 
 FIGURE_ID = "cor2"
@@ -109,58 +108,11 @@ display(Markdown(report.provenance_note(results)))
 # rates: $N$ (Target's ceiling) and $\sqrt{N}$ (Cor. 2).
 
 # %% tags=["hide-input"]
-scaling = cor2.with_vanilla_as_n1(reach)
-fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels), 3.4), sharey=True, squeeze=False,
-                         layout="constrained")
-ns = np.array(sorted(scaling["parallelism"].unique()), dtype=float)
-for ax, panel in zip(axes[0], panels):
-    rows = scaling[(scaling["panel"] == panel) & scaling["reached"]]
-    ax.plot(ns, ns, color="0.6", ls="--", lw=1, label="$N$")
-    ax.plot(ns, np.sqrt(ns), color="0.6", ls=":", lw=1.2, label=r"$\sqrt{N}$")
-    plotting.band_plot(ax, rows, x="parallelism", y="speedup", methods=METHODS)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log", base=2)
-    ax.set_xticks(ns, [f"{int(n)}" for n in ns])
-    ax.set_title(panel.capitalize() + (" (noisy, SGD)" if panel == "quadratic" else " (Adam)"), fontsize=10)
-    ax.set_xlabel("parallelism $N$")
-axes[0, 0].set_ylabel("speedup over Vanilla")
-handles, labels = axes[0, 0].get_legend_handles_labels()
-fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+fig = plotting.speedup_against_n(cor2.with_vanilla_as_n1(reach), panels, METHODS,
+                                 lambda panel: panel.capitalize() + (" (noisy, SGD)" if panel == "quadratic" else " (Adam)"))
 report.publish(fig, results, data=reach)
 glue(FIGURE_ID, fig, display=False)
 plt.close(fig)
-
-exponents = cor2.speedup_exponents(reach)
-
-
-def interval(row):
-    if not np.isfinite(row.low):
-        return f"{row.exponent:.2f}"
-    return f"{row.exponent:.2f} [{row.low:.2f}, {row.high:.2f}]"
-
-
-intervals = exponents.assign(text=[interval(r) for r in exponents.itertuples()],
-                             method=exponents["method"].map(plotting.method_label))
-shown = intervals.pivot(index="panel", columns="method", values="text").reindex(panels).reset_index()
-shown.columns.name = None
-censored = exponents.groupby("panel")["censored"].sum().reindex(panels)
-shown["censored runs"] = censored.to_numpy()
-glue("cor2-exponents", shown.style.hide(axis="index"), display=False)
-by_method = exponents.set_index(["panel", "method"])["exponent"]
-optex = by_method.xs("optex", level="method")
-glue("cor2-optex-min", float(optex.min()), display=False)
-glue("cor2-optex-max", float(optex.max()), display=False)
-glue("cor2-optex-quadratic", float(optex.get("quadratic", np.nan)), display=False)
-glue("cor2-target-min", float(by_method.xs("target", level="method").min()), display=False)
-glue("cor2-target-max", float(by_method.xs("target", level="method").max()), display=False)
-linesearch = by_method.xs("linesearch", level="method")
-glue("cor2-linesearch-quadratic", float(linesearch.get("quadratic", np.nan)), display=False)
-glue("cor2-largest-n", int(ns.max()), display=False)
-target_exponents = by_method.xs("target", level="method")
-between = bool(((optex > 0.5) & (optex < target_exponents.reindex(optex.index))).all())
-glue("cor2-optex-between", Markdown(
-    "All lie above Cor. 2's ½ and below Target's exponent on the same problem." if between else
-    "Not all lie between Cor. 2's ½ and Target's exponent on the same problem: see the table."), display=False)
 
 # %% [markdown]
 # ```{glue:figure} cor2
@@ -169,15 +121,31 @@ glue("cor2-optex-between", Markdown(
 # Speedup in sequential iterations over Vanilla against $N$, per problem (geometric mean over seeds
 # with 95% band; censored runs left out). Grey: the rates $N$ (dashed) and $\sqrt{N}$ (dotted).
 # ```
-#
-# ```{glue:figure} cor2-exponents
-# :name: cor2-exponents
-# :figwidth: 100%
-#
-# Fitted exponents $a$ of {eq}`eq-cor2-fit` (mean over seeds with 95% t-interval; no interval when every
-# seed gives the same value), and the number of (method, $N$, seed) runs that never reached the target.
-# ```
-#
+
+# %% tags=["remove-input"]
+exponents = cor2.speedup_exponents(reach)
+tables.publish(tables.Table(exponents[exponents["method"].isin(METHODS)], [
+    tables.label("Problem", "panel", str.capitalize), tables.label("Method", "method", plotting.method_label),
+    tables.Column("Exponent $a$ (95% interval)", tables.interval("exponent", "low", "high")),
+    tables.Column("Censored runs", tables.number("censored"))], by=["panel", "method"],
+    order={"panel": panels, "method": METHODS}), "cor2-exponents",
+    "Fitted exponents $a$ of {eq}`eq-cor2-fit` (mean over seeds with 95% t-interval; no interval when every seed "
+    "gives the same value), and the number of ($N$, seed) runs that never reached the target.")
+by_method = exponents.set_index(["panel", "method"])["exponent"]
+optex, target = by_method.xs("optex", level="method"), by_method.xs("target", level="method")
+glue("cor2-optex-min", float(optex.min()), display=False)
+glue("cor2-optex-max", float(optex.max()), display=False)
+glue("cor2-optex-quadratic", float(optex.get("quadratic", np.nan)), display=False)
+glue("cor2-target-min", float(target.min()), display=False)
+glue("cor2-target-max", float(target.max()), display=False)
+glue("cor2-linesearch-quadratic", float(by_method.xs("linesearch", level="method").get("quadratic", np.nan)),
+     display=False)
+between = bool(((optex > 0.5) & (optex < target.reindex(optex.index))).all())
+glue("cor2-optex-between", Markdown(
+    "All lie above Cor. 2's ½ and below Target's exponent on the same problem." if between else
+    "Not all lie between Cor. 2's ½ and Target's exponent on the same problem: see the table."), display=False)
+
+# %% [markdown]
 # ## Reading the exponents
 #
 # - **Target** has $a$ between {glue:text}`cor2-target-min:.2f` and {glue:text}`cor2-target-max:.2f`:
@@ -210,39 +178,11 @@ share = stability.groupby(["lr", "parallelism"])["reached"].mean().unstack()
 finite_gap = stability.assign(final_gap=stability["final_gap"].where(np.isfinite(stability["final_gap"])))
 final = (finite_gap.groupby(["lr", "parallelism"])["final_gap"]
          .apply(lambda v: float(np.exp(np.log(v).mean()))).unstack())
-fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.6), layout="constrained")
-fig.get_layout_engine().set(wspace=0.12)
-image = axes[0].imshow(share.to_numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto", origin="lower")
-axes[0].set_xticks(range(share.shape[1]), [str(int(n)) for n in share.columns])
-axes[0].set_yticks(range(share.shape[0]), [f"{lr:g}" for lr in share.index])
-for i, row in enumerate(largest.itertuples()):
-    if np.isfinite(row.largest_n):
-        j = list(share.columns).index(row.largest_n)
-        axes[0].add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="#d55e00", lw=2))
-axes[0].set_xlabel("parallelism $N$")
-axes[0].set_ylabel(r"SGD learning rate $\eta$")
-axes[0].set_title("share of seeds that converge", fontsize=10)
-fig.colorbar(image, ax=axes[0], shrink=0.85)
-colours = plt.cm.viridis(np.linspace(0.0, 0.85, len(final.index)))
-for (lr_value, row), colour in zip(final.iterrows(), colours):
-    axes[1].plot(row.index, row.to_numpy(), "o-", color=colour, label=rf"$\eta$ = {lr_value:g}")
-axes[1].set_xscale("log", base=2)
-axes[1].set_yscale("log")
-axes[1].set_xticks(final.columns, [str(int(n)) for n in final.columns])
-axes[1].set_xlabel("parallelism $N$")
-axes[1].set_ylabel("gap after the budget (geometric mean)")
-axes[1].grid(True, which="major", alpha=0.3)
-axes[1].legend(frameon=False, fontsize=8)
+fig = plotting.stability_figure(share, final, largest)
 plotting.save_figure(fig, STABILITY_ID, stability, page.figures_dir)
 glue(STABILITY_ID, fig, display=False)
 plt.close(fig)
-
 glue("cor2-target-ratio", config.target_ratio, display=False)
-largest_table = pd.DataFrame({"SGD learning rate η": [f"{v:g}" for v in largest["lr"]],
-                              "largest converging N": [("none" if not np.isfinite(v) else
-                                                        f"{int(v)}" + (" (all tried)" if v == t else ""))
-                                                       for v, t in zip(largest["largest_n"], largest["tried"])]})
-glue("cor2-largest-table", largest_table.style.hide(axis="index"), display=False)
 ends = largest.sort_values("lr").iloc[[0, -1]]
 glue("cor2-lr-small", float(ends["lr"].iloc[0]), display=False)
 glue("cor2-lr-large", float(ends["lr"].iloc[1]), display=False)
@@ -258,13 +198,15 @@ glue("cor2-stability-max-n", int(largest["tried"].max()), display=False)
 # the budget, per learning rate and $N$ (outlined: the largest $N$ that converges together with every
 # smaller one). Right: the gap at the end of the budget.
 # ```
-#
-# ```{glue:figure} cor2-largest-table
-# :name: cor2-largest-table
-#
-# The largest $N$ that converges, per learning rate.
-# ```
-#
+
+# %% tags=["remove-input"]
+largest = largest.assign(text=[("none" if not np.isfinite(v) else f"{int(v)}" + (" (all tried)" if v == t else ""))
+                               for v, t in zip(largest["largest_n"], largest["tried"])])
+tables.publish(tables.Table(largest, [tables.Column(r"SGD learning rate $\eta$", tables.number("lr")),
+                                      tables.Column("Largest converging $N$", tables.text("text"))], by=["lr"]),
+               "cor2-largest-table", "The largest $N$ that converges, per learning rate.")
+
+# %% [markdown]
 # In this run the largest $N$ that converges (out of {glue:text}`cor2-stability-max-n` tried) falls from
 # {glue:md}`cor2-n-small` at $\eta$ = {glue:text}`cor2-lr-small:g` to {glue:md}`cor2-n-large` at
 # $\eta$ = {glue:text}`cor2-lr-large:g`. The right panel shows the mechanism: beyond the threshold the gap the run

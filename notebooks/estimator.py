@@ -77,11 +77,10 @@ noise = 1e-3  # sigma^2
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt
-import numpy as np
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from optex import plotting, report
+from optex import plotting, report, tables
 from optex.experiments import estimator
 
 FIGURE_ID = "estimator"
@@ -109,38 +108,18 @@ display(Markdown(report.provenance_note(results)))
 # ## Watching the surrogate learn a gradient field
 #
 # {numref}`estimator` fits the estimator to $T'$ exact gradients of the 2-D {glue:md}`estimator-function`
-# function at points drawn uniformly in the window, for growing $T'$. Black arrows are the true
-# gradient, blue arrows the posterior mean $\mu(\theta)$ (same scale), and the shading the posterior
+# function at points drawn uniformly in the window, for growing $T'$. White arrows (black outline) are the
+# true gradient, blue arrows the posterior mean $\mu(\theta)$ (same scale), and the shading the posterior
 # standard deviation $\Sigma(\theta)$ of each coordinate: dark where the surrogate is unsure.
 
 # %% tags=["hide-input"]
-field = frame[frame["part"] == "field"]
-history = frame[frame["part"] == "history"]
+field, history = frame[frame["part"] == "field"], frame[frame["part"] == "history"]
 seed = int(field["seed"].min())
-sizes = sorted(field["history"].unique())
-fig, axes = plt.subplots(1, len(sizes), figsize=(3.4 * len(sizes), 3.6), squeeze=False, layout="constrained")
 shown = field[field["seed"] == seed]
-# One arrow scale for the whole figure: the 95th percentile of |grad F| spans about one grid cell.
-scale = float(np.percentile(np.hypot(shown["true_x"], shown["true_y"]), 95)) * np.sqrt(len(shown) / len(sizes))
-for ax, size in zip(axes[0], sizes):
-    rows = shown[shown["history"] == size]
-    n = int(round(np.sqrt(len(rows))))
-    xs, ys = rows["x"].to_numpy().reshape(n, n), rows["y"].to_numpy().reshape(n, n)
-    image = ax.pcolormesh(xs, ys, rows["std"].to_numpy().reshape(n, n), cmap="Greys", vmin=0, vmax=1, shading="nearest")
-    ax.quiver(rows["x"], rows["y"], rows["true_x"], rows["true_y"], color="black", scale=scale, width=0.006)
-    ax.quiver(rows["x"], rows["y"], rows["est_x"], rows["est_y"], color=plotting.METHOD_STYLE["optex"]["color"],
-              scale=scale, width=0.006)
-    points = history[(history["seed"] == seed) & (history["index"] < size)]
-    ax.plot(points["x"], points["y"], "o", ms=4, mfc="#d55e00", mec="white", mew=0.5)
-    ax.set_title(f"$T'$ = {int(size)}", fontsize=10)
-    ax.set_aspect("equal")
-    ax.set_xticks([])
-    ax.set_yticks([])
-fig.colorbar(image, ax=axes[0, -1], label=r"posterior std $\Sigma(\theta)$", shrink=0.85)
+fig = plotting.gradient_fields(shown, history[history["seed"] == seed], sorted(field["history"].unique()))
 report.publish(fig, results, data=shown)
 glue(FIGURE_ID, fig, display=False)
 plt.close(fig)
-
 errors = estimator.field_error(frame).groupby("history")[["rel_error", "std"]].mean()
 glue("estimator-function", Markdown(function.capitalize()), display=False)
 glue("estimator-error-first", float(errors["rel_error"].iloc[0]), display=False)
@@ -152,7 +131,7 @@ glue("estimator-size-last", int(errors.index[-1]), display=False)
 # ```{glue:figure} estimator
 # :name: estimator
 #
-# The gradient field of the 2-D {glue:md}`estimator-function` function (black) and the estimator's
+# The gradient field of the 2-D {glue:md}`estimator-function` function (white arrows) and the estimator's
 # posterior mean (blue) after $T'$ evaluated gradients at the orange points; shading: posterior standard
 # deviation. Matérn-5/2 kernel, lengthscale chosen by leave-one-out error.
 # ```
@@ -175,28 +154,21 @@ glue("estimator-size-last", int(errors.index[-1]), display=False)
 
 # %% tags=["remove-input"]
 prop = frame[frame["part"] == "prop41"]
-columns = ["mean_vs_library", "var_vs_library", "mean_vs_closed_form", "var_vs_closed_form", "off_diagonal"]
-check_table = prop.groupby("kernel")[columns].max().reset_index()
-check_table.columns = ["kernel", "mean: dense vs library", "variance: dense vs library", "mean: dense vs closed form",
-                       "variance: dense vs closed form", "largest off-diagonal of dense Σ²"]
-glue("estimator-prop41", check_table.style.hide(axis="index").format("{:.1e}", subset=check_table.columns[1:]),
-     display=False)
+columns = {"mean_vs_library": "Mean: dense vs library", "var_vs_library": "Variance: dense vs library",
+           "mean_vs_closed_form": "Mean: dense vs closed form", "var_vs_closed_form": "Variance: dense vs closed form",
+           "off_diagonal": "Largest off-diagonal of the dense $\\Sigma^2$"}
+tables.publish(tables.Table(prop.groupby("kernel")[list(columns)].max().reset_index(), [
+    tables.label("Kernel", "kernel"), *(tables.Column(title, tables.number(key, 2)) for key, title in columns.items())],
+    by=["kernel"]), "estimator-prop41", "Largest absolute difference, over dimensions, history sizes, query points and "
+    "seeds, between the dense multi-output posterior and the decoupled forms, per kernel.")
 largest = prop[(prop["dim"] == prop["dim"].max()) & (prop["history"] == prop["history"].max())]
-glue("estimator-prop41-max", float(prop[columns].to_numpy().max()), display=False)
+glue("estimator-prop41-max", float(prop[list(columns)].to_numpy().max()), display=False)
 glue("estimator-prop41-cases", len(prop), display=False)
 glue("estimator-prop41-dim", int(prop["dim"].max()), display=False)
 glue("estimator-prop41-history", int(prop["history"].max()), display=False)
 glue("estimator-prop41-speed", float(largest["dense_s"].median() / largest["separable_s"].median()), display=False)
 
 # %% [markdown]
-# ```{glue:figure} estimator-prop41
-# :name: estimator-prop41
-# :figwidth: 100%
-#
-# Largest absolute difference, over dimensions, history sizes, query points and seeds, between the dense
-# multi-output posterior and the decoupled forms, per kernel.
-# ```
-#
 # Across {glue:text}`estimator-prop41-cases` random cases the largest difference of any kind is
 # {glue:text}`estimator-prop41-max:.1e`: the decoupled posterior *is* the multi-output posterior, to
 # rounding error, and its covariance is exactly diagonal. Already at $d$ = {glue:text}`estimator-prop41-dim`
@@ -206,7 +178,7 @@ glue("estimator-prop41-speed", float(largest["dense_s"].median() / largest["sepa
 # ## What one estimate costs
 #
 # {numref}`estimator-cost` times the library's estimator in float32: one estimate $\mu(\theta)$ at a new
-# point, and one history update ($N$ = 5 new pairs, then the lengthscale refit the next estimate
+# point, and one history update ($N$ = {glue:text}`estimator-cost-n` new pairs, then the lengthscale refit the next estimate
 # triggers), for several $d$ and $T_0$. Dashed lines are the least-squares fit of the cost model
 #
 # $$
@@ -218,24 +190,11 @@ glue("estimator-prop41-speed", float(largest["dense_s"].median() / largest["sepa
 
 # %% tags=["hide-input"]
 coefficients, predictions = estimator.cost_model(frame)
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
-dims = sorted(predictions["dim"].unique())
-colours = plt.cm.viridis(np.linspace(0.0, 0.85, len(dims)))
-for ax, op in zip(axes, ("estimate", "update")):
-    part = predictions[predictions["operation"] == op]
-    for dim, colour in zip(dims, colours):
-        rows = part[part["dim"] == dim].sort_values("history")
-        ax.plot(rows["history"], rows["measured_s"] * 1e3, "o-", color=colour, label=f"d = {int(dim):,}")
-        ax.plot(rows["history"], rows["predicted_s"] * 1e3, "--", color=colour, lw=1)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("history size $T_0$")
-    ax.set_ylabel("milliseconds")
-    ax.set_title("one estimate" if op == "estimate" else "one history update (N = 5)", fontsize=10)
-    ax.grid(True, which="major", alpha=0.3)
-axes[0].legend(frameon=False, fontsize=8)
+cost_n = int(frame.loc[frame["part"] == "cost", "parallelism"].iloc[0])
+fig = plotting.cost_figure(predictions, cost_n)
 plotting.save_figure(fig, COST_ID, predictions, page.figures_dir)
 glue(COST_ID, fig, display=False)
+glue("estimator-cost-n", cost_n, display=False)
 plt.close(fig)
 
 coef = coefficients.set_index(["operation", "term"])["coefficient"]

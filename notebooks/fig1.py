@@ -73,14 +73,11 @@ animate = True  # also show an animation of every iteration
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-import torch
 from IPython.display import HTML, Markdown, display
-from matplotlib.animation import FuncAnimation
 from myst_nb import glue
 
-from optex import plotting, problems, report
+from optex import plotting, report, tables
 from optex.experiments import fig1
 
 FIGURE_ID = "fig1"
@@ -120,65 +117,19 @@ display(Markdown(report.provenance_note(results)))
 # ({eq}`eq-fig1-parallel`), and the star the point that continues.
 
 # %% tags=["hide-input"]
-def window(points, pad=0.35):
-    low, high = points.min(0), points.max(0)
-    span = np.maximum(high - low, 1e-3)
-    centre, half = (low + high) / 2, (1 + pad) * span.max() / 2
-    return centre - half, centre + half
-
-
-def contour(ax, function, low, high):
-    problem = problems.make(function, 2)
-    xs, ys = np.meshgrid(np.linspace(low[0], high[0], 160), np.linspace(low[1], high[1], 160))
-    values = problem(torch.tensor(np.stack([xs, ys], -1)), torch).numpy()
-    ax.contour(xs, ys, np.log1p(values - problem.minimum), levels=18, cmap="Greys", linewidths=0.6, alpha=0.8)
-
-
-def draw(ax, function, method, t):
-    rows = trace[(trace["function"] == function) & (trace["method"] == method)]
-    now = rows[rows["iteration"] == t]
-    kinds = {kind: now[now["kind"] == kind].sort_values("process") for kind in fig1.KINDS}
-    path = rows[(rows["kind"] == "iterate") & (rows["iteration"] < t)].sort_values("iteration")
-    low, high = window(pd.concat([kinds["exact"], kinds["proxy"], kinds["step"]])[["x", "y"]].to_numpy())
-    contour(ax, function, low, high)
-    colour = plotting.METHOD_STYLE[method]["color"]
-    ax.plot(path["x"], path["y"], color="0.55", lw=0.9, marker=".", ms=3)
-    ax.plot(kinds["exact"]["x"], kinds["exact"]["y"], "k--", lw=1.1, marker="o", ms=3, mfc="white")
-    ax.plot(kinds["proxy"]["x"], kinds["proxy"]["y"], color=colour, lw=1.0, marker="o", ms=6)
-    for (_, start), (_, end) in zip(kinds["proxy"].iterrows(), kinds["step"].iterrows()):
-        ax.annotate("", xy=(end["x"], end["y"]), xytext=(start["x"], start["y"]),
-                    arrowprops=dict(arrowstyle="->", color=colour, lw=1.0))
-    chosen = kinds["step"][kinds["step"]["selected"]]
-    ax.plot(chosen["x"], chosen["y"], marker="*", ms=15, color=colour, mec="black", mew=0.7, ls="none")
-    ax.set_xlim(low[0], high[0])
-    ax.set_ylim(low[1], high[1])
-    ax.set_aspect("equal")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-fig, axes = plt.subplots(len(functions), len(METHODS), figsize=(2.6 * len(METHODS), 2.7 * len(functions)),
-                         squeeze=False, layout="constrained")
-for row, function in zip(axes, functions):
-    for ax, method in zip(row, METHODS):
-        draw(ax, function, method, shown_iteration)
-        ax.set_title(f"{plotting.method_label(method)}, {function}", fontsize=10)
-legend = [plt.Line2D([], [], color="0.55", marker=".", label=r"iterates up to $\theta_{t-1}$"),
-          plt.Line2D([], [], color="k", ls="--", marker="o", mfc="white", label=f"{parallelism} exact steps"),
-          plt.Line2D([], [], color="0.3", marker="o", label="evaluated points"),
-          plt.Line2D([], [], color="0.3", marker=r"$\rightarrow$", ls="none", ms=12, label="true step"),
-          plt.Line2D([], [], color="0.3", marker="*", ms=12, ls="none", label=r"$\theta_t$ (kept)")]
-fig.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False)
+fig = plotting.iteration_grid(trace, functions, METHODS, shown_iteration, parallelism)
 report.publish(fig, results, data=trace[trace["iteration"] == shown_iteration])
 glue(FIGURE_ID, fig, display=False)
 plt.close(fig)
 glue("fig1-iteration", shown_iteration, display=False)
+glue("fig1-n", parallelism, display=False)
 
 # %% [markdown]
 # ```{glue:figure} fig1
 # :name: fig1
 #
-# Iteration $t$ = {glue:text}`fig1-iteration` of Vanilla, Target, LineSearch and OptEx (Adam, $N$ = 5)
+# Iteration $t$ = {glue:text}`fig1-iteration` of Vanilla, Target, LineSearch and OptEx (Adam,
+# $N$ = {glue:text}`fig1-n`)
 # on the 2-D Rosenbrock and Ackley functions, zoomed on that iteration. Dashed: $N$ exact optimizer
 # steps from $\theta_{t-1}$; circles: the points whose gradients the iteration evaluated; arrows: the
 # true step from each; star: $\theta_t$. Contours of $\log(1 + F - F^\star)$.
@@ -192,48 +143,26 @@ glue("fig1-iteration", shown_iteration, display=False)
 # divided by the length of that exact stretch. It is zero for Target by construction.
 
 # %% tags=["remove-input"]
-def drift(frame):
-    rows = []
-    for (function, method, t), now in frame[frame["iteration"] >= 3].groupby(["function", "method", "iteration"]):
-        proxy = now[now["kind"] == "proxy"].sort_values("process")[["x", "y"]].to_numpy()
-        exact = now[now["kind"] == "exact"].sort_values("process")[["x", "y"]].to_numpy()
-        if len(proxy) < 2:
-            continue
-        k = len(proxy) - 1
-        stretch = np.linalg.norm(exact[k] - exact[0])
-        rows.append(dict(function=function, method=method, iteration=t,
-                         drift=np.linalg.norm(proxy[k] - exact[k]) / max(stretch, 1e-12)))
-    return pd.DataFrame(rows)
-
-
-drifts = drift(trace)
-summary = drifts.groupby(["function", "method"])["drift"].median().unstack()
+drifts = report.proxy_drift(trace).groupby(["function", "method"])["drift"].median().unstack()
 final = trace[(trace["kind"] == "iterate") & (trace["iteration"] == last)].pivot(
     index="function", columns="method", values="gap")
-table = pd.DataFrame({
-    "function": list(functions) * 3,
-    "method": [plotting.method_label(m) for m in ("target", "linesearch", "optex") for _ in functions],
-    "median relative drift": [f"{summary.loc[f, m]:.3f}" for m in ("target", "linesearch", "optex") for f in functions],
-    f"gap after {last} iterations": [f"{final.loc[f, m]:.3g}" for m in ("target", "linesearch", "optex")
-                                     for f in functions],
-})
-glue("fig1-drift-table", table.style.hide(axis="index"), display=False)
+rows = [dict(function=f, method=m, drift=drifts.loc[f, m], gap=final.loc[f, m])
+        for m in ("target", "linesearch", "optex") for f in functions]
+tables.publish(tables.Table(pd.DataFrame(rows), [
+    tables.label("Function", "function", str.capitalize), tables.label("Method", "method", plotting.method_label),
+    tables.Column("Median relative drift", tables.decimals("drift", 3)),
+    tables.Column(f"Gap after {last} iterations", tables.number("gap"))], by=["function"],
+    order={"function": functions}), "fig1-drift-table",
+    "Median over iterations $t \\ge 3$ of $\\lVert \\theta^{(N-1)}_{t-1} - \\theta^{\\mathrm{exact}}_{N-1} \\rVert$ "
+    "divided by the length of the exact stretch, and the optimality gap after the whole trace.")
 for function in functions:
-    glue(f"fig1-{function}-optex-drift", float(summary.loc[function, "optex"]), display=False)
-    glue(f"fig1-{function}-linesearch-drift", float(summary.loc[function, "linesearch"]), display=False)
+    glue(f"fig1-{function}-optex-drift", float(drifts.loc[function, "optex"]), display=False)
+    glue(f"fig1-{function}-linesearch-drift", float(drifts.loc[function, "linesearch"]), display=False)
     for method in METHODS:
         glue(f"fig1-{function}-{method}-gap", float(final.loc[function, method]), display=False)
 glue("fig1-iterations", last, display=False)
 
 # %% [markdown]
-# ```{glue:figure} fig1-drift-table
-# :name: fig1-drift-table
-# :figwidth: 100%
-#
-# Median over iterations $t \ge 3$ of $\lVert \theta^{(N-1)}_{t-1} - \theta^{\mathrm{exact}}_{N-1} \rVert$
-# divided by the length of the exact stretch, and the optimality gap after the whole trace.
-# ```
-#
 # ## What the pictures say
 #
 # - **Target** evaluates exactly the points the base optimizer would visit: its circles sit on the dashed
@@ -258,20 +187,6 @@ glue("fig1-iterations", last, display=False)
 
 # %% tags=["remove-input"]
 if animate:
-    function = functions[0]
-    frames = list(range(3, last + 1))
-    # Small JPEG frames keep the page light: the frames are embedded in it.
-    anim_fig, anim_axes = plt.subplots(1, 2, figsize=(6.4, 3.3), dpi=72, layout="constrained")
-
-    def update(t):
-        for ax, method in zip(anim_axes, ("target", "optex")):
-            ax.clear()
-            draw(ax, function, method, t)
-            ax.set_title(f"{plotting.method_label(method)}, {function}, t = {t}", fontsize=10)
-
-    animation = FuncAnimation(anim_fig, update, frames=frames, interval=700)
-    display(Markdown(f"**Every iteration from $t = 3$ on**, Target and OptEx on {function} (use the controls "
+    display(Markdown(f"**Every iteration from $t = 3$ on**, Target and OptEx on {functions[0]} (use the controls "
                      "to step through):"))
-    with plt.rc_context({"animation.frame_format": "jpeg"}):
-        display(HTML(animation.to_jshtml(fps=1.5, default_mode="once")))
-    plt.close(anim_fig)
+    display(HTML(plotting.iteration_animation(trace, functions[0], ("target", "optex"), range(3, last + 1))))

@@ -25,6 +25,9 @@
 # (b) **Selection rule** for $\theta_t$: the last process (the theory's choice), the lowest loss, or the
 # smallest gradient norm among the $N$ points where the true gradient was evaluated.
 # (c) **History size** $T_0$. (d) **Parallelism** $N$ ($N = 1$ is Vanilla).
+# (e) **The surrogate itself.** The GP mean against the trivial surrogate that repeats the last true
+# gradient in every proxy step: same evaluations, same selection. If the two coincide, the kernel
+# estimate buys nothing on this problem.
 #
 # The chapter ends with a method the paper does not compare against: Picard iteration, which
 # parallelizes the same base optimizer *exactly*.
@@ -49,11 +52,12 @@ import numpy as np
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from optex import plotting, report
+from optex import plotting, report, tables
 from optex.analysis import speedup_table
 from optex.experiments import fig6, synthetic
 
 SEEDS = {"paper": dict(seeds=5), "quick": dict(seeds=2)}
+PICARD_METHODS = ("vanilla", "target", "optex", "picard")
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
 
 
@@ -71,29 +75,13 @@ display(Markdown(report.provenance_note(results)))
 frame = results.frame
 
 # %% [markdown]
-# ## The four ablations
+# ## The five ablations
 #
 # Each panel of {numref}`fig6` shows the geometric mean over seeds of the optimality gap and its 95%
-# band, against sequential iterations.
+# band, against sequential iterations. Where curves lie on top of each other, the panel says so.
 
 # %% tags=["hide-input"]
-TITLES = {"parallel": "(a) parallel vs sequential", "select": r"(b) selection of $\theta_t$",
-          "history": "(c) history size $T_0$", "parallelism": "(d) parallelism $N$"}
-fig, axes = plt.subplots(2, 2, figsize=(10, 7), layout="constrained")
-for ax, panel in zip(axes.flat, fig6.PANELS):
-    sub = frame[frame["panel"] == panel]
-    order = list(dict.fromkeys(sub["setting"]))
-    curves = plotting.band(sub, by=("setting",))
-    colors = plt.cm.viridis([i / max(len(order) - 1, 1) for i in range(len(order))])
-    for color, setting in zip(colors, order):
-        c = curves[curves["setting"] == setting]
-        ax.plot(c["iteration"], c["center"], color=color, label=setting)
-        ax.fill_between(c["iteration"], c["low"], c["high"], color=color, alpha=0.2, linewidth=0)
-    ax.set_yscale("log")
-    ax.set_title(TITLES[panel])
-    ax.set_xlabel("sequential iteration $t$")
-    ax.set_ylabel(r"gap $F(\theta_t) - F^\star$")
-    ax.legend(fontsize=8, frameon=False)
+fig = plotting.sweep_grid(frame, fig6.PANELS, plotting.FIG6_TITLES, plotting.fig6_styles)
 report.publish(fig, results)
 glue("fig6", fig, display=False)
 plt.close(fig)
@@ -103,58 +91,41 @@ plt.close(fig)
 # :name: fig6
 #
 # Ablations of OptEx on Rosenbrock: (a) the $N$ evaluations in parallel or one after another; (b) the rule
-# that picks $\theta_t$ among the $N$ processes; (c) the history size $T_0$; (d) the parallelism $N$.
-# Lines: geometric mean over seeds; bands: 95% t-intervals. Data: `fig6.csv`.
+# that picks $\theta_t$ among the $N$ processes; (c) the history size $T_0$; (d) the parallelism $N$;
+# (e) the GP mean against the last true gradient as the surrogate of the proxy steps. Lines: geometric
+# mean over seeds; bands: 95% t-intervals. Data: `fig6.csv`.
 # ```
 
 # %% tags=["remove-input"]
-T = int(frame["iteration"].max())
-
-
-def geometric_mean(gaps):
-    return float(10 ** np.log10(gaps).mean())
-
-
-# Each curve's last point (the sequential curve stops at the last multiple of N within T).
-last_rows = frame.sort_values("iteration").groupby(["panel", "setting", "seed"]).tail(1)
-final = last_rows.groupby(["panel", "setting"])["gap"].apply(geometric_mean).rename("final gap")
-final_table = final.reset_index()
-glue("fig6-final", final_table.style.format({"final gap": "{:.3g}"}).hide(axis="index"), display=False)
+final = report.fig6_final_gaps(frame)
+tables.publish(tables.Table(final, [tables.label("Panel", "title"), tables.label("Setting", "label"),
+                                    tables.Column("Final optimality gap (geometric mean)", tables.number("gap"))],
+                            by=["panel", "setting"], order={"panel": fig6.PANELS}), "fig6-final",
+               "Optimality gap after each curve's last iteration (geometric mean over seeds), per panel and setting.")
 panel_d = frame[frame["panel"] == "parallelism"]
 reach = speedup_table(panel_d.assign(method=panel_d["setting"].where(panel_d["setting"] != "N=1", "vanilla"))
                       .drop(columns="panel"))
 reach = reach[reach["method"] != "vanilla"].assign(N=lambda r: r["method"].str.removeprefix("N=").astype(int))
-glue("fig6-speedup-n", reach[["N", "speedup", "speedup_low", "speedup_high"]].round(2).style.hide(axis="index"),
-     display=False)
-best_select = final.loc["select"].idxmin()
-glue("fig6-best-select", best_select, display=False)
-panel_a = frame[frame["panel"] == "parallel"]
-sequential = panel_a[panel_a["setting"].str.startswith("sequential")]
-t_seq = int(sequential["iteration"].max())
-at_t = panel_a[panel_a["iteration"] == t_seq]
-ratio = (geometric_mean(at_t[at_t["setting"].str.startswith("sequential")]["gap"])
-         / geometric_mean(at_t[at_t["setting"] == "vanilla"]["gap"]))
-glue("fig6-sequential-t", t_seq, display=False)
-glue("fig6-sequential-vs-vanilla", ratio, display=False)
+tables.publish(tables.Table(reach, [tables.Column("Parallelism $N$", tables.number("N")),
+                                    tables.Column("Speedup over Vanilla (95% interval)",
+                                                  tables.interval("speedup", unit="×")),
+                                    tables.Column("Censored seeds", tables.count_of("censored", "seeds"))], by=["N"]),
+               "fig6-speedup-n", "Panel (d) as speedups: iterations Vanilla ($N = 1$) needs to reach its final gap, "
+               "divided by those OptEx needs with $N$ processes (mean and 95% interval over seeds).")
+glue("fig6-best-select", final[final["panel"] == "select"].sort_values("gap")["label"].iloc[0], display=False)
+sequential = final[(final["panel"] == "parallel") & final["setting"].str.startswith("sequential")].iloc[0]
+glue("fig6-sequential-t", int(sequential["iteration"]), display=False)
+glue("fig6-sequential-vs-vanilla", report.fig6_sequential_ratio(frame), display=False)
+proxy = final[final["panel"] == "proxy"].set_index("setting")["gap"]
+glue("fig6-proxy-ratio", float(proxy["last_gradient"] / proxy["kernel"]), display=False)
 
 # %% [markdown]
-# ```{glue:figure} fig6-final
-# :name: fig6-final
-#
-# Optimality gap after the last iteration (geometric mean over seeds), per panel and setting.
-# ```
-#
-# ```{glue:figure} fig6-speedup-n
-# :name: fig6-speedup-n
-#
-# Panel (d) as speedups: iterations Vanilla ($N = 1$) needs to reach its final gap, divided by those OptEx
-# needs with $N$ processes (mean and 95% interval over seeds).
-# ```
-#
 # Reading the panels: run sequentially, OptEx has after {glue:text}`fig6-sequential-t` sequential
 # iterations {glue:text}`fig6-sequential-vs-vanilla:.2f` times the gap Vanilla has after as many. Without
-# parallel evaluations OptEx is at best Vanilla, so the gain in panel (a) comes from the parallel hardware. Among the selection rules, {glue:text}`fig6-best-select` ends
-# lowest. The speedup grows with $N$ as {numref}`fig6-speedup-n` shows; the theory chapter fits its rate.
+# parallel evaluations OptEx is at best Vanilla, so the gain in panel (a) comes from the parallel
+# hardware. Among the selection rules, {glue:text}`fig6-best-select` ends lowest. The speedup grows with
+# $N$ as {numref}`fig6-speedup-n` shows; the theory chapter fits its rate. In panel (e) the last-gradient
+# surrogate ends at {glue:text}`fig6-proxy-ratio:.2f` times the gap of the GP mean.
 #
 # ## An exact competitor: Picard iteration
 #
@@ -171,35 +142,22 @@ glue("fig6-sequential-vs-vanilla", ratio, display=False)
 def picard_config(scale):
     base = fig6.Config(profile=scale, selects=("last",), histories=(50,), parallelisms=(5,), device=device,
                        backend="torch", **page.scale(scale, SEEDS)).base()
-    return dataclasses.replace(base, methods=("vanilla", "target", "optex", "picard"), picard_tol=picard_tol)
+    return dataclasses.replace(base, methods=PICARD_METHODS, picard_tol=picard_tol)
 
 
 picard = page.results("fig6-picard", synthetic.run, lambda scale: [picard_config(scale)])
 display(Markdown(report.provenance_note(picard)))
-pframe = picard.frame
-fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-plotting.band_plot(left, pframe, methods=("vanilla", "target", "optex", "picard"))
-left.set_xlabel("sequential round $t$ ($N$ parallel evaluations each)")
-left.set_ylabel(r"gap $F(\theta_t) - F^\star$")
-left.legend(fontsize=8, frameon=False)
-steps = pframe[pframe["method"].isin(["picard", "optex", "target"])]
-for method, group in steps.groupby("method"):
-    mean = group.groupby("iteration")["steps"].mean()
-    right.plot(mean.index, mean.to_numpy(), label=plotting.method_label(method),
-               color=plotting.METHOD_STYLE.get(method, {}).get("color"))
-right.plot([0, T], [0, T], color=plotting.METHOD_STYLE["vanilla"]["color"], label="Vanilla")
-right.set_xlabel("sequential round $t$")
-right.set_ylabel("base-optimizer steps reached")
-right.legend(fontsize=8, frameon=False)
+pframe = picard.frame[picard.frame["method"].isin(PICARD_METHODS)]
+rounds = int(pframe["iteration"].max())
+fig = plotting.steps_figure(pframe, PICARD_METHODS, rounds)
 report.publish(fig, picard)
 glue("fig6-picard", fig, display=False)
 plt.close(fig)
-last = pframe[pframe["iteration"] == pframe["iteration"].max()]
-glue("fig6-picard-steps", float(last[last["method"] == "picard"]["steps"].mean()), display=False)
-glue("fig6-picard-rounds", int(last["iteration"].max()), display=False)
+steps = pframe[(pframe["method"] == "picard") & (pframe["iteration"] == rounds)]["steps"].mean()
+glue("fig6-picard-steps", float(steps), display=False)
+glue("fig6-picard-rounds", rounds, display=False)
 glue("fig6-picard-error", float(pframe["trajectory_error"].max()), display=False)
-glue("fig6-picard-vs-vanilla", float(last[last["method"] == "picard"]["steps"].mean() / last["iteration"].max()),
-     display=False)
+glue("fig6-picard-vs-vanilla", float(steps / rounds), display=False)
 
 # %% [markdown]
 # ```{glue:figure} fig6-picard

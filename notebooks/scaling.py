@@ -45,7 +45,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from optex import plotting, report
+from optex import plotting, report, tables
 from optex.experiments import scaling
 
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
@@ -109,12 +109,13 @@ glue("scaling-load", f"{frame['load_average'].max():.1f}", display=False)
 # which the ranks share (the all-gather included).
 
 # %% tags=["hide-input"]
-fig, ax = plt.subplots(figsize=(7.5, 3.8), layout="constrained")
+fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
 plotting.scaling_plot(ax, summary, model)
 report.publish(fig, results)
 glue("scaling", fig, display=False)
 plt.close(fig)
-display(summary.round(4))
+tables.publish(scaling.summary_table(summary), "scaling-times",
+               "Median milliseconds per OptEx iteration by setup, split as in {numref}`scaling` (rank 0's view).")
 
 # %% [markdown]
 # ```{glue:figure} scaling
@@ -138,7 +139,8 @@ display(summary.round(4))
 # all-gather is measured at each $W$ (extrapolated from the largest measured $W$ elsewhere).
 
 # %% tags=["hide-input"]
-display(model.round(4))
+tables.publish(scaling.model_table(model), "scaling-model",
+               "The cost model against the measured distributed times; rows without a measurement are predictions.")
 serial_share = float(model["serial_s"].iloc[0] / model["predicted_s"].iloc[0])
 glue("scaling-serial", f"{100 * serial_share:.0f}", display=False)
 

@@ -24,7 +24,8 @@
 # $$ (eq-gap)
 #
 # after $t$ sequential iterations. One sequential iteration of OptEx, Target and LineSearch spends
-# $N = 5$ gradient evaluations that could run side by side; Vanilla spends one. The four methods are
+# $N$ gradient evaluations that could run side by side ($N$ is the `parallelism` parameter below);
+# Vanilla spends one. The four methods are
 #
 # - **Vanilla**: Adam alone.
 # - **OptEx**: $N-1$ cheap proxy steps driven by the kernel estimate $\mu_{t-1}(\theta)$ of the gradient,
@@ -56,12 +57,13 @@ lr = 0.01  # Adam's learning rate
 rosenbrock_clip = 100.0  # gradient-norm clip on Rosenbrock only, as in the official example
 
 # %% tags=["hide-input"]
+import math
+
 import matplotlib.pyplot as plt
-import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from optex import plotting, report
+from optex import plotting, report, tables
 from optex.analysis import speedup_table
 from optex.experiments import synthetic
 
@@ -85,6 +87,8 @@ def configs(scale):
 # Build both scales now so that a bad knob fails here, before any work starts.
 for scale in report.PROFILES:
     configs(scale)
+glue("synthetic-n", parallelism, display=False)
+glue("synthetic-sqrt-n", math.sqrt(parallelism), display=False)
 
 # %% tags=["remove-input"]
 results = page.results(FIGURE_ID, synthetic.run, configs)
@@ -99,19 +103,8 @@ display(Markdown(report.provenance_note(results)))
 # are narrow.
 
 # %% tags=["hide-input"]
-fig, axes = plt.subplots(2, (len(functions) + 1) // 2, figsize=(9, 6.5), sharex=True, squeeze=False,
-                         layout="constrained")
-for ax, name in zip(axes.flat, functions):
-    plotting.band_plot(ax, results.frame[results.frame["function"] == name], methods=METHODS)
-    ax.set_title(name.capitalize())
-for ax in axes[:, 0]:
-    ax.set_ylabel(r"gap $F(\theta_t) - F^\star$")
-for ax in axes[-1]:
-    ax.set_xlabel("sequential iteration $t$")
-for ax in axes.flat[len(functions):]:
-    ax.set_visible(False)
-handles, labels = axes.flat[0].get_legend_handles_labels()
-fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+fig = plotting.curve_grid(results.frame, functions, by="function", title=lambda name, rows: name.capitalize(),
+                          methods=METHODS, ncols=2)
 report.publish(fig, results)
 glue(FIGURE_ID, fig, display=False)
 plt.close(fig)
@@ -120,9 +113,9 @@ plt.close(fig)
 # ```{glue:figure} synthetic-demo
 # :name: synthetic-demo
 #
-# Optimality gap of Vanilla, LineSearch, Target and OptEx (Adam, $N = 5$) against the number of
-# sequential iterations, on four synthetic functions. Lines: geometric mean over seeds; bands: 95%
-# t-intervals. The data behind the figure is saved next to it as `synthetic-demo.csv`.
+# Optimality gap of Vanilla, LineSearch, Target and OptEx (Adam, $N$ = {glue:text}`synthetic-n`) against
+# the number of sequential iterations, on the synthetic functions. Lines: geometric mean over seeds;
+# bands: 95% t-intervals. The data behind the figure is saved next to it as `synthetic-demo.csv`.
 # ```
 #
 # ## Iterations saved
@@ -134,39 +127,23 @@ plt.close(fig)
 
 # %% tags=["remove-input"]
 speedups = speedup_table(results.frame)
-speedups = speedups.sort_values(["function", "method"], key=lambda column: column.map(
-    {name: i for i, name in enumerate(functions if column.name == "function" else METHODS)}))
-table = pd.DataFrame({
-    "function": speedups["function"],
-    "method": speedups["method"].map(plotting.method_label),
-    "iterations": [f"{v:.1f}" for v in speedups["iterations"]],
-    "speedup (95% interval)": [f"{m:.2f}× [{lo:.2f}, {hi:.2f}]" for m, lo, hi in
-                               zip(speedups["speedup"], speedups["speedup_low"], speedups["speedup_high"])],
-    "censored seeds": [f"{c} of {n}" for c, n in zip(speedups["censored"], speedups["seeds"])],
-})
-glue("synthetic-demo-speedups", table.style.hide(axis="index"), display=False)
-optex_speedup = speedups[speedups["method"] == "optex"].set_index("function")["speedup"]
-target_speedup = speedups[speedups["method"] == "target"].set_index("function")["speedup"]
-glue("synthetic-demo-optex-min", float(optex_speedup.min()), display=False)
-glue("synthetic-demo-optex-max", float(optex_speedup.max()), display=False)
-glue("synthetic-demo-target-min", float(target_speedup.min()), display=False)
+tables.publish(tables.speedups(speedups, [("function", "Function", functions)], METHODS), "synthetic-demo-speedups",
+               "Sequential iterations each method needs to reach Vanilla's final optimality gap, and the speedup "
+               "over Vanilla (mean over the seeds that reach it, with its 95% t-interval).")
+by_method = speedups.groupby("method")["speedup"]
+glue("synthetic-demo-optex-min", float(by_method.min()["optex"]), display=False)
+glue("synthetic-demo-optex-max", float(by_method.max()["optex"]), display=False)
+glue("synthetic-demo-target-min", float(by_method.min()["target"]), display=False)
 glue("synthetic-demo-profile", results.profile, display=False)
 
 # %% [markdown]
-# ```{glue:figure} synthetic-demo-speedups
-# :name: synthetic-demo-speedups
-# :figwidth: 100%
-#
-# Sequential iterations each method needs to reach Vanilla's final optimality gap, and the speedup over
-# Vanilla (mean over the seeds that reach it, with its 95% t-interval).
-# ```
-#
 # ## Reading the result
 #
 # In this run ({glue:text}`synthetic-demo-profile` profile), OptEx needs between
 # {glue:text}`synthetic-demo-optex-min:.1f` and {glue:text}`synthetic-demo-optex-max:.1f` times fewer
 # sequential iterations than Vanilla, depending on the function. The paper reports at least a factor of
-# two with $N = 5$, and its theory predicts a gain of order $\sqrt{N} \approx 2.2$. Target, which is
+# two with $N = 5$, and its theory predicts a gain of order $\sqrt{N}$, here
+# $\sqrt{N} \approx$ {glue:text}`synthetic-sqrt-n:.1f` with $N$ = {glue:text}`synthetic-n`. Target, which is
 # handed the true gradient at every proxy step, is at least {glue:text}`synthetic-demo-target-min:.1f`
 # times faster than Vanilla; it bounds what any gradient estimator could achieve here, and the distance
 # between Target and OptEx is the price of estimating rather than evaluating the gradient. The

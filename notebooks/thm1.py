@@ -100,7 +100,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from optex import plotting, report
+from optex import plotting, report, tables
 from optex.experiments import thm1
 
 FIGURE_ID = "thm1"
@@ -138,36 +138,7 @@ display(Markdown(report.provenance_note(results)))
 # %% tags=["hide-input"]
 gp = frame[frame["kind"] == "gp"]
 sources = [s for s in thm1.SOURCES if s in set(gp["source"])]
-colours = dict(zip(sources, ("#0072b2", "#d55e00", "#009e73")))
-fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-for source in sources:
-    rows = gp[gp["source"] == source]
-    error = plotting.band(rows, x="history", y="error", by=("source",))
-    spread = plotting.band(rows, x="history", y="scaled_std", by=("source",))
-    axes[0].plot(error["history"], error["center"], color=colours[source], label=LABELS[source])
-    axes[0].fill_between(error["history"], error["low"], error["high"], color=colours[source], alpha=0.2, lw=0)
-    axes[0].plot(spread["history"], spread["center"], color=colours[source], ls="--", lw=1)
-    logs = rows.assign(log_t=np.log(rows["history"]), log_e=np.log(rows["error"])).sort_values("history")
-    local = []
-    for seed, run in logs.groupby("seed"):
-        slope = -np.diff(run["log_e"].to_numpy()) / np.diff(run["log_t"].to_numpy())
-        middle = np.sqrt(run["history"].to_numpy()[1:] * run["history"].to_numpy()[:-1])
-        local.append(pd.DataFrame(dict(source=source, seed=seed, history=middle, slope=slope)))
-    local = plotting.band(pd.concat(local), x="history", y="slope", by=("source",), log=False)
-    axes[1].plot(local["history"], local["center"], color=colours[source], marker="o", ms=3, label=LABELS[source])
-    axes[1].fill_between(local["history"], local["low"], local["high"], color=colours[source], alpha=0.2, lw=0)
-    axes[1].axhline(thm1.cor1_exponent(source.removeprefix("gp-"), dim), color=colours[source], ls=":", lw=1.2)
-axes[0].set_xscale("log")
-axes[0].set_yscale("log")
-axes[0].set_xlabel("history size $T$")
-axes[0].set_ylabel(r"RMS $\|\nabla F - \mu_T\|$ (solid), $\sqrt{d}\,\Sigma_T$ (dashed)")
-axes[0].legend(frameon=False)
-axes[1].set_xscale("log")
-axes[1].set_xlabel("history size $T$")
-axes[1].set_ylabel("local decay exponent of the error")
-axes[1].set_ylim(bottom=0)
-for ax in axes:
-    ax.grid(True, which="major", alpha=0.3)
+fig = plotting.error_decay_figure(gp, sources, LABELS, lambda s: thm1.cor1_exponent(s.removeprefix("gp-"), dim))
 report.publish(fig, results, data=gp)
 glue(FIGURE_ID, fig, display=False)
 plt.close(fig)
@@ -187,28 +158,26 @@ plt.close(fig)
 exponents = pd.concat([thm1.decay_exponents(frame, "error", fit_from), thm1.decay_exponents(frame, "std", fit_from)])
 wide = exponents.pivot(index="source", columns="quantity")
 order = [s for s in thm1.SOURCES if s in wide.index]
-
-
-def interval(source, quantity):
-    mean, low, high = (wide.loc[source, (c, quantity)] for c in ("exponent", "low", "high"))
-    return f"{mean:.2f} [{low:.2f}, {high:.2f}]" if np.isfinite(low) else f"{mean:.2f}"
-
-
-bound = thm1.beta(dim, delta)
 coverage = frame.groupby("source")["coverage"].min()
-table = pd.DataFrame({
-    "field": [LABELS[s] for s in order],
-    "error exponent (95% interval)": [interval(s, "error") for s in order],
-    "std exponent (95% interval)": [interval(s, "std") for s in order],
-    "Cor. 1 (reconstructed)": [f"{wide.loc[s, ('cor1', 'error')]:.2f}" if s.startswith("gp-") else "—"
-                               for s in order],
-    "lowest coverage of the bound": [f"{coverage[s]:.3f}" for s in order],
-})
-glue("thm1-exponents", table.style.hide(axis="index"), display=False)
+rows = pd.DataFrame([dict(field=LABELS[s], **{f"{c}_{q}": wide.loc[s, (c, q)] for c in ("exponent", "low", "high")
+                                               for q in ("error", "std")},
+                          cor1=wide.loc[s, ("cor1", "error")] if s.startswith("gp-") else None,
+                          coverage=coverage[s]) for s in order])
+tables.publish(tables.Table(rows, [
+    tables.label("Field", "field"),
+    tables.Column("Error exponent (95% interval)", tables.interval("exponent_error", "low_error", "high_error")),
+    tables.Column("Std exponent (95% interval)", tables.interval("exponent_std", "low_std", "high_std")),
+    tables.Column("Cor. 1 (reconstructed)", tables.decimals("cor1", 2)),
+    tables.Column("Lowest coverage of the bound", tables.decimals("coverage", 3))]), "thm1-exponents",
+    f"Decay exponents $a$ in error $\\propto T^{{-a}}$ and posterior std $\\propto T^{{-a}}$, fitted on log-log axes "
+    f"for $T \\ge$ {fit_from} (mean and 95% t-interval over seeds), beside Cor. 1's exponent for the error as "
+    f"reconstructed; and the smallest fraction, over $T$ and seeds, of query points that satisfy the bound "
+    f"{{eq}}`eq-thm1-bound` with $1 - \\delta$ = {1 - delta:.2f}.")
 for source in order:
     key = source.removeprefix("gp-")
     glue(f"thm1-{key}-error-exponent", float(wide.loc[source, ("exponent", "error")]), display=False)
     glue(f"thm1-{key}-coverage", float(coverage[source]), display=False)
+bound = thm1.beta(dim, delta)
 gp_sources = [s for s in order if s.startswith("gp-")]
 last = gp[gp["history"] == gp["history"].max()].groupby("source")
 ratio = (last["error"].mean() / last["scaled_std"].mean())
@@ -237,16 +206,6 @@ for source in gp_sources:
     glue(f"thm1-{source.removeprefix('gp-')}-tail-exponent", float(np.mean(slopes)), display=False)
 
 # %% [markdown]
-# ```{glue:figure} thm1-exponents
-# :name: thm1-exponents
-# :figwidth: 100%
-#
-# Decay exponents $a$ in error $\propto T^{-a}$ and posterior std $\propto T^{-a}$, fitted on log-log axes
-# for $T \ge$ {glue:text}`thm1-fit-from` (mean and 95% t-interval over seeds), beside Cor. 1's exponent
-# for the error as reconstructed; and the smallest fraction, over $T$ and seeds, of query points that
-# satisfy the bound {eq}`eq-thm1-bound` with $1 - \delta$ = {glue:text}`thm1-confidence:.2f`.
-# ```
-#
 # ## What the sampled fields show
 #
 # - **The bound of Thm. 1.** On every sampled field and at every $T$, at least
@@ -275,18 +234,7 @@ for source in gp_sources:
 
 # %% tags=["hide-input"]
 synthetic = frame[frame["kind"] == "synthetic"]
-fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
-names = [s for s in order if not s.startswith("gp-")]
-for source, colour in zip(names, ("#7f7f7f", "#e69f00", "#cc79a7", "#56b4e9")):
-    summary = plotting.band(synthetic[synthetic["source"] == source], x="history", y="rel_error", by=("source",))
-    ax.plot(summary["history"], summary["center"], color=colour, marker="o", ms=3, label=LABELS[source])
-    ax.fill_between(summary["history"], summary["low"], summary["high"], color=colour, alpha=0.2, lw=0)
-ax.set_xscale("log")
-ax.set_yscale("log")
-ax.set_xlabel("history size $T$")
-ax.set_ylabel(r"RMS $\|\nabla F - \mu_T\|$ / RMS $\|\nabla F\|$")
-ax.grid(True, which="major", alpha=0.3)
-ax.legend(frameon=False)
+fig = plotting.relative_error_figure(synthetic, [s for s in order if not s.startswith("gp-")], LABELS)
 plotting.save_figure(fig, SYNTHETIC_ID, synthetic, page.figures_dir)
 glue(SYNTHETIC_ID, fig, display=False)
 plt.close(fig)

@@ -11,8 +11,11 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
+import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -25,16 +28,22 @@ from typing import Any, Iterable, Sequence
 
 from . import _validation as check
 from . import verify as _verify
+from . import report as _report
 from .report import FIGURES_DIR, PROFILES, project_root, write_report
 
 SOURCES = Path("notebooks")
 EXECUTED = Path("book") / "_executed"
 REPORT_TABLE = EXECUTED / "report-table.md"
+STATUS_TABLE = EXECUTED / "status-table.md"
+STATUS_RECORD = EXECUTED / "status.json"
+LOGS = EXECUTED / "logs"
 HTML = Path("_build") / "html"
 MATHJAX_ENTRY = Path("node_modules") / "mathjax" / "es5" / "tex-mml-chtml.js"
 # Every chapter's parameters cell defines these; `execute` sets all but `seeds`.
 PIPELINE_PARAMETERS = ("profile", "device", "backend", "seeds", "recompute", "commit")
 DEFAULT_TIMEOUT_S = 1200
+QUICK_BUDGET_S = 480  # CI: the quick profile's notebooks together (the whole CI job stays within 20 min)
+STATUS_PACKAGES = ("torch", "jax", "numpy", "pandas", "matplotlib", "papermill", "jupyter-book", "myst-nb")
 
 
 def repository_root() -> Path:
@@ -80,13 +89,58 @@ class Outcome:
     error: str | None = None  # None: executed without error
 
 
-def _environment(root: Path) -> dict[str, str]:
-    env = dict(os.environ)
+def _environment(root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ, **(extra or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # silences a debugger warning of ipykernel
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX must not grab 75% of a shared GPU
     return env
+
+
+def parse_parameter(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` of ``-p``: the value as a Python or JSON literal (``10``, ``0.1``, ``[1, 2]``,
+    ``"sphere"``, ``true``, ``None``), or a bare word as a string; never evaluated as code."""
+    name, equals, value = text.partition("=")
+    name = name.strip()
+    if not equals or not name.isidentifier():
+        raise ValueError(f"-p expects NAME=VALUE with NAME a parameter name, got {text!r}")
+    value = value.strip()
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        pass
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        pass
+    if value and all(c.isalnum() or c in "_-." for c in value):
+        return name, value
+    raise ValueError(f"-p {name}: {value!r} is not a Python or JSON literal (quote strings, e.g. "
+                     f"-p {name}='\"text\"', lists as -p {name}='[1, 2]')")
+
+
+def chapter_parameters(root: Path, name: str) -> list[str]:
+    """The names a chapter's ``parameters`` cell defines (what ``-p`` may set)."""
+    from papermill import inspect_notebook
+
+    with tempfile.TemporaryDirectory(prefix=f"optex-{name}-") as folder:
+        return list(inspect_notebook(str(_prepare(root, name, Path(folder)))))
+
+
+def check_overrides(root: Path, names: Sequence[str], overrides: dict[str, Any]) -> str | None:
+    """Why ``overrides`` cannot be applied to the chapters ``names`` (None: they can): a pipeline
+    parameter has its own option, and every other name must be a parameter of every chapter."""
+    own = [k for k in overrides if k in PIPELINE_PARAMETERS and k != "seeds"]
+    if own:
+        return f"-p {own[0]}: use the --{own[0]} option instead"
+    for name in names:
+        valid = [p for p in chapter_parameters(root, name) if p not in PIPELINE_PARAMETERS or p == "seeds"]
+        unknown = [k for k in overrides if k not in valid]
+        if unknown:
+            return (f"-p {unknown[0]}: chapter {name} has no parameter {unknown[0]!r}; its parameters: "
+                    f"{', '.join(valid)}")
+    return None
 
 
 def _prepare(root: Path, name: str, folder: Path) -> Path:
@@ -138,10 +192,25 @@ def _finish(output: Path) -> None:
     nbformat.write(notebook, output)
 
 
+def run_papermill(source: str, output: str, parameters: str, cwd: str) -> int:
+    """Body of the papermill process of :func:`execute_chapter`: execute ``source`` into ``output``;
+    the exit status is 1 when a cell raised (its error is in the output notebook)."""
+    import papermill
+
+    try:
+        papermill.execute_notebook(source, output, parameters=json.loads(Path(parameters).read_text()), cwd=cwd,
+                                   kernel_name="python3", progress_bar=False, log_output=False)
+    except papermill.PapermillExecutionError as error:
+        print(f"{error.ename}: {error.evalue}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def execute_chapter(root: Path, name: str, parameters: dict[str, Any], timeout: float | None,
-                    output_dir: Path | None = None) -> Outcome:
+                    output_dir: Path | None = None, context: dict[str, str] | None = None) -> Outcome:
     """Execute one chapter into ``<output_dir>/<name>.ipynb`` (default ``book/_executed``) in its own
-    papermill process, started in ``root``."""
+    papermill process, started in ``root``; what the process prints goes to ``book/_executed/logs/``.
+    ``context`` holds environment variables for the chapter's kernel (see ``optex.report.Page``)."""
     output = (root / EXECUTED if output_dir is None else Path(output_dir)) / f"{name}.ipynb"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.unlink(missing_ok=True)
@@ -153,22 +222,25 @@ def execute_chapter(root: Path, name: str, parameters: dict[str, Any], timeout: 
             return Outcome(name, time.perf_counter() - start, str(error))
         params = Path(folder) / "parameters.json"
         params.write_text(json.dumps(parameters))
-        command = [sys.executable, "-m", "papermill", str(source), str(output), "-f", str(params),
-                   "--cwd", str(root), "-k", "python3", "--log-level", "WARNING",
-                   "--progress-bar" if sys.stderr.isatty() else "--no-progress-bar"]
-        # A session of its own, so that a timeout stops papermill and its kernel together. Its output
-        # (a progress bar on a terminal, warnings) goes straight to ours.
-        process = subprocess.Popen(command, cwd=root, env=_environment(root), start_new_session=True)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            return Outcome(name, time.perf_counter() - start,
-                           _failure(output, f"stopped after the {timeout:g} s limit"))
+        command = [sys.executable, "-c", "import sys; from optex.book import run_papermill; "
+                   "sys.exit(run_papermill(*sys.argv[1:]))", str(source), str(output), str(params), str(root)]
+        log = root / LOGS / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        # A session of its own, so that a timeout stops papermill and its kernel together; its messages
+        # go to the chapter's log, and the user sees the progress and the summary.
+        with log.open("w") as sink:
+            process = subprocess.Popen(command, cwd=root, env=_environment(root, context), stdout=sink, stderr=sink,
+                                       start_new_session=True)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                return Outcome(name, time.perf_counter() - start,
+                               _failure(output, f"stopped after the {timeout:g} s limit"))
     seconds = time.perf_counter() - start
     if process.returncode != 0:
-        reason = f"papermill exited with {process.returncode} (see its messages above)"
+        reason = f"papermill exited with {process.returncode} (its messages: {LOGS / name}.log)"
         return Outcome(name, seconds, _failure(output, reason))
     _finish(output)
     return Outcome(name, seconds)
@@ -176,32 +248,120 @@ def execute_chapter(root: Path, name: str, parameters: dict[str, Any], timeout: 
 
 def execute(root: Path, profile: str = "paper", device: str = "cpu", backend: str = "torch",
             only: Sequence[str] = (), recompute: bool = False, commit: str | None = None,
-            timeout: float | None = DEFAULT_TIMEOUT_S) -> int:
-    """Execute the chapters (all, or ``only`` those), write the report table, print a summary."""
+            timeout: float | None = DEFAULT_TIMEOUT_S, overrides: dict[str, Any] | None = None,
+            out: Path | None = None, refresh: bool = False) -> int:
+    """Execute the chapters (all, or ``only`` those) with the reader's ``overrides`` of their parameters,
+    write the report and status tables, print a summary with each notebook's time."""
     names = chapters(root)
     unknown = [n for n in only if n not in names]
     if unknown:
         print(f"error: no chapter named {', '.join(unknown)}; chapters: {', '.join(names)}", file=sys.stderr)
         return 2
     selected = [n for n in names if not only or n in only]
-    parameters = dict(profile=profile, device=device, backend=backend, recompute=recompute, commit=commit)
+    overrides = dict(overrides or {})
+    problem = check_overrides(root, selected, overrides) if overrides else None
+    if problem is None and refresh and not recompute:
+        problem = "--refresh-committed refreshes committed results by recomputing them: add --recompute"
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    parameters = dict(profile=profile, device=device, backend=backend, recompute=recompute, commit=commit, **overrides)
+    context = {_report.ENV_OVERRIDES: json.dumps(overrides), _report.ENV_REFRESH: "1" if refresh else "0",
+               _report.ENV_OUT: str(out) if out is not None else ""}
     outcomes = []
     for index, name in enumerate(selected, 1):
         print(f"[{index}/{len(selected)}] {name}: executing ({profile} profile, {backend} on {device})", flush=True)
-        outcome = execute_chapter(root, name, parameters, timeout)
+        outcome = execute_chapter(root, name, parameters, timeout, context=context)
         outcomes.append(outcome)
         print(f"[{index}/{len(selected)}] {name}: {'ok' if outcome.error is None else 'FAILED'} "
               f"in {outcome.seconds:.1f} s", flush=True)
     write_report(root / FIGURES_DIR, root / REPORT_TABLE)
+    record = write_status(root, outcomes, profile, device, backend, overrides)
     width = max(len(o.name) for o in outcomes)
     print("\n" + "notebook".ljust(width + 2) + "status      time")
     for outcome in outcomes:
         print(f"{outcome.name.ljust(width + 2)}{'ok' if outcome.error is None else 'FAILED':8}{outcome.seconds:7.1f} s")
     print(f"{'total'.ljust(width + 2)}{'':8}{sum(o.seconds for o in outcomes):7.1f} s")
+    if profile == "quick":
+        total = quick_total(record)
+        print(f"quick profile, all notebooks of this build: {total:.0f} s of the {QUICK_BUDGET_S} s budget"
+              + ("" if total <= QUICK_BUDGET_S else " (OVER BUDGET)"))
     failed = [o for o in outcomes if o.error is not None]
     for outcome in failed:
         print(f"\nFAILED {outcome.name} ({EXECUTED / outcome.name}.ipynb): {outcome.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for package in STATUS_PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _device(device: str) -> str:
+    if device == "cpu":
+        return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{device}: {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return device
+
+
+def write_status(root: Path, outcomes: Sequence[Outcome], profile: str, device: str, backend: str,
+                 overrides: dict[str, Any]) -> dict[str, Any]:
+    """Record this build's notebooks (time, status, profile, parameters changed) in ``status.json``,
+    merged with the chapters an earlier ``--only`` run executed, and write the status page's table."""
+    path = root / STATUS_RECORD
+    record = json.loads(path.read_text()) if path.is_file() else {"notebooks": {}}
+    for outcome in outcomes:
+        record["notebooks"][outcome.name] = dict(status="ok" if outcome.error is None else "failed",
+                                                 seconds=round(outcome.seconds, 1), profile=profile,
+                                                 error=outcome.error, overrides=overrides,
+                                                 date=time.strftime("%Y-%m-%d %H:%M", time.localtime()))
+    record.update(versions=_versions(), device=_device(device), backend=backend,
+                  platform=f"{platform.system()} {platform.release()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    (root / STATUS_TABLE).write_text(status_markdown(record, chapters(root)))
+    return record
+
+
+def quick_total(record: dict[str, Any]) -> float:
+    return sum(n["seconds"] for n in record["notebooks"].values() if n["profile"] == "quick")
+
+
+def status_markdown(record: dict[str, Any], names: Sequence[str]) -> str:
+    """The status page's tables: one row per chapter of this build, then the environment."""
+    from .tables import Column, Table, decimals, label
+
+    rows = [dict(chapter=f"{{doc}}`/{EXECUTED.as_posix()}/{name}`", download=f"{{download}}`{name}.ipynb "
+                 f"<{EXECUTED.name}/{name}.ipynb>`", **record["notebooks"][name])
+            for name in names if name in record["notebooks"]]
+    import pandas as pd
+
+    frame = pd.DataFrame(rows).assign(changed=lambda f: [", ".join(f"{k} = {v!r}" for k, v in o.items()) or "—"
+                                                         for o in f["overrides"]])
+    chapters_table = Table(frame, [label("Chapter", "chapter"), label("Status", "status"),
+                                    label("Profile", "profile"), Column("Time (s)", decimals("seconds", 1)),
+                                    label("Parameters changed", "changed"), label("Recorded", "date"),
+                                    label("Notebook", "download")])
+    versions = pd.DataFrame([dict(name=k, version=v) for k, v in record["versions"].items()])
+    environment = Table(versions, [label("Package", "name"), label("Version", "version")])
+    total = sum(r["seconds"] for r in rows)
+    return (chapters_table.myst("status-notebooks", f"The chapters of this build: {total:.0f} s of notebook "
+                                "execution in all.")
+            + f"\n\nDevice: {record['device']}; backend: {record['backend']}; {record['platform']}.\n\n"
+            + environment.myst("status-versions", "Python and the main packages of this build.") + "\n")
 
 
 # -------------------------------------------------------------------------------------------- build
@@ -238,8 +398,7 @@ def ensure_mathjax(root: Path) -> bool:
 def build(root: Path, keep_going: bool = True) -> int:
     """``jupyter-book build`` of the executed chapters with ``-W`` (a warning fails the build)."""
     missing = [f"{EXECUTED / n}.ipynb" for n in chapters(root) if not (root / EXECUTED / f"{n}.ipynb").is_file()]
-    if not (root / REPORT_TABLE).is_file():
-        missing.append(str(REPORT_TABLE))
+    missing += [str(table) for table in (REPORT_TABLE, STATUS_TABLE) if not (root / table).is_file()]
     if missing:
         print(f"error: {', '.join(missing)} missing: run `python -m optex book execute` first", file=sys.stderr)
         return 2
@@ -299,6 +458,9 @@ def check_html(root: Path) -> list[str]:
         for error in soup.select("div.output.traceback, div.output.error, .nb-error"):
             problems.append(f"{doc}: shows an error output: {error.get_text()[:120].strip()!r}")
     problems += [f"figure {i} is saved but no page shows it" for i in ids if i not in shown]
+    for doc, soup in pages.items():
+        problems += [f"{doc}: {p}" for p in page_problems(soup)]
+    problems += figure_file_problems(root, ids) + budget_problems(root)
     for notebook_path in sorted((root / EXECUTED).glob("*.ipynb")):
         notebook = nbformat.read(notebook_path, as_version=4)
         for cell in notebook.cells:
@@ -306,6 +468,70 @@ def check_html(root: Path) -> list[str]:
                 if output.get("output_type") == "error":
                     problems.append(f"{notebook_path.relative_to(root)}: error output {output.get('ename')}")
     return problems
+
+
+_RAW_FLOAT = re.compile(r"\d\.\d{5,}")
+_RAW_TEX = re.compile(r"\\\(|\\\)|\$|\\[a-zA-Z]+")
+
+
+def page_problems(soup: Any) -> list[str]:
+    """Defects a reader meets on one built page: a table shown as a figure, a table without a
+    numbered caption, code names or raw floats in a table, a button to a placeholder or nowhere, raw
+    TeX in the page's title or in the navigation."""
+    problems = []
+    for figure in soup.find_all("figure"):
+        if figure.find("table") is not None:
+            problems.append(f"table in figure {figure.get('id')!r}: publish tables with optex.tables.publish")
+    for table in soup.select("article table, main table"):
+        caption = table.find("caption")
+        number = caption.find(class_="caption-number") if caption is not None else None
+        if number is None or not table.get("id"):
+            problems.append(f"a table without a numbered caption and label (starts {table.get_text(' ')[:60].strip()!r})")
+        for header in table.find_all("th"):
+            if re.search(r"[a-z]_[a-z]", header.get_text()):
+                problems.append(f"table column named like code: {header.get_text().strip()!r}")
+        raw = [cell.get_text().strip() for cell in table.find_all("td") if _RAW_FLOAT.search(cell.get_text())]
+        if raw:
+            problems.append(f"table cells with unrounded numbers, e.g. {raw[0]!r}")
+    for link in soup.find_all("a", href=True):
+        if "OWNER" in link["href"] or (link.get("class") and "btn" in link["class"] and link["href"] in ("", "#")):
+            problems.append(f"dead button or link {link['href']!r}")
+    title = soup.find("title")
+    if title is not None and _RAW_TEX.search(title.get_text()):
+        problems.append(f"raw TeX in <title>: {title.get_text().strip()!r}")
+    typeset = any("mathjax" in (script.get("src") or "").lower() for script in soup.find_all("script"))
+    for link in soup.select("nav a, .bd-sidebar a") if not typeset else []:
+        if _RAW_TEX.search(link.get_text()):
+            problems.append(f"raw TeX in the navigation of a page without MathJax: {link.get_text().strip()!r}")
+    return sorted(set(problems))
+
+
+def figure_file_problems(root: Path, ids: Sequence[str]) -> list[str]:
+    """Published figures wider than the text (PNG at 150 dpi, bbox tight) or taller than a screen."""
+    from PIL import Image
+
+    from .plotting import MAX_HEIGHT_IN, TEXT_WIDTH_IN
+
+    problems = []
+    for figure_id in ids:
+        path = root / FIGURES_DIR / f"{figure_id}.png"
+        if path.is_file():
+            with Image.open(path) as image:
+                width, height = (size / 150 for size in image.size)
+            if width > TEXT_WIDTH_IN + 0.5 or height > MAX_HEIGHT_IN + 0.5:
+                problems.append(f"figure {figure_id} is {width:.1f} x {height:.1f} in; the text width is "
+                                f"{TEXT_WIDTH_IN} in (optex.plotting.figure_problems)")
+    return problems
+
+
+def budget_problems(root: Path) -> list[str]:
+    """The quick profile's notebooks of this build over the CI budget (QUICK_BUDGET_S)."""
+    path = root / STATUS_RECORD
+    if not path.is_file():
+        return []
+    total = quick_total(json.loads(path.read_text()))
+    return [] if total <= QUICK_BUDGET_S else [f"quick-profile notebooks took {total:.0f} s, over the "
+                                              f"{QUICK_BUDGET_S} s budget"]
 
 
 def check_book(root: Path) -> int:
@@ -329,6 +555,13 @@ def _timeout(text: str) -> float | None:
     return value or None
 
 
+def _parameter(text: str) -> tuple[str, Any]:
+    try:
+        return parse_parameter(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_commands(parser: argparse.ArgumentParser) -> None:
     """Add ``execute``, ``build``, ``check`` and ``verify`` under ``python -m optex book``."""
     commands = parser.add_subparsers(dest="book_command", required=True)
@@ -339,12 +572,21 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--backend", choices=check.BACKENDS, default="torch")
     run.add_argument("--only", action="append", default=[], metavar="NAME",
                      help="execute this chapter only (repeatable); names are the files in notebooks/")
-    run.add_argument("--recompute", action="store_true", help="compute missing paper-scale results (can take long)")
+    run.add_argument("--recompute", action="store_true",
+                     help="compute missing paper-scale results (can take long) into --out")
+    run.add_argument("--out", type=Path, default=None, metavar="DIR",
+                     help=f"where --recompute writes paper-scale results (default: results/{_report.LOCAL_DIR}, "
+                          "git-ignored)")
+    run.add_argument("--refresh-committed", action="store_true",
+                     help="with --recompute: write into the committed results/ (maintainers refreshing them)")
+    run.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE", type=_parameter,
+                     help="set a chapter parameter (repeatable), e.g. -p parallelism=10 -p panels='[\"sphere\"]'")
     run.add_argument("--commit", default=None, help="git commit recorded with new results where .git is absent")
     run.add_argument("--timeout", type=_timeout, default=DEFAULT_TIMEOUT_S,
                      help=f"seconds per chapter, 0 for no limit (default: {DEFAULT_TIMEOUT_S})")
     run.set_defaults(handler=lambda a: execute(repository_root(), a.profile, a.device, a.backend, a.only,
-                                               a.recompute, a.commit, a.timeout))
+                                               a.recompute, a.commit, a.timeout, dict(a.parameter), a.out,
+                                               a.refresh_committed))
     make = commands.add_parser("build", help="build the HTML book from the executed notebooks (warnings fail it)")
     make.add_argument("--stop-early", action="store_true", help="stop at the first warning instead of listing all")
     make.set_defaults(handler=lambda a: build(repository_root(), keep_going=not a.stop_early))

@@ -15,8 +15,10 @@ import importlib
 import importlib.util
 import json
 import math
+import os
 import shutil
 import subprocess
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -28,10 +30,16 @@ from . import verify as verification
 from .analysis import iterations_to_reach, mean_ci, speedup_table
 from .plotting import check_figure_id, method_label, save_figure
 from .results import ResultStore
+from .tables import format_interval
 
 PROFILES = ("paper", "quick")
 VERDICTS = ("reproduced", "partly", "not reproduced", "not yet run")
 QUICK_DIR = "_quick"  # under results/: git-ignored, recomputed by every quick run
+LOCAL_DIR = "_local"  # under results/: git-ignored, where a reader's recomputed paper-scale results go
+# What `python -m optex book execute` tells the chapter's kernel (see Page): the parameters the reader
+# changed with -p (JSON), where recomputed paper-scale results go, and whether the committed ones may
+# be refreshed.
+ENV_OVERRIDES, ENV_OUT, ENV_REFRESH = "OPTEX_BOOK_OVERRIDES", "OPTEX_BOOK_OUT", "OPTEX_BOOK_REFRESH"
 FIGURES_DIR = Path("book") / "_executed" / "figures"
 PANEL_COLUMNS = ("panel", "function")  # what tells a figure's panels apart, by preference
 
@@ -54,14 +62,32 @@ def _seeds(value: Any) -> int | tuple[int, ...] | None:
     return tuple(seeds) if isinstance(value, (list, tuple)) else len(seeds)
 
 
+def _env_overrides() -> dict[str, Any]:
+    return dict(json.loads(os.environ.get(ENV_OVERRIDES) or "{}"))
+
+
+def _env_out() -> Path | None:
+    return Path(os.environ[ENV_OUT]) if os.environ.get(ENV_OUT) else None
+
+
+def _env_refresh() -> bool:
+    return os.environ.get(ENV_REFRESH) == "1"
+
+
 @dataclass(frozen=True)
 class Page:
     """The parameters every chapter notebook takes, checked where they are set.
 
-    ``profile="paper"`` shows the paper-scale results committed under ``results/`` (computing missing
-    ones only with ``recompute=True``); ``"quick"`` recomputes a small version on CPU under
-    ``results/_quick/``. ``device`` and ``backend`` say where anything is computed; ``seeds=None``
-    takes the profile's; ``commit`` is recorded in new results where ``.git`` is absent.
+    ``profile="paper"`` shows the paper-scale results committed under ``results/``; ``"quick"``
+    recomputes a small version on CPU under ``results/_quick/``. ``device`` and ``backend`` say where
+    anything is computed; ``seeds=None`` takes the profile's; ``commit`` is recorded in new results
+    where ``.git`` is absent.
+
+    Paper-scale results that are not committed are computed only with ``recompute=True``, into ``out``
+    (default ``results/_local``, git-ignored), or into the committed ``results/`` with ``refresh=True``
+    (a maintainer refreshing them on purpose). ``overrides`` are the parameters the reader changed
+    (``book execute -p``): the provenance note names them, and with them a page never falls back to
+    the quick results. ``book execute`` passes these three through the environment (``ENV_*``).
     """
 
     profile: str = "paper"
@@ -71,6 +97,9 @@ class Page:
     recompute: bool = False
     commit: str | None = None
     root: Path = field(default_factory=project_root)
+    overrides: Mapping[str, Any] = field(default_factory=_env_overrides)
+    out: Path | None = field(default_factory=_env_out)
+    refresh: bool = field(default_factory=_env_refresh)
 
     def __post_init__(self) -> None:
         check.choice("profile", self.profile, PROFILES)
@@ -87,6 +116,15 @@ class Page:
         if self.commit is not None and (not isinstance(self.commit, str) or not self.commit.strip()):
             raise ValueError(f"commit must be None or a git commit id, got {self.commit!r}")
         object.__setattr__(self, "root", Path(self.root))
+        if not isinstance(self.overrides, Mapping):
+            raise ValueError(f"overrides must be a mapping of parameter names to values, got {self.overrides!r}")
+        if not isinstance(self.refresh, bool):
+            raise ValueError(f"refresh must be True or False, got {self.refresh!r}")
+
+    @property
+    def local_dir(self) -> Path:
+        """Where recomputed paper-scale results go unless ``refresh``: ``out`` or ``results/_local``."""
+        return Path(self.out) if self.out is not None else self.root / "results" / LOCAL_DIR
 
     def results_dir(self, profile: str) -> Path:
         check.choice("profile", profile, PROFILES)
@@ -118,17 +156,29 @@ class Page:
         quick: computed (or read from ``results/_quick``) at the quick scale.
         """
         check_figure_id(figure_id)
-        if self.profile == "paper":
+        if self.profile == "quick":
+            return self._collect(figure_id, run, configs("quick"), "quick", self.results_dir("quick"), compute=True)
+        committed, paper = self.results_dir("paper"), configs("paper")
+        try:
+            return self._collect(figure_id, run, paper, "paper", committed, compute=self.recompute and self.refresh)
+        except FileNotFoundError as missing:
+            reason = missing
+        if not self.refresh:
             try:
-                return self._collect(figure_id, run, configs("paper"), "paper", compute=self.recompute)
-            except FileNotFoundError as missing:
-                quick = self._collect(figure_id, run, configs("quick"), "quick", compute=True)
-                return Results(quick.figure_id, quick.frame, "quick", "paper", quick.stores, missing=str(missing))
-        return self._collect(figure_id, run, configs("quick"), "quick", compute=True)
+                return self._collect(figure_id, run, paper, "paper", self.local_dir, compute=self.recompute)
+            except FileNotFoundError:
+                pass
+        if self.overrides:
+            changed = ", ".join(f"{k} = {v!r}" for k, v in self.overrides.items())
+            raise ValueError(f"no paper-scale results of {figure_id} for the changed parameters ({changed}) are "
+                             f"committed or under {self.local_dir}: compute them with `python -m optex book execute "
+                             f"--recompute --out DIR` (same -p values; DIR defaults to results/{LOCAL_DIR}), or use "
+                             "--profile quick")
+        quick = self._collect(figure_id, run, configs("quick"), "quick", self.results_dir("quick"), compute=True)
+        return dataclasses.replace(quick, requested="paper", missing=str(reason))
 
     def _collect(self, figure_id: str, run: Callable[..., pd.DataFrame], configs: Sequence[Any], profile: str,
-                 compute: bool) -> "Results":
-        root = self.results_dir(profile)
+                 root: Path, compute: bool) -> "Results":
         if profile == "quick":
             # Quick results are keyed by settings, not code: recompute them so they reflect this code.
             shutil.rmtree(root / figure_id, ignore_errors=True)
@@ -137,7 +187,15 @@ class Page:
         # A figure-level config (e.g. fig2.Config) caches its results under its unit configs.
         units = [u for c in configs for u in (c.unit_configs() if hasattr(c, "unit_configs") else [c])]
         stores = [ResultStore(root, figure_id, u) for u in units]
-        return Results(figure_id, pd.concat(frames, ignore_index=True), profile, self.profile, stores)
+        return Results(figure_id, pd.concat(frames, ignore_index=True), profile, self.profile, stores,
+                       location=_relative(root, self.root), overrides=dict(self.overrides))
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix() + "/"
+    except ValueError:
+        return str(path) + "/"
 
 
 @dataclass(frozen=True)
@@ -150,6 +208,8 @@ class Results:
     requested: str  # the profile the page was executed with
     stores: Sequence[ResultStore]
     missing: str | None = None  # why the paper-scale results could not be shown
+    location: str = "results/"  # the folder the result files are in, relative to the repository
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # parameters the reader changed
 
     @property
     def fallback(self) -> bool:
@@ -224,15 +284,22 @@ def provenance_note(results: Results, root: str | Path | None = None) -> str:
     info = summary(results)
     versions = ", ".join(f"{k} {'/'.join(v)}" for k, v in info["versions"].items())
     dates = " to ".join(dict.fromkeys(d[:10] for d in info["dates"])) or "unknown"
-    where = "results/" if results.profile == "paper" else f"results/{QUICK_DIR}/"
+    hashes = info["hashes"]
+    settings = (f"settings `{hashes[0]}`" if len(hashes) == 1 else f"{len(hashes)} settings, listed below")
     lines = [
         f"These numbers come from the **{results.profile}** profile: {info['units']} result files under "
-        f"`{where}{results.figure_id}/` (settings {', '.join(f'`{h}`' for h in info['hashes'])}), "
+        f"`{results.location}{results.figure_id}/` ({settings}), "
         f"computed on {', '.join(info['devices'])} with the {', '.join(info['backends'])} backend, "
         f"{info['wall_time_s']:g} s of compute in all, on {dates}.",
         "",
         f"Code: commit {', '.join(f'`{_short(c)}`' for c in info['commits'])}. Libraries: {versions}.",
     ]
+    if results.overrides:
+        lines += ["", "Parameters changed for this build (`book execute -p`): "
+                  + ", ".join(f"`{k} = {v!r}`" for k, v in results.overrides.items()) + "."]
+    if len(hashes) > 1:
+        lines += ["", _admonition("dropdown", f"The {len(hashes)} settings (result hashes)",
+                                  [", ".join(f"`{h}`" for h in hashes)], colons=3)]
     blocks = [_admonition("note", "Where these numbers come from", lines)]
     if results.fallback:
         blocks.insert(0, _admonition("warning", "Paper-scale results are missing", [
@@ -292,8 +359,9 @@ def _code_status(results: Results, info: Mapping[str, Any], root: Path) -> list[
     return blocks
 
 
-def _admonition(kind: str, title: str, lines: Sequence[str]) -> str:
-    return "\n".join([f":::{{admonition}} {title}", f":class: {kind}", *lines, ":::"])
+def _admonition(kind: str, title: str, lines: Sequence[str], colons: int = 4) -> str:
+    fence = ":" * colons  # four by default, so that an admonition can hold a three-colon one
+    return "\n".join([f"{fence}{{admonition}} {title}", f":class: {kind}", *lines, fence])
 
 
 def publish(fig, results: Results, data: pd.DataFrame | None = None,
@@ -305,6 +373,77 @@ def publish(fig, results: Results, data: pd.DataFrame | None = None,
     paths["json"] = directory / f"{results.figure_id}.json"
     paths["json"].write_text(json.dumps(summary(results), indent=1, sort_keys=True) + "\n")
     return paths
+
+
+def backend_agreement(functions: Sequence[str], dim: int = 200, iterations: int = 15) -> pd.DataFrame:
+    """Per function: the largest relative difference between the optimality gaps of a small float64
+    OptEx run with the torch and with the jax backend from the same theta_0 (empty when only one
+    backend is installed)."""
+    import numpy as np
+
+    from .experiments import synthetic
+
+    def gaps(function: str, backend: str) -> np.ndarray:
+        config = synthetic.Config(function=function, dim=dim, iterations=iterations, seeds=(0,), methods=("optex",),
+                                  dtype="float64", backend=backend, clip=100.0 if function == "rosenbrock" else None)
+        return synthetic.run(config, results_dir=None, progress=False)["gap"].to_numpy()
+
+    if any(importlib.util.find_spec(name) is None for name in ("torch", "jax")):
+        return pd.DataFrame(columns=["function", "difference"])
+    rows = []
+    for function in functions:
+        torch_gaps, jax_gaps = gaps(function, "torch"), gaps(function, "jax")
+        difference = np.abs(torch_gaps - jax_gaps) / np.maximum(np.abs(torch_gaps), 1e-300)
+        rows.append(dict(function=function, difference=float(difference.max())))
+    return pd.DataFrame(rows)
+
+
+def proxy_drift(trace: pd.DataFrame, first: int = 3) -> pd.DataFrame:
+    """Per function, method and iteration t >= ``first`` of a Fig. 1 trace: the distance between the
+    last evaluated point and the exact iterate it stands for (N-1 plain steps after theta_{t-1}),
+    divided by the length of that exact stretch."""
+    import numpy as np
+
+    rows = []
+    for (function, method, t), now in trace[trace["iteration"] >= first].groupby(["function", "method", "iteration"]):
+        proxy = now[now["kind"] == "proxy"].sort_values("process")[["x", "y"]].to_numpy()
+        exact = now[now["kind"] == "exact"].sort_values("process")[["x", "y"]].to_numpy()
+        if len(proxy) < 2:
+            continue
+        k = len(proxy) - 1
+        stretch = np.linalg.norm(exact[k] - exact[0])
+        rows.append(dict(function=function, method=method, iteration=t,
+                         drift=np.linalg.norm(proxy[k] - exact[k]) / max(stretch, 1e-12)))
+    return pd.DataFrame(rows)
+
+
+def _geometric_mean(values: Any) -> float:
+    import numpy as np
+
+    return float(10 ** np.log10(np.asarray(values, dtype=float)).mean())
+
+
+def fig6_final_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per Fig. 6 panel and setting: the last iteration of the curve (the sequential curve stops at the
+    last multiple of N within T) and the geometric mean over seeds of the gap there, with the panel's
+    title and the setting's reader name."""
+    from .plotting import FIG6_TITLES, fig6_label
+
+    shown = frame[frame["panel"].isin(list(FIG6_TITLES))]
+    last = shown.sort_values("iteration").groupby(["panel", "setting", "seed"]).tail(1)
+    final = last.groupby(["panel", "setting"]).agg(gap=("gap", _geometric_mean), iteration=("iteration", "max"))
+    final = final.reset_index()
+    return final.assign(title=final["panel"].map(FIG6_TITLES), label=final["setting"].map(fig6_label))
+
+
+def fig6_sequential_ratio(frame: pd.DataFrame) -> float:
+    """Panel (a): the gap of the sequential OptEx run over Vanilla's after as many sequential iterations
+    (the sequential run's last one), both geometric means over seeds."""
+    panel = frame[frame["panel"] == "parallel"]
+    sequential = panel[panel["setting"].str.startswith("sequential")]
+    at = panel[panel["iteration"] == int(sequential["iteration"].max())]
+    return (_geometric_mean(at[at["setting"].str.startswith("sequential")]["gap"])
+            / _geometric_mean(at[at["setting"] == "vanilla"]["gap"]))
 
 
 # ------------------------------------------------------------------------------ reproduction report
@@ -333,8 +472,8 @@ def _interval(mean: float, low: float, high: float, unit: str = "") -> str:
     if not math.isfinite(mean):
         return "n/a"
     if not (math.isfinite(low) and math.isfinite(high)):
-        return f"{mean:.2f}{unit} (one seed: no interval)"
-    return f"{mean:.2f}{unit} [{low:.2f}, {high:.2f}]"
+        return f"{format_interval(mean, low, high, unit, decimals=2)} (one seed: no interval)"
+    return format_interval(mean, low, high, unit)
 
 
 def _censored(censored: int, seeds: int) -> str:
@@ -437,7 +576,7 @@ def error_decays(min_history: int = 32) -> Callable[[pd.DataFrame], Finding]:
                  f"(Cor. 1: {row.cor1:.2f})" for row in table.itertuples()]
         passed = [math.isfinite(r.low) and r.low > 0 and r.exponent >= r.cor1 for r in table.itertuples()]
         half = [r.exponent > 0 for r in table.itertuples()]
-        return Finding("error ∝ T^-a, a = " + "; ".join(parts), _judge(passed, half))
+        return Finding("error $\\propto T^{-a}$, $a$ = " + "; ".join(parts), _judge(passed, half))
     return evaluate
 
 
@@ -457,13 +596,13 @@ def speedup_exponent_at_least(floor: float, method: str = "optex") -> Callable[[
                  for row in table.itertuples()]
         passed = [r.censored == 0 and math.isfinite(r.low) and r.low >= floor for r in table.itertuples()]
         half = [math.isfinite(r.exponent) and r.exponent >= floor for r in table.itertuples()]
-        return Finding(f"{method_label(method)} speedup ∝ N^a, a = " + "; ".join(parts), _judge(passed, half))
+        return Finding(f"{method_label(method)} speedup $\\propto N^{{a}}$, $a$ = " + "; ".join(parts), _judge(passed, half))
     return evaluate
 
 
 CLAIMS: tuple[Claim, ...] = (
     Claim("synthetic-speedup", "Sec. 6.1, Fig. 2",
-          "With N = 5, OptEx reaches Vanilla's final optimality gap in at most half the sequential iterations, "
+          "With $N = 5$, OptEx reaches Vanilla's final optimality gap in at most half the sequential iterations, "
           "on every synthetic function.",
           "≥ 2× fewer iterations", "fig2", "book/_executed/fig2",
           speedup_at_least("optex", 2.0)),
@@ -478,13 +617,13 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("estimation-error", "Sec. 5, Thm. 1 / Cor. 1",
           "The kernelized gradient estimate's error shrinks as the gradient history grows, at the rates of "
           "Cor. 1 on gradient fields sampled from the GP prior.",
-          "error O(γ_T / T); Cor. 1 rates (reconstructed, unconfirmed)", "thm1", "book/_executed/thm1",
+          r"error $O(\gamma_T / T)$; Cor. 1 rates (reconstructed, unconfirmed)", "thm1", "book/_executed/thm1",
           error_decays()),
     Claim("sqrt-n-speedup", "Sec. 5, Cor. 2",
-          "The number of sequential iterations needed falls at least like 1/√N with the parallelism N.",
-          "Θ(√N) acceleration", "cor2", "book/_executed/cor2", speedup_exponent_at_least(0.5)),
+          "The number of sequential iterations needed falls at least like $1/\\sqrt{N}$ with the parallelism $N$.",
+          r"$\Theta(\sqrt{N})$ acceleration", "cor2", "book/_executed/cor2", speedup_exponent_at_least(0.5)),
     Claim("rl-dqn", "Sec. 6.2, Fig. 3",
-          "On classic control tasks with DQN and N = 4, OptEx collects more reward per sequential episode "
+          "On classic control tasks with DQN and $N = 4$, OptEx collects more reward per sequential episode "
           "than Vanilla and is close to Target.",
           "OptEx > Vanilla, ≈ Target (3 runs)", "rl-dqn", "book/rl"),
     Claim("image-classification", "Sec. 6.3, Fig. 3 (v1)",
@@ -492,11 +631,11 @@ CLAIMS: tuple[Claim, ...] = (
           "than with Vanilla at the same number of iterations, close to Target.",
           "OptEx ≫ Vanilla, ≈ Target", "image-classification", "book/neural-networks"),
     Claim("cifar10", "Sec. 6.3, Fig. 4a (v2)",
-          "On CIFAR-10 with N = 4, OptEx reaches a given test error in fewer iterations and less wall-clock "
+          "On CIFAR-10 with $N = 4$, OptEx reaches a given test error in fewer iterations and less wall-clock "
           "time than Vanilla.",
           "fewer iterations and less time (5 runs)", "cifar10", "book/neural-networks"),
     Claim("text-autoregression", "Sec. 6.3, Fig. 4b (v2)",
-          "On the Shakespeare corpus with N = 4, OptEx lowers a transformer's training loss faster than "
+          "On the Shakespeare corpus with $N = 4$, OptEx lowers a transformer's training loss faster than "
           "Vanilla, per iteration and per second; Target remains best.",
           "OptEx > Vanilla, < Target (3 runs)", "text-autoregression", "book/neural-networks"),
 )
@@ -526,7 +665,8 @@ def _cell(text: str) -> str:
 
 def report_markdown(table: pd.DataFrame) -> str:
     """The report table as MyST markdown, with a link to each claim's figure (or its future chapter)."""
-    lines = ["| Claim | Paper | Ours (95% interval over seeds) | Verdict | Evidence |", "|---|---|---|---|---|"]
+    lines = ["::::{table} The paper's claims, what this build measured, and the verdict.", ":name: report-claims", "",
+             "| Claim | Paper | Ours (95% interval over seeds) | Verdict | Evidence |", "|:---|:---|:---|:---|:---|"]
     for row in table.itertuples():
         if pd.isna(row.profile):
             evidence = f"{{doc}}`/{row.chapter}`"
@@ -538,7 +678,7 @@ def report_markdown(table: pd.DataFrame) -> str:
                      f"| **{row.verdict}** | {evidence} |")
     counts = table["verdict"].value_counts()
     tally = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
-    return "\n".join(lines) + f"\n\nIn all: {len(table)} claims; {tally}.\n"
+    return "\n".join(lines) + f"\n::::\n\nIn all: {len(table)} claims; {tally}.\n"
 
 
 def write_report(figures_dir: str | Path, path: str | Path, claims: Sequence[Claim] = CLAIMS) -> Path:

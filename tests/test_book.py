@@ -6,11 +6,14 @@ import sys
 import tomllib
 from pathlib import Path
 
+import json
+
 import nbformat
 import pytest
 import yaml
+from PIL import Image
 
-from optex import book
+from optex import book, report
 from optex.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,8 +173,9 @@ def built(tmp_path):
     (html / "book" / "_executed" / "ch.html").write_text(FIGURE_PAGE.format(extra=""))
     figures = tmp_path / "book" / "_executed" / "figures"
     figures.mkdir(parents=True)
-    for suffix in ("svg", "png", "csv"):
+    for suffix in ("svg", "csv"):
         (figures / f"fig-a.{suffix}").write_text("x")
+    Image.new("RGB", (600, 300)).save(figures / "fig-a.png")
     nbformat.write(nbformat.v4.new_notebook(), tmp_path / "book" / "_executed" / "ch.ipynb")
     return tmp_path
 
@@ -221,3 +225,76 @@ def test_python_m_optex_book_help_lists_the_commands():
     assert done.returncode == 0
     for command in ("execute", "build", "check"):
         assert command in done.stdout
+
+
+# ------------------------------------------------------------------------------------- reader's parameters
+@pytest.mark.parametrize("text, expected", [("parallelism=10", ("parallelism", 10)), ("lr=1e-3", ("lr", 0.001)),
+                                            ('panels=["sphere"]', ("panels", ["sphere"])),
+                                            ("function=ackley", ("function", "ackley")),
+                                            ("animate=false", ("animate", False)), ("dim=None", ("dim", None))])
+def test_parameters_are_literals_never_code(text, expected):
+    assert book.parse_parameter(text) == expected
+
+
+@pytest.mark.parametrize("text", ["parallelism", "=3", "x=__import__('os').system('true')", "x=1+"])
+def test_a_parameter_that_is_not_a_literal_is_refused(text):
+    with pytest.raises(ValueError, match="-p"):
+        book.parse_parameter(text)
+
+
+def test_unknown_or_pipeline_parameters_are_refused_with_the_valid_names(tiny_project):
+    problem = book.check_overrides(tiny_project, ["tiny"], {"parallelism": 3})
+    assert "no parameter 'parallelism'" in problem and "its parameters: seeds" in problem
+    assert "--profile" in book.check_overrides(tiny_project, ["tiny"], {"profile": "quick"})
+    assert book.check_overrides(tiny_project, ["tiny"], {"seeds": 2}) is None
+
+
+def test_a_changed_parameter_reaches_the_page_and_its_prose(tmp_path):
+    changes = dict(parallelism=3, functions=["sphere"], dim=50, iterations=6)
+    context = {report.ENV_OVERRIDES: json.dumps(changes)}
+    outcome = book.execute_chapter(ROOT, "synthetic", _parameters(**changes), timeout=600, output_dir=tmp_path,
+                                   context=context)
+    assert outcome.error is None
+    notebook = nbformat.read(tmp_path / "synthetic.ipynb", as_version=4)
+    outputs = [o for c in notebook.cells for o in c.get("outputs", [])]
+    markdown = " ".join("".join(o["data"].get("text/markdown", "")) for o in outputs if "data" in o)
+    assert "`parallelism = 3`" in markdown and "`dim = 50`" in markdown
+    glued = {o["metadata"]["scrapbook"]["name"]: o["data"] for o in outputs
+             if o.get("metadata", {}).get("scrapbook")}
+    assert glued["synthetic-n"]["application/papermill.record/text/plain"] == "3"
+    assert float(glued["synthetic-sqrt-n"]["application/papermill.record/text/plain"]) == pytest.approx(3 ** 0.5)
+
+
+# ----------------------------------------------------------------------------------------- page defects
+def _soup(html):
+    from bs4 import BeautifulSoup
+
+    return BeautifulSoup(html, "html.parser")
+
+
+def test_page_checks_find_each_class_of_defect():
+    page = _soup("""<html><head><title>Acceleration against \\(N\\)</title></head><body>
+      <nav><a href="x.html">Speedup with $N$</a></nav>
+      <a class="btn" href="https://github.com/OWNER/optex">repo</a>
+      <main><figure id="t1"><table><tr><td>1</td></tr></table></figure>
+      <table><tr><th>speedup_low</th></tr><tr><td>14.400000</td></tr></table></main></body></html>""")
+    problems = " | ".join(book.page_problems(page))
+    for expected in ("table in figure 't1'", "without a numbered caption", "named like code: 'speedup_low'",
+                     "unrounded numbers, e.g. '14.400000'", "dead button", "raw TeX in <title>",
+                     "raw TeX in the navigation"):
+        assert expected in problems
+    good = _soup("""<html><head><title>Acceleration against N</title></head><body><main>
+      <table id="tab-a"><caption><span class="caption-number">Table 1 </span>Speedups</caption>
+      <tr><th>Speedup (95% interval)</th></tr><tr><td>4.86 [4.81, 4.90]</td></tr></table></main></body></html>""")
+    assert book.page_problems(good) == []
+
+
+def test_check_reports_figures_wider_than_the_text(built):
+    Image.new("RGB", (1600, 300)).save(built / "book" / "_executed" / "figures" / "fig-a.png")
+    assert any("text width" in p for p in book.check_html(built))
+
+
+def test_check_reports_a_quick_build_over_budget(built):
+    record = {"notebooks": {"ch": dict(status="ok", seconds=book.QUICK_BUDGET_S + 1, profile="quick")}}
+    (built / book.STATUS_RECORD).write_text(json.dumps(record))
+    assert any("over the" in p for p in book.check_html(built))

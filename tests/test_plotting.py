@@ -78,3 +78,107 @@ def test_saving_the_same_figure_twice_gives_the_same_svg(tmp_path):
 def test_figure_ids_must_be_lower_case_words_joined_by_hyphens(figure_id):
     with pytest.raises(ValueError, match="figure_id"):
         plotting.check_figure_id(figure_id)
+
+
+# ------------------------------------------------------------------------------------ method styles
+def test_every_runner_method_has_one_distinct_style():
+    from optex.experiments import synthetic, training
+
+    methods = set(synthetic.METHODS) | set(training.METHODS)
+    assert methods <= set(plotting.METHOD_STYLE)
+    styles = list(plotting.METHOD_STYLE.values())
+    for key in ("label", "color"):
+        assert len({s[key] for s in styles}) == len(styles), f"two methods share a {key}"
+    assert len({(s["marker"], s["linestyle"]) for s in styles}) == len(styles)
+    # Display names are the runner's where it has one.
+    for name, method in training.METHODS.items():
+        assert plotting.method_label(name) == method.label
+
+
+def test_optex_and_picard_are_far_apart_in_colour():
+    def rgb(name):
+        return np.array(matplotlib.colors.to_rgb(plotting.METHOD_STYLE[name]["color"]))
+
+    assert np.abs(rgb("optex") - rgb("picard")).sum() > 0.8
+
+
+def test_an_unknown_method_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="'adamw'"):
+        plotting.method_label("adamw")
+
+
+def test_thin_spaces_only_inside_math():
+    assert plotting.thin_space_in_math("Sphere, $d = 100,000$") == r"Sphere, $d = 100\,000$"
+    assert plotting.thin_space_in_math("1,000 points, $N = 5$") == "1,000 points, $N = 5$"
+
+
+# ------------------------------------------------------------------------------------ time grids
+def test_best_so_far_on_a_common_grid_matches_a_direct_computation():
+    # Two seeds sampled at different times; the grid spans [max first time, min last time] = [0.5, 3].
+    frame = pd.DataFrame(dict(method="optex", seed=[0, 0, 0, 0, 1, 1, 1],
+                              wall_time=[0.0, 1.0, 2.0, 4.0, 0.5, 1.5, 3.0],
+                              gap=[10.0, 4.0, 5.0, 1.0, 8.0, 2.0, 3.0]))
+    grid = plotting.best_so_far_on_grid(frame, points=6)
+    times = np.linspace(0.5, 3.0, 6)
+    assert set(grid["wall_time"]) == set(times)
+    for seed, (t, g) in {0: ([0.0, 1.0, 2.0, 4.0], [10.0, 4.0, 4.0, 1.0]), 1: ([0.5, 1.5, 3.0], [8.0, 2.0, 2.0])}.items():
+        expected = [g[np.searchsorted(t, x, side="right") - 1] for x in times]
+        np.testing.assert_array_equal(grid[grid.seed == seed].sort_values("wall_time")["gap"], expected)
+    # Every grid point has both seeds, so the band's x never interleaves seeds.
+    assert plotting.band(grid, x="wall_time").seeds.eq(2).all()
+
+
+def test_coinciding_curves_are_found_and_noted_on_the_panel():
+    base = _frame([[1.0, 0.5, 0.2], [1.1, 0.6, 0.3]])
+    frame = pd.concat([base.assign(method="target"), base.assign(method="optex"),
+                       base.assign(method="vanilla", gap=base.gap * 3)])
+    summary = plotting.band(frame)
+    assert plotting.coinciding(summary, "method", "iteration") == [["optex", "target"]]
+    fig, ax = plt.subplots()
+    plotting.band_plot(ax, frame, methods=("vanilla", "target", "optex"))
+    notes = [t.get_text() for t in ax.texts]
+    assert notes == ["coincide:\nTarget, OptEx"]
+    # Each line carries its method's marker and line style.
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert lines["Target"].get_marker() == plotting.METHOD_STYLE["target"]["marker"]
+    assert lines["OptEx"].get_linestyle() == plotting.METHOD_STYLE["optex"]["linestyle"]
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------ figure checks
+def test_figure_problems_catch_width_small_text_and_foreign_legends(tmp_path):
+    data = _frame([[1.0, 0.5]])
+    fig = plotting.curve_grid(data.assign(panel="a"), ["a"], methods=("optex",))
+    assert plotting.figure_problems(fig, data) == []
+    fig.axes[0].plot([0, 1], [1, 0.5], label="Vanilla")
+    fig.axes[0].legend()
+    assert any("Vanilla" in p for p in plotting.figure_problems(fig, data))
+    fig.set_size_inches(10, 3)
+    fig.axes[0].set_title("tiny", fontsize=5)
+    problems = plotting.figure_problems(fig, data)
+    assert any("text width" in p for p in problems) and any("5.0 pt" in p for p in problems)
+    with pytest.raises(ValueError, match="text width"):
+        plotting.save_figure(fig, "too-wide", data, tmp_path)
+    plt.close("all")
+
+
+def test_curve_grid_draws_every_panel_and_one_legend_of_the_methods_drawn():
+    frames = [_frame([[1.0, 0.5], [1.2, 0.4]]).assign(method=m, panel=p, dim=1000)
+              for m in ("vanilla", "optex") for p in ("sphere", "levy", "ackley")]
+    data = pd.concat(frames)
+    fig = plotting.curve_grid(data, ["sphere", "levy", "ackley"], methods=("vanilla", "optex", "target"),
+                              title=lambda panel, rows: f"{panel}, $d = {rows['dim'].iloc[0]:,}$")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == [r"sphere, $d = 1\,000$", r"levy, $d = 1\,000$",
+                                                  r"ackley, $d = 1\,000$"]
+    assert plotting.legend_labels(fig) == ["Vanilla", "OptEx"]
+    assert plotting.figure_problems(fig, data) == []
+    plt.close(fig)
+
+
+def test_sweep_styles_are_distinct_and_ordered_dark_to_light():
+    styles = plotting.sweep_styles([1, 2, 5, 10], lambda n: f"N = {n}")
+    assert [s["label"] for s in styles.values()] == ["N = 1", "N = 2", "N = 5", "N = 10"]
+    lightness = [np.mean(matplotlib.colors.to_rgb(s["color"])) for s in styles.values()]
+    assert lightness == sorted(lightness)
+    assert len({s["marker"] for s in styles.values()}) == 4

@@ -43,7 +43,7 @@ def configs(profile):
 
 @pytest.fixture
 def page(tmp_path):
-    return report.Page(profile="paper", root=tmp_path, commit="abc1234")
+    return report.Page(profile="paper", root=tmp_path, commit="abc1234", overrides={}, out=None, refresh=False)
 
 
 @pytest.mark.parametrize("name, value", [("profile", "fast"), ("device", "tpu"), ("backend", "numpy"),
@@ -83,11 +83,48 @@ def test_missing_paper_results_fall_back_to_quick_with_a_reason(page):
     assert "Paper-scale results are missing" in note and "--recompute" in note
 
 
-def test_recompute_computes_missing_paper_results(tmp_path):
+def test_recompute_computes_missing_paper_results_into_a_git_ignored_folder(tmp_path):
     runner = ToyRunner()
-    page = report.Page(profile="paper", root=tmp_path, recompute=True)
+    page = report.Page(profile="paper", root=tmp_path, recompute=True, overrides={}, out=None, refresh=False)
     results = page.results("toy", runner, configs)
-    assert (results.profile, runner.computed) == ("paper", [(str(tmp_path / "results"), 8)])
+    local = tmp_path / "results" / "_local"
+    assert (results.profile, runner.computed) == ("paper", [(str(local), 8)])
+    assert results.location == "results/_local/" and not (tmp_path / "results" / "toy").exists()
+    # Read back from there next time, without computing.
+    runner.computed.clear()
+    again = report.Page(profile="paper", root=tmp_path, overrides={}, out=None, refresh=False).results("toy", runner, configs)
+    assert (again.profile, again.fallback, runner.computed) == ("paper", False, [])
+
+
+def test_refresh_recomputes_into_the_committed_results(tmp_path):
+    runner = ToyRunner()
+    page = report.Page(profile="paper", root=tmp_path, recompute=True, overrides={}, out=None, refresh=True)
+    page.results("toy", runner, configs)
+    assert runner.computed == [(str(tmp_path / "results"), 8)]
+
+
+def test_changed_parameters_without_results_stop_and_name_the_command(tmp_path):
+    page = report.Page(profile="paper", root=tmp_path, overrides={"size": 8}, out=None, refresh=False)
+    with pytest.raises(ValueError, match=r"size = 8.*--recompute --out DIR"):
+        page.results("toy", ToyRunner(), configs)
+
+
+def test_provenance_note_names_changed_parameters_and_folds_many_settings(tmp_path):
+    runner = ToyRunner()
+    page = report.Page(profile="quick", root=tmp_path, overrides={"parallelism": 10}, out=None, refresh=False)
+    results = page.results("toy", runner, lambda profile: [Toy(size=2), Toy(size=3)])
+    note = report.provenance_note(results, tmp_path)
+    assert "`parallelism = 10`" in note
+    assert "2 settings, listed below" in note and ":class: dropdown" in note
+    assert all(f"`{store.key}`" in note for store in results.stores)
+
+
+def test_book_execute_passes_its_context_through_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(report.ENV_OVERRIDES, '{"parallelism": 10}')
+    monkeypatch.setenv(report.ENV_OUT, str(tmp_path / "mine"))
+    monkeypatch.setenv(report.ENV_REFRESH, "0")
+    page = report.Page(root=tmp_path)
+    assert (page.overrides, page.local_dir, page.refresh) == ({"parallelism": 10}, tmp_path / "mine", False)
 
 
 def test_quick_profile_recomputes_even_when_results_exist(tmp_path):
@@ -200,7 +237,8 @@ def test_report_has_one_row_per_claim_and_links_the_evidence(tmp_path):
     assert set(evaluated["verdict"]) == {"reproduced"}
     assert set(table.loc[table["figure_id"] != "fig2", "verdict"]) == {"not yet run"}
     text = report.write_report(tmp_path, tmp_path / "out" / "report.md").read_text()
-    assert text.count("\n| ") == len(report.CLAIMS)
+    assert text.count("\n| ") == len(report.CLAIMS) + 1  # the header and one row per claim
+    assert ":name: report-claims" in text and "$\\Theta(\\sqrt{N})$" in text
     assert "{numref}`fig2`, quick profile (paper results missing), commit 0123456789" in text
     assert "{doc}`/book/rl`" in text
     assert f"In all: {len(report.CLAIMS)} claims; 2 reproduced" in text

@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ import pandas as pd
 from .. import _validation as check
 from ..results import ResultStore, Unit, run_units
 from ..verify import Prefix
+
+if TYPE_CHECKING:
+    from ..tables import Table
 
 FIGURE_ID = "scaling"
 PROFILES = {
@@ -244,6 +247,45 @@ def cost_model(frame: pd.DataFrame, worlds: tuple[int, ...] | None = None) -> pd
     return pd.DataFrame(rows)
 
 
+def setup_name(setup: str, world: int, threads: int) -> str:
+    """A reader's name of a timed setup."""
+    if setup == "distributed":
+        return f"distributed, W = {world} single-thread ranks"
+    return f"{setup}, 1 process, {threads} thread{'s' * (threads > 1)}"
+
+
+def summary_table(summary: pd.DataFrame) -> "Table":
+    """:func:`summary` as the chapter's table (milliseconds, three significant digits)."""
+    from .. import tables
+
+    frame = summary.assign(name=[setup_name(*u) for u in zip(summary.setup, summary.world, summary.threads)],
+                           **{f"{c}_ms": summary[c] * 1e3 for c in (*TIMES, "allgather_s", "total_s")})
+    columns = [tables.label("Setup", "name"),
+               tables.Column("Proxy steps (ms)", tables.number("time_proxy_ms")),
+               tables.Column("Evaluations (ms)", tables.number("time_eval_ms")),
+               tables.Column("of which all-gather (ms)", tables.number("allgather_s_ms")),
+               tables.Column("Update (ms)", tables.number("time_update_ms")),
+               tables.Column("Iteration (ms)", tables.number("total_s_ms"))]
+    if "speedup" in frame:
+        columns.append(tables.Column("Speed vs 1 rank (×)", tables.number("speedup")))
+    return tables.Table(frame, columns)
+
+
+def model_table(model: pd.DataFrame) -> "Table":
+    """:func:`cost_model` as the chapter's table (milliseconds)."""
+    from .. import tables
+
+    frame = model.assign(**{f"{c}_ms": model[c] * 1e3
+                            for c in ("evaluation_s", "serial_s", "allgather_s", "predicted_s", "measured_s")})
+    return tables.Table(frame, [
+        tables.Column("Ranks W", tables.number("world")),
+        tables.Column("Evaluations E⌈N/W⌉/N (ms)", tables.number("evaluation_s_ms")),
+        tables.Column("Serial S (ms)", tables.number("serial_s_ms")),
+        tables.Column("All-gather C(W) (ms)", tables.number("allgather_s_ms")),
+        tables.Column("Predicted (ms)", tables.number("predicted_s_ms")),
+        tables.Column("Measured (ms)", tables.number("measured_s_ms"))], by=("world",))
+
+
 def verification(config: Config) -> list[Prefix]:
     """What ``book verify`` recomputes: the first timed iteration of every setup; its loss must match
     (the timings are not reproducible by nature and are ignored)."""
@@ -253,4 +295,5 @@ def verification(config: Config) -> list[Prefix]:
             for u in config.units()]
 
 
-__all__ = ["Config", "FIGURE_ID", "PROFILES", "cost_model", "run", "run_unit", "summary", "verification"]
+__all__ = ["Config", "FIGURE_ID", "PROFILES", "cost_model", "model_table", "run", "run_unit", "setup_name", "summary",
+           "summary_table", "verification"]

@@ -1,0 +1,235 @@
+"""Tables of the book: human column names with units, numbers to the precision they carry, intervals
+as ``4.86 [4.81, 4.90]``, rows in numeric order, published as numbered MyST tables.
+
+A table is a list of :class:`Column` (a title and a formatter that turns the whole data column into
+text, so a column can share one number of decimals) over a tidy frame::
+
+    table = tables.Table(speedups, [
+        tables.Column("Function", tables.text("function", str.capitalize)),
+        tables.Column("Method", tables.text("method", method_label)),
+        tables.Column("Speedup over Vanilla (95% interval)", tables.interval("speedup", unit="×")),
+    ], order={"method": METHODS})
+    tables.publish(table, "synthetic-demo-speedups", "Caption, with $math$ and {numref}`refs`.")
+
+:func:`publish` displays the table as a MyST ``{table}`` directive with a ``:name:``, so Sphinx numbers
+it as a table ("Table 3") and ``{numref}`` can point at it.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+Formatter = Callable[[pd.DataFrame], list[str]]
+MISSING = "—"
+_DIGITS = re.compile(r"(\d+(?:\.\d+)?)")
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+# ------------------------------------------------------------------------------------------ numbers
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def significant(value: Any, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits: ``0.0123``, ``14.4``, ``1 230``, ``3.4 × 10⁻⁵``
+    (powers of ten below 10⁻³ and from 10⁶ on); integers are shown whole; missing values as a dash."""
+    if not _finite(value):
+        return MISSING
+    value = float(value)
+    if value == 0:
+        return "0"
+    exponent = math.floor(math.log10(abs(value)))
+    if exponent < -3 or exponent >= 6:
+        mantissa = f"{value / 10 ** exponent:.{max(digits - 1, 0)}f}"
+        if float(mantissa) >= 10:  # rounding carried into the next power
+            exponent += 1
+            mantissa = f"{value / 10 ** exponent:.{max(digits - 1, 0)}f}"
+        return f"{mantissa} × 10{str(exponent).translate(_SUPERSCRIPT)}"
+    if float(value).is_integer() and exponent >= digits - 1:
+        return _grouped(f"{value:.0f}")
+    return _grouped(f"{value:.{max(digits - 1 - exponent, 0)}f}")
+
+
+def fixed(value: Any, decimals: int) -> str:
+    """``value`` with ``decimals`` decimals (thousands grouped with a thin space); a dash if missing."""
+    return _grouped(f"{float(value):.{decimals}f}") if _finite(value) else MISSING
+
+
+def _grouped(text: str) -> str:
+    sign, text = ("-", text[1:]) if text.startswith("-") else ("", text)
+    whole, dot, fraction = text.partition(".")
+    if len(whole) > 4:
+        whole = f"{int(whole):,}".replace(",", "\u2009")
+    return ("−" if sign else "") + whole + dot + fraction
+
+
+def interval_decimals(low: float, high: float, fallback: int = 2) -> int:
+    """Decimals that show an interval to its first significant digit of half-width (two decimals for
+    a half-width of 0.045, none for 12): the precision a mean with that interval carries."""
+    half = (high - low) / 2
+    if not (_finite(half) and half > 0):
+        return fallback
+    return int(min(max(-math.floor(math.log10(half)), 0), 6))
+
+
+def format_interval(mean: float, low: float, high: float, unit: str = "", decimals: int | None = None) -> str:
+    """``4.86× [4.81, 4.90]``; just the mean when there is no interval (one seed); a dash if no mean."""
+    if not _finite(mean):
+        return MISSING
+    if not (_finite(low) and _finite(high)):
+        return (fixed(mean, decimals) if decimals is not None else significant(mean)) + unit
+    places = interval_decimals(low, high) if decimals is None else decimals
+    return f"{fixed(mean, places)}{unit} [{fixed(low, places)}, {fixed(high, places)}]"
+
+
+# ------------------------------------------------------------------------------------------ columns
+def text(key: str, label: Callable[[Any], str] = str) -> Formatter:
+    """The column ``key`` through ``label`` (a display name)."""
+    return lambda frame: [label(v) for v in frame[key]]
+
+
+def number(key: str, digits: int = 3) -> Formatter:
+    """The column ``key`` to ``digits`` significant digits."""
+    return lambda frame: [significant(v, digits) for v in frame[key]]
+
+
+def decimals(key: str, places: int, unit: str = "") -> Formatter:
+    """The column ``key`` with a fixed number of decimals (a mean over seeds of integer counts: 1)."""
+    return lambda frame: [fixed(v, places) + (unit if _finite(v) else "") for v in frame[key]]
+
+
+def interval(key: str, low: str | None = None, high: str | None = None, unit: str = "") -> Formatter:
+    """``mean [low, high]`` from the columns ``key``, ``key_low`` and ``key_high`` (or those named), each
+    row to the precision of its own interval."""
+    low, high = low or f"{key}_low", high or f"{key}_high"
+    return lambda frame: [format_interval(m, lo, hi, unit) for m, lo, hi in zip(frame[key], frame[low], frame[high])]
+
+
+def count_of(key: str, total: str) -> Formatter:
+    """``2 of 5`` from a count column and a total column."""
+    return lambda frame: [f"{int(c)} of {int(n)}" for c, n in zip(frame[key], frame[total])]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a table: its ``title`` (a human name, with the unit) and how to write its cells."""
+
+    title: str
+    cells: Formatter
+    align: str = "right"  # "left" for text
+
+    def __post_init__(self) -> None:
+        if self.align not in ("left", "right", "center"):
+            raise ValueError(f"align must be 'left', 'right' or 'center', got {self.align!r}")
+        if "_" in self.title.replace(r"\_", "") and "$" not in self.title:
+            raise ValueError(f"column title {self.title!r} looks like a code name: give it a human name")
+
+
+def label(title: str, key: str, name: Callable[[Any], str] = str) -> Column:
+    """A left-aligned text column (a name: a method, a function)."""
+    return Column(title, text(key, name), align="left")
+
+
+# ------------------------------------------------------------------------------------------ ordering
+def natural_key(value: Any) -> tuple:
+    """Sort key that orders numbers inside strings numerically: ``T0=5 < T0=10 < T0=100``."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return (0, float(value), "")
+    parts = _DIGITS.split(str(value))
+    return (1, 0.0, tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts)))
+
+
+def ordered(frame: pd.DataFrame, by: Sequence[str], order: Mapping[str, Sequence[Any]] | None = None) -> pd.DataFrame:
+    """``frame`` sorted by the columns ``by``: in the listed ``order`` for the columns it names (values
+    it does not list last), numerically (:func:`natural_key`) for the others."""
+    order = order or {}
+
+    def key(column: pd.Series) -> pd.Series:
+        if column.name in order:
+            rank = {v: i for i, v in enumerate(order[column.name])}
+            return column.map(lambda v: (rank.get(v, len(rank)), natural_key(v)))
+        return column.map(natural_key)
+
+    return frame.sort_values(list(by), key=key, kind="stable").reset_index(drop=True) if by else frame
+
+
+@dataclass
+class Table:
+    """Rows of ``frame`` (sorted by ``by``, see :func:`ordered`) written through ``columns``."""
+
+    frame: pd.DataFrame
+    columns: Sequence[Column]
+    by: Sequence[str] = ()
+    order: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.columns:
+            raise ValueError("columns must name at least one Column")
+        self.frame = ordered(self.frame, self.by, self.order)
+
+    def cells(self) -> list[list[str]]:
+        columns = [column.cells(self.frame) for column in self.columns]
+        return [list(row) for row in zip(*columns)] if len(self.frame) else []
+
+    def markdown(self) -> str:
+        """The table as a Markdown pipe table, with a header row and per-column alignment."""
+        rule = {"left": ":---", "right": "---:", "center": ":---:"}
+        lines = ["| " + " | ".join(_cell(c.title) for c in self.columns) + " |",
+                 "|" + "|".join(rule[c.align] for c in self.columns) + "|"]
+        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in self.cells()]
+        return "\n".join(lines)
+
+    def myst(self, name: str, caption: str) -> str:
+        """A numbered MyST ``{table}`` with ``caption`` and the label ``name``."""
+        if not re.match(r"^[a-z0-9]+(?:-[a-z0-9]+)*$", name):
+            raise ValueError(f"table name must be lower-case words joined by '-', got {name!r}")
+        if not caption.strip():
+            raise ValueError(f"table {name} needs a caption")
+        return f"::::{{table}} {' '.join(caption.split())}\n:name: {name}\n:align: center\n\n{self.markdown()}\n::::"
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def publish(table: Table, name: str, caption: str) -> None:
+    """Show ``table`` in the page as numbered table ``name`` (refer to it with ``{numref}`name```)."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(table.myst(name, caption)))
+
+
+# ------------------------------------------------------------------------------------------ the book's tables
+def speedups(frame: pd.DataFrame, groups: Sequence[tuple[str, str, Sequence[Any]]], methods: Sequence[str],
+             reference: str = "Vanilla") -> Table:
+    """The speedup table of a figure (rows of ``optex.analysis.speedup_table``): per group and method,
+    the mean iterations to reach the reference's final value, the speedup with its interval, and the
+    censored seeds. ``groups`` lists ``(column, title, order)`` of the columns that tell panels apart,
+    e.g. ``[("function", "Function", functions)]``; rows follow those orders, then ``methods``."""
+    from .plotting import method_label
+
+    return Table(frame[frame["method"].isin(methods)],
+                 [*(label(title, column, _title_case) for column, title, _ in groups),
+                  label("Method", "method", method_label),
+                  Column(f"Iterations to reach {reference}'s final value (mean)", decimals("iterations", 1)),
+                  Column(f"Speedup over {reference} (95% interval)", interval("speedup", unit="×")),
+                  Column("Censored seeds", count_of("censored", "seeds"))],
+                 by=[column for column, _, _ in groups] + ["method"],
+                 order={**{column: list(order) for column, _, order in groups}, "method": list(methods)})
+
+
+def _title_case(value: Any) -> str:
+    text = str(value)
+    return text[:1].upper() + text[1:]
+
+
+__all__ = ["Column", "MISSING", "Table", "count_of", "decimals", "fixed", "format_interval", "interval", "speedups",
+           "interval_decimals", "label", "natural_key", "number", "ordered", "publish", "significant", "text"]

@@ -1,0 +1,60 @@
+"""optex.tables: numbers to their precision, intervals, numeric order, numbered MyST tables."""
+import math
+
+import pandas as pd
+import pytest
+
+from optex import tables
+
+
+@pytest.mark.parametrize("value, text", [(14.4, "14.4"), (1.0, "1.00"), (0.012345, "0.0123"), (1234.0, "1234"),
+                                         (123456.0, "123\u2009456"), (3.4e-5, "3.40 × 10⁻⁵"), (2.5e7, "2.50 × 10⁷"),
+                                         (-0.5, "−0.500"), (math.nan, "—"), (None, "—"), (0, "0")])
+def test_significant_digits(value, text):
+    assert tables.significant(value) == text
+
+
+def test_intervals_carry_the_precision_of_their_half_width():
+    assert tables.format_interval(4.8612, 4.8133, 4.9034) == "4.86 [4.81, 4.90]"
+    assert tables.format_interval(14.4, 12.1, 16.7, "×") == "14× [12, 17]"
+    assert tables.format_interval(2.0, math.nan, math.nan) == "2.00"
+    assert tables.format_interval(math.nan, 1, 2) == "—"
+    assert tables.interval_decimals(3.0, 3.0) == 2  # zero width: the default
+
+
+def test_rows_sort_numerically_and_by_a_given_order():
+    frame = pd.DataFrame({"T0": ["T0=10", "T0=100", "T0=20", "T0=5"], "N": [10, 2, 5, 1],
+                          "method": ["optex", "vanilla", "target", "optex"]})
+    assert list(tables.ordered(frame, ["T0"])["T0"]) == ["T0=5", "T0=10", "T0=20", "T0=100"]
+    assert list(tables.ordered(frame, ["N"])["N"]) == [1, 2, 5, 10]
+    by_method = tables.ordered(frame, ["method", "N"], {"method": ["vanilla", "target", "optex"]})
+    assert list(by_method["method"]) == ["vanilla", "target", "optex", "optex"]
+    assert list(by_method["N"]) == [2, 5, 1, 10]
+
+
+def test_a_table_is_a_numbered_myst_table_with_human_columns():
+    frame = pd.DataFrame(dict(method=["optex", "vanilla"], iterations=[14.4, 40.0], speedup=[2.78, 1.0],
+                              speedup_low=[2.70, 1.0], speedup_high=[2.86, 1.0], censored=[0, 0], seeds=[5, 5]))
+    table = tables.Table(frame, [tables.label("Method", "method", str.capitalize),
+                                 tables.Column("Iterations to reach Vanilla's final gap", tables.decimals("iterations", 1)),
+                                 tables.Column("Speedup (95% interval)", tables.interval("speedup", unit="×")),
+                                 tables.Column("Censored seeds", tables.count_of("censored", "seeds"))],
+                         by=["iterations"])
+    text = table.myst("demo-table", "Speedups, with $N = 5$.")
+    lines = text.splitlines()
+    assert lines[0] == "::::{table} Speedups, with $N = 5$." and lines[1] == ":name: demo-table"
+    assert "| Method | Iterations to reach Vanilla's final gap | Speedup (95% interval) | Censored seeds |" in lines
+    assert "|:---|---:|---:|---:|" in lines
+    assert "| Optex | 14.4 | 2.78× [2.70, 2.86] | 0 of 5 |" in lines
+    assert "| Vanilla | 40.0 | 1.00× [1.00, 1.00] | 0 of 5 |" in lines
+    assert lines[-1] == "::::"
+
+
+def test_code_names_as_titles_and_bad_names_are_refused():
+    with pytest.raises(ValueError, match="speedup_low"):
+        tables.Column("speedup_low", tables.number("speedup_low"))
+    table = tables.Table(pd.DataFrame({"a": [1]}), [tables.Column("A", tables.number("a"))])
+    with pytest.raises(ValueError, match="name"):
+        table.myst("Bad Name", "caption")
+    with pytest.raises(ValueError, match="caption"):
+        table.myst("good-name", " ")
