@@ -86,6 +86,23 @@ for scale in report.PROFILES:  # a bad knob fails here, before any work starts
 # (`init(timeout=...)`), with an error naming the rank and the iteration, never a silent hang.
 # `optex.torch.distributed.run_local(fn, W)` starts W local processes without `torchrun` (tests and
 # the measurements below use it).
+#
+# JAX: one process drives all devices. `parallel="shard_map"` splits the $N$ evaluations over the
+# devices of a one-axis mesh with `jax.shard_map` (the $N$ axis sharded in contiguous blocks, the rest
+# replicated; $N$ is padded to a multiple of the device count by repeating the last point):
+#
+# ```python
+# import jax, optax
+# from jax.sharding import Mesh
+# from optex.jax import OptEx
+#
+# mesh = Mesh(jax.devices(), ("n",))        # e.g. 4 GPUs; on a CPU try
+#                                           # XLA_FLAGS=--xla_force_host_platform_device_count=4
+# opt = OptEx(params, optimizer=optax.adam(1e-3), parallelism=8, parallel="shard_map", mesh=mesh)
+# ```
+#
+# It agrees with the one-device `vmap` run to rounding (tested on four host devices: devices vmap
+# blocks of different sizes, which XLA may compile to differently ordered sums).
 
 # %% tags=["remove-input"]
 results = page.results("scaling", scaling.run, lambda scale: [figure(scale)])
