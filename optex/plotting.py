@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
@@ -101,3 +101,221 @@ def _stable_metadata(fmt: str) -> dict[str, str | None]:
 
 
 __all__ = ["METHOD_STYLE", "band", "band_plot", "check_figure_id", "method_label", "save_figure"]
+
+
+# ================================================================================ training curves
+# Figures and tables of the neural-network chapters (tidy tables of optex.experiments.training:
+# ``panel``, ``method``, ``seed``, ``iteration``, ``wall_time``, the metrics on the evaluation grid
+# and ``proxy_cosine_<s>`` per iteration). Methods the synthetic chapters do not have get a style here.
+TRAINING_STYLE: Mapping[str, Mapping[str, str]] = {
+    "vanilla_long": {"label": "Vanilla (N·T iterations)", "color": "#404040"},
+    "large_batch_scaled": {"label": "Large batch (scaled lr)", "color": "#882255"},
+    "last_gradient": {"label": "Last gradient", "color": "#56b4e9"},
+}
+METHOD_STYLE = {**METHOD_STYLE, **{k: v for k, v in TRAINING_STYLE.items() if k not in METHOD_STYLE}}
+LARGE_BATCH = ("large_batch", "large_batch_scaled")  # LargeBatch at the base and the scaled learning rate
+SURROGATES = ("optex", "last_gradient")  # the methods whose proxy steps follow an estimated gradient
+
+
+def evaluation_rows(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of ``frame`` where ``metric`` was evaluated (the runner's grid: every k iterations, 0 and T)."""
+    if metric not in frame.columns:
+        raise ValueError(f"metric {metric!r} is not a column of the results")
+    return frame.dropna(subset=[metric])
+
+
+def curve_plot(ax, frame: pd.DataFrame, metric: str, x: str = "iteration", methods: Iterable[str] | None = None,
+               log: bool = False, level: float = 0.95) -> pd.DataFrame:
+    """``metric`` (e.g. ``test_error``) against ``x`` on the evaluation grid: the mean over seeds and its
+    ``level`` t-band per method (geometric with ``log``); returns the plotted summary (:func:`band`)."""
+    return band_plot(ax, evaluation_rows(frame, metric), x=x, y=metric, log=log, level=level, methods=methods)
+
+
+def time_grid(frame: pd.DataFrame, metric: str, points: int = 60) -> pd.DataFrame:
+    """``metric`` of every (method, seed) run on one common wall-clock grid, for curves against time.
+
+    The grid is ``points`` times from 0 to the longest run's last ``wall_time``; each run is linearly
+    interpolated between its evaluation rows and has no value after its own last one (a run cannot be
+    extrapolated). Columns: the panel columns present, ``method``, ``seed``, ``time``, ``metric``.
+    """
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise ValueError(f"points must be an integer of at least 2, got {points!r}")
+    rows = evaluation_rows(frame, metric)
+    grid = np.linspace(0.0, float(rows["wall_time"].max()), points)
+    keys = [c for c in ("panel", "dataset") if c in rows.columns][:1] + ["method", "seed"]
+    out = []
+    for key, run in rows.groupby(keys, sort=False):
+        run = run.sort_values("wall_time")
+        inside = grid <= run["wall_time"].max() * (1 + 1e-9)  # the run's end itself, despite rounding
+        values = np.interp(grid[inside], run["wall_time"].to_numpy(float), run[metric].to_numpy(float))
+        out.append(pd.DataFrame({**dict(zip(keys, key)), "time": grid[inside], metric: values}))
+    return pd.concat(out, ignore_index=True)
+
+
+def time_plot(ax, frame: pd.DataFrame, metric: str, methods: Iterable[str] | None = None, points: int = 60,
+              log: bool = False, level: float = 0.95) -> pd.DataFrame:
+    """``metric`` against wall-clock seconds (:func:`time_grid`), mean over seeds and its band per method;
+    a grid point is drawn where every seed of the method still runs."""
+    gridded = time_grid(frame, metric, points)
+    seeds = gridded.groupby("method")["seed"].transform("nunique")
+    complete = gridded.groupby(["method", "time"])["seed"].transform("count") == seeds
+    summary = band_plot(ax, gridded[complete], x="time", y=metric, log=log, level=level, methods=methods)
+    ax.set_xlabel("wall-clock time inside OptEx.step (s)")
+    return summary
+
+
+def effective_speedup_plot(ax, speedups: pd.DataFrame, parallelism: int, methods: Iterable[str] | None = None,
+                           level: float = 0.95) -> pd.DataFrame:
+    """Vanilla-equivalent iterations against sequential iterations t (``speedups``: the per-seed rows of
+    :func:`optex.analysis.effective_speedup`), mean and band over seeds per method, with the line of
+    slope ``parallelism`` (Target's N plain steps per iteration) and Vanilla's own line of slope 1."""
+    if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
+        raise ValueError(f"parallelism must be a positive integer, got {parallelism!r}")
+    summary = band_plot(ax, speedups, x="iteration", y="vanilla_equivalent", log=False, level=level, methods=methods)
+    t = np.array([0.0, float(speedups["iteration"].max())])
+    ax.plot(t, parallelism * t, color="black", ls="--", lw=1, label=f"slope N = {parallelism}")
+    ax.plot(t, t, color="black", ls=":", lw=1, label="slope 1 (Vanilla)")
+    ax.set_xlabel("sequential iteration $t$")
+    ax.set_ylabel("Vanilla-equivalent iterations")
+    return summary
+
+
+def proxy_cosines(frame: pd.DataFrame, methods: Sequence[str] = SURROGATES) -> pd.DataFrame:
+    """The estimator's cosine with the true gradient at each proxy step s = 1..N-1: median, quartiles and
+    count over every proxy iteration and seed, per panel and method (NaN cells, where no surrogate drove
+    the step, are left out). Columns: the panel columns present, ``method``, ``step``, ``median``,
+    ``q25``, ``q75``, ``count``."""
+    columns = sorted((c for c in frame.columns if c.startswith("proxy_cosine_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    if not columns:
+        raise ValueError("the results have no proxy_cosine_<s> columns (N = 1?)")
+    keys = [c for c in ("panel", "dataset") if c in frame.columns][:1]
+    rows = []
+    for key, group in frame[frame["method"].isin(methods)].groupby(keys + ["method"], sort=False):
+        for column in columns:
+            values = group[column].dropna().to_numpy(float)
+            quartiles = np.quantile(values, [0.25, 0.5, 0.75]) if values.size else [np.nan] * 3
+            rows.append(dict(zip(keys + ["method"], key if isinstance(key, tuple) else (key,)),
+                             step=int(column.rsplit("_", 1)[1]), median=float(quartiles[1]), q25=float(quartiles[0]),
+                             q75=float(quartiles[2]), count=int(values.size)))
+    return pd.DataFrame(rows, columns=[*keys, "method", "step", "median", "q25", "q75", "count"])
+
+
+def proxy_cosine_plot(ax, cosines: pd.DataFrame, methods: Iterable[str] = SURROGATES) -> None:
+    """Median cosine by proxy step (lines) with the interquartile range (bars), one colour per method
+    (``cosines``: one panel of :func:`proxy_cosines`)."""
+    for name in methods:
+        part = cosines[cosines["method"] == name].sort_values("step")
+        if part.empty:
+            continue
+        color = METHOD_STYLE.get(name, {}).get("color")
+        ax.errorbar(part["step"], part["median"], yerr=[part["median"] - part["q25"], part["q75"] - part["median"]],
+                    color=color, marker="o", capsize=3, lw=1.6, label=method_label(name))
+    ax.set_xticks(sorted(cosines["step"].unique()))
+    ax.set_xlabel("proxy step $s$")
+    ax.set_ylabel("cosine with the true gradient")
+    ax.grid(True, alpha=0.3)
+
+
+def _interval_text(mean: float, low: float, high: float) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{mean:.2f}×"
+    return f"{mean:.2f}× [{low:.2f}, {high:.2f}]"
+
+
+def best_large_batch(effective: pd.DataFrame) -> pd.Series:
+    """Per panel, the LargeBatch variant (base or scaled learning rate) with the higher mean effective
+    speedup at the last t of ``effective`` (:func:`optex.analysis.effective_speedup_table`)."""
+    keys = [c for c in ("panel", "dataset") if c in effective.columns][:1]
+    last = effective[effective["iteration"] == effective.groupby(keys)["iteration"].transform("max")] if keys else \
+        effective[effective["iteration"] == effective["iteration"].max()]
+    rows = last[last["method"].isin(LARGE_BATCH)]
+    if rows.empty:
+        raise ValueError("the results have neither large_batch nor large_batch_scaled")
+    best = rows.loc[rows.groupby(keys)["effective_speedup"].idxmax()] if keys else \
+        rows.loc[[rows["effective_speedup"].idxmax()]]
+    return best.set_index(keys)["method"] if keys else pd.Series({"": best["method"].iloc[0]})
+
+
+def versus(speedups: pd.DataFrame, method: str, rival: pd.Series, at: int | None = None) -> pd.DataFrame:
+    """Per panel: ``method``'s effective speedup divided by the ``rival`` method's (``rival``: panel ->
+    method, e.g. :func:`best_large_batch`), seed by seed at sequential iteration ``at`` (default each
+    panel's last), with the mean and 95% t-interval of the per-seed ratios. ``speedups``: per-seed
+    rows of :func:`optex.analysis.effective_speedup`."""
+    keys = [c for c in ("panel", "dataset") if c in speedups.columns][:1]
+    rows = []
+    for key, group in (speedups.groupby(keys, sort=False) if keys else [((), speedups)]):
+        key = key if isinstance(key, tuple) else (key,)
+        other = rival.loc[key[0]] if keys else rival.iloc[0]
+        t = int(group["iteration"].max()) if at is None else at
+        picked = group[group["iteration"] <= t].sort_values("iteration").groupby(["method", "seed"]).tail(1)
+        ours = picked[picked["method"] == method].set_index("seed")["speedup"]
+        theirs = picked[picked["method"] == other].set_index("seed")["speedup"]
+        ratio = (ours / theirs).dropna()
+        mean, low, high = mean_ci(ratio.to_numpy())
+        rows.append(dict(zip(keys, key), method=method, rival=other, iteration=t, ratio=mean, low=low, high=high,
+                         seeds=len(ratio)))
+    return pd.DataFrame(rows)
+
+
+def training_speedup_table(frame: pd.DataFrame, loss: str = "train_loss", error: str = "val_error",
+                           methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """The chapter table of one training figure, one row per panel and method (Vanilla excluded):
+
+    - the paper's metric on ``loss`` and on ``error``: mean sequential iterations to reach Vanilla's
+      value at T and the speedup with its 95% interval (:func:`optex.analysis.speedup_table`;
+      ``censored``: seeds that never get there);
+    - the effective speedup on ``loss`` (a fixed evaluation set, interpolated in log-loss between grid
+      points, read from the long Vanilla run) at T/2 and T, with its 95% interval, and the seeds on
+      which it is only a lower bound;
+    - for the surrogate methods, the estimator's median cosine at each proxy step.
+
+    Numeric columns (``*_iterations``, ``*_speedup``, ``*_low``, ``*_high``, ``*_censored``,
+    ``effective_T``..., ``cosine_<s>``) and ``text`` columns for display (``paper_<metric>``,
+    ``effective_at_<t>``).
+    """
+    from .analysis import REFERENCE, effective_speedup_table, speedup_table
+
+    keys = [c for c in ("panel", "dataset") if c in frame.columns][:1]
+    order = list(methods) if methods is not None else [m for m in dict.fromkeys(frame["method"])
+                                                        if m not in ("vanilla", REFERENCE)]
+    table = None
+    for metric in (loss, error):
+        paper = speedup_table(frame, "vanilla", metric)
+        paper = paper[paper["method"].isin(order)][[*keys, "method", "iterations", "speedup", "speedup_low",
+                                                    "speedup_high", "censored", "plateau"]]
+        paper = paper.rename(columns={c: f"{metric}_{c}" for c in paper.columns if c not in (*keys, "method")})
+        table = paper if table is None else table.merge(paper, on=[*keys, "method"], how="outer")
+    effective = effective_speedup_table(frame, metric=loss, interpolate=True, by=keys)
+    effective = effective[effective["method"].isin(order)]
+    for position, (t, part) in enumerate(sorted(effective.groupby("iteration"), key=lambda item: item[0])):
+        name = "half" if position == 0 else "end"
+        part = part[[*keys, "method", "iteration", "effective_speedup", "effective_low", "effective_high", "censored"]]
+        part = part.rename(columns={"iteration": f"t_{name}", "effective_speedup": f"effective_{name}",
+                                    "effective_low": f"effective_{name}_low", "effective_high": f"effective_{name}_high",
+                                    "censored": f"effective_{name}_censored"})
+        table = table.merge(part, on=[*keys, "method"], how="left")
+    if any(c.startswith("proxy_cosine_") for c in frame.columns):
+        cosines = proxy_cosines(frame, order)
+        wide = cosines.pivot_table(index=[*keys, "method"], columns="step", values="median")
+        wide.columns = [f"cosine_{s}" for s in wide.columns]
+        table = table.merge(wide.reset_index(), on=[*keys, "method"], how="left")
+    rank = {m: i for i, m in enumerate(order)}
+    table = table.sort_values([*keys, "method"], key=lambda c: c.map(rank) if c.name == "method" else c,
+                              ignore_index=True)
+    for metric in (loss, error):
+        table[f"paper_{metric}"] = [_interval_text(m, lo, hi) for m, lo, hi in zip(
+            table[f"{metric}_speedup"], table[f"{metric}_speedup_low"], table[f"{metric}_speedup_high"])]
+    for name in ("half", "end"):
+        if f"effective_{name}" in table:
+            table[f"effective_text_{name}"] = [
+                _interval_text(m, lo, hi) + (f" (≥, {int(c)} censored)" if c else "")
+                for m, lo, hi, c in zip(table[f"effective_{name}"], table[f"effective_{name}_low"],
+                                        table[f"effective_{name}_high"], table[f"effective_{name}_censored"])]
+    return table
+
+
+__all__ += ["LARGE_BATCH", "SURROGATES", "TRAINING_STYLE", "best_large_batch", "curve_plot", "effective_speedup_plot",
+            "evaluation_rows", "proxy_cosine_plot", "proxy_cosines", "time_grid", "time_plot", "training_speedup_table",
+            "versus"]
