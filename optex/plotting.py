@@ -128,7 +128,11 @@ def curve_plot(ax, frame: pd.DataFrame, metric: str, x: str = "iteration", metho
                log: bool = False, level: float = 0.95) -> pd.DataFrame:
     """``metric`` (e.g. ``test_error``) against ``x`` on the evaluation grid: the mean over seeds and its
     ``level`` t-band per method (geometric with ``log``); returns the plotted summary (:func:`band`)."""
-    return band_plot(ax, evaluation_rows(frame, metric), x=x, y=metric, log=log, level=level, methods=methods)
+    rows = evaluation_rows(frame, metric)
+    if methods is not None:
+        methods = list(methods)
+        rows = rows[rows["method"].isin(methods)]
+    return band_plot(ax, rows, x=x, y=metric, log=log, level=level, methods=methods)
 
 
 def time_grid(frame: pd.DataFrame, metric: str, points: int = 60) -> pd.DataFrame:
@@ -156,6 +160,9 @@ def time_plot(ax, frame: pd.DataFrame, metric: str, methods: Iterable[str] | Non
               log: bool = False, level: float = 0.95) -> pd.DataFrame:
     """``metric`` against wall-clock seconds (:func:`time_grid`), mean over seeds and its band per method;
     a grid point is drawn where every seed of the method still runs."""
+    if methods is not None:
+        methods = list(methods)
+        frame = frame[frame["method"].isin(methods)]
     gridded = time_grid(frame, metric, points)
     seeds = gridded.groupby("method")["seed"].transform("nunique")
     complete = gridded.groupby(["method", "time"])["seed"].transform("count") == seeds
@@ -214,6 +221,82 @@ def proxy_cosine_plot(ax, cosines: pd.DataFrame, methods: Iterable[str] = SURROG
     ax.set_xlabel("proxy step $s$")
     ax.set_ylabel("cosine with the true gradient")
     ax.grid(True, alpha=0.3)
+
+
+AXIS_LABELS = {"train_error": "training error", "test_error": "test error", "val_error": "validation error",
+               "train_loss": "training loss", "test_loss": "test loss", "val_loss": "validation loss"}
+
+
+def _legend(fig, axes) -> None:
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=min(len(entries), 4), frameon=False)
+
+
+def training_figure(frame: pd.DataFrame, panels: Sequence[str], columns: Sequence[tuple[str, str]],
+                    methods: Sequence[str], log: bool = False, points: int = 60):
+    """One row per panel, one column per (metric, x) with x ``"iteration"`` (:func:`curve_plot`) or
+    ``"time"`` (:func:`time_plot`; Vanilla is drawn from its N·T-iteration run there, so that its curve
+    lasts as long as the others'). Returns the figure and the plotted summaries (``panel``, ``metric``,
+    ``x`` and :func:`band`'s columns)."""
+    import matplotlib.pyplot as plt
+
+    for metric, x in columns:
+        if x not in ("iteration", "time"):
+            raise ValueError(f"columns: x must be 'iteration' or 'time', got {x!r} for {metric}")
+    fig, axes = plt.subplots(len(panels), len(columns), figsize=(3.1 * len(columns), 2.6 * len(panels) + 0.8),
+                             squeeze=False, layout="constrained")
+    summaries = []
+    for row, panel in zip(axes, panels):
+        part = frame[frame["panel"] == panel]
+        for ax, (metric, x) in zip(row, columns):
+            if x == "time":
+                shown = [("vanilla_long" if m == "vanilla" else m) for m in methods]
+                summary = time_plot(ax, part, metric, shown, points, log).rename(columns={"time": "x"})
+            else:
+                summary = curve_plot(ax, part, metric, methods=methods, log=log).rename(columns={"iteration": "x"})
+                ax.set_xlabel("sequential iteration $t$")
+            summaries.append(summary.assign(panel=panel, metric=metric, axis=x))
+            ax.set_title(f"{panel}", fontsize=9)
+            ax.set_ylabel(AXIS_LABELS.get(metric, metric))
+    _legend(fig, axes.flat)
+    return fig, pd.concat(summaries, ignore_index=True)
+
+
+def effective_speedup_figure(speedups: pd.DataFrame, panels: Sequence[str], parallelism: int,
+                             methods: Sequence[str]):
+    """:func:`effective_speedup_plot` for each panel, side by side (two per row)."""
+    import matplotlib.pyplot as plt
+
+    cols = min(2, len(panels))
+    fig, axes = plt.subplots((len(panels) + cols - 1) // cols, cols, figsize=(4.2 * cols, 3.2 * ((len(panels) + 1) // 2)
+                             + 0.8), squeeze=False, layout="constrained")
+    summaries = []
+    for ax, panel in zip(axes.flat, panels):
+        summary = effective_speedup_plot(ax, speedups[speedups["panel"] == panel], parallelism, methods)
+        summaries.append(summary.assign(panel=panel))
+        ax.set_title(panel, fontsize=9)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    _legend(fig, axes.flat)
+    return fig, pd.concat(summaries, ignore_index=True)
+
+
+def proxy_cosine_figure(cosines: pd.DataFrame, panels: Sequence[str], methods: Sequence[str] = SURROGATES):
+    """:func:`proxy_cosine_plot` for each panel in one row, sharing the y axis."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 3.2), sharey=True, squeeze=False,
+                             layout="constrained")
+    for ax, panel in zip(axes.flat, panels):
+        proxy_cosine_plot(ax, cosines[cosines["panel"] == panel], methods)
+        ax.set_title(panel, fontsize=9)
+    for ax in axes.flat[1:]:
+        ax.set_ylabel("")
+    _legend(fig, axes.flat)
+    return fig
 
 
 def _interval_text(mean: float, low: float, high: float) -> str:
@@ -316,6 +399,7 @@ def training_speedup_table(frame: pd.DataFrame, loss: str = "train_loss", error:
     return table
 
 
-__all__ += ["LARGE_BATCH", "SURROGATES", "TRAINING_STYLE", "best_large_batch", "curve_plot", "effective_speedup_plot",
-            "evaluation_rows", "proxy_cosine_plot", "proxy_cosines", "time_grid", "time_plot", "training_speedup_table",
+__all__ += ["AXIS_LABELS", "LARGE_BATCH", "SURROGATES", "TRAINING_STYLE", "best_large_batch", "curve_plot",
+            "effective_speedup_figure", "effective_speedup_plot", "evaluation_rows", "proxy_cosine_figure",
+            "proxy_cosine_plot", "proxy_cosines", "time_grid", "time_plot", "training_figure", "training_speedup_table",
             "versus"]

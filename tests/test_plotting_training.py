@@ -135,3 +135,28 @@ def test_training_table_has_both_metrics_the_better_large_batch_and_the_ratio():
     ratio = plotting.versus(speedups, "optex", best).set_index("panel")
     assert ratio.loc["A", "ratio"] == pytest.approx(3.0 / 2.0, rel=1e-6)
     assert ratio.loc["B", "ratio"] == pytest.approx(3.0 / 2.2, rel=1e-6) and ratio.loc["B", "rival"] == "large_batch"
+
+
+def test_training_figure_draws_each_panel_and_column_from_its_own_rows():
+    frame = pd.concat([_runs(RATES, panel="A"), _runs({**RATES, "optex": 2.0}, panel="B")], ignore_index=True)
+    methods = ["vanilla", "optex"]
+    fig, summary = plotting.training_figure(frame, ["A", "B"], [("val_error", "iteration"), ("train_loss", "time")],
+                                            methods, points=17)
+    axes = fig.axes
+    assert len([ax for ax in axes if ax.get_lines()]) == 4
+    optex_b = axes[2].get_lines()[1]  # panel B, per iteration, second method
+    expected = plotting.band(frame[frame.panel == "B"].dropna(subset=["val_error"]), y="val_error", log=False)
+    expected = expected[expected.method == "optex"]
+    np.testing.assert_allclose(optex_b.get_ydata(), expected["center"])
+    # Per second, Vanilla is drawn from its N·T-iteration run.
+    assert set(summary[summary.axis == "time"]["method"]) == {"vanilla_long", "optex"}
+    plt.close(fig)
+    with pytest.raises(ValueError, match="x must be"):
+        plotting.training_figure(frame, ["A"], [("val_error", "seconds")], methods)
+    speedups = effective_speedup(frame, "train_loss", interpolate=True, by=["panel"])
+    fig, _ = plotting.effective_speedup_figure(speedups, ["A", "B"], N, ["optex"])
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 2
+    plt.close(fig)
+    fig = plotting.proxy_cosine_figure(plotting.proxy_cosines(frame), ["A", "B"])
+    assert len(fig.axes) == 2
+    plt.close(fig)

@@ -585,6 +585,22 @@ def run(config: Config, results_dir: str | Path | None = "results", figure_id: s
                              ignore_index=True)
 
 
+DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
+                  "shakespeare": "Shakespeare"}
+OPTIMIZER_TITLES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "nadam": "NAdam", "radam": "RAdam",
+                    "adamax": "Adamax", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta"}
+
+
+def panel_name(config: Config) -> str:
+    """The figure panel of ``config``: its dataset, base optimizer and learning rate, e.g. "MNIST, SGD 0.01"."""
+    return f"{DATASET_TITLES[config.dataset]}, {OPTIMIZER_TITLES[config.optimizer]} {config.lr:g}"
+
+
+def run_panel(config: Config, **kwargs: Any) -> pd.DataFrame:
+    """:func:`run` with a ``panel`` column (:func:`panel_name`), for figures that put several configs side by side."""
+    return run(config, **kwargs).assign(panel=panel_name(config))
+
+
 def _metric_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.split("_")[0] in ("train", "val", "test") or c == "sample"]
 
@@ -611,4 +627,5 @@ def verification(config: Config) -> list[Prefix]:
 
 
 __all__ = ["Config", "FIGURE_ID", "METHODS", "Method", "MODEL_DEFAULTS", "make_optex", "minibatch_index", "run",
-           "run_unit", "task_for", "build_model", "dimension", "verification", "ImageTask", "TextTask"]
+           "run_unit", "run_panel", "panel_name", "task_for", "build_model", "dimension", "verification", "ImageTask",
+           "TextTask"]
