@@ -307,18 +307,16 @@ def _interval_text(mean: float, low: float, high: float) -> str:
     return f"{mean:.2f}× [{low:.2f}, {high:.2f}]"
 
 
-def best_large_batch(effective: pd.DataFrame) -> pd.Series:
+def best_large_batch(table: pd.DataFrame) -> pd.Series:
     """Per panel, the LargeBatch variant (base or scaled learning rate) with the higher mean effective
-    speedup at the last t of ``effective`` (:func:`optex.analysis.effective_speedup_table`)."""
-    keys = [c for c in ("panel", "dataset") if c in effective.columns][:1]
-    last = effective[effective["iteration"] == effective.groupby(keys)["iteration"].transform("max")] if keys else \
-        effective[effective["iteration"] == effective["iteration"].max()]
-    rows = last[last["method"].isin(LARGE_BATCH)]
+    speedup at T (``table``: :func:`training_speedup_table`, its ``effective_end`` column)."""
+    keys = [c for c in ("panel", "dataset") if c in table.columns][:1]
+    rows = table[table["method"].isin(LARGE_BATCH)].dropna(subset=["effective_end"])
     if rows.empty:
         raise ValueError("the results have neither large_batch nor large_batch_scaled")
-    best = rows.loc[rows.groupby(keys)["effective_speedup"].idxmax()] if keys else \
-        rows.loc[[rows["effective_speedup"].idxmax()]]
-    return best.set_index(keys)["method"] if keys else pd.Series({"": best["method"].iloc[0]})
+    if not keys:
+        return pd.Series({"": rows.loc[rows["effective_end"].idxmax(), "method"]})
+    return rows.loc[rows.groupby(keys)["effective_end"].idxmax()].set_index(keys)["method"]
 
 
 def versus(speedups: pd.DataFrame, method: str, rival: pd.Series, at: int | None = None) -> pd.DataFrame:
@@ -399,7 +397,103 @@ def training_speedup_table(frame: pd.DataFrame, loss: str = "train_loss", error:
     return table
 
 
+def training_table_display(table: pd.DataFrame, loss: str = "train_loss", error: str = "val_error") -> pd.DataFrame:
+    """:func:`training_speedup_table` as the chapter shows it: labels, intervals and cosines as text."""
+    out = pd.DataFrame({"panel": table["panel"], "method": table["method"].map(method_label)})
+    for metric in (loss, error):
+        name = AXIS_LABELS.get(metric, metric)
+        out[f"iterations to Vanilla's {name}"] = [f"{v:.0f}" if np.isfinite(v) else "never" for v in
+                                                  table[f"{metric}_iterations"]]
+        out[f"speedup ({name}, paper metric)"] = [
+            text + (f" ({int(c)} censored)" if c else "") for text, c in
+            zip(table[f"paper_{metric}"], table[f"{metric}_censored"])]
+    for name, title in (("half", "T/2"), ("end", "T")):
+        if f"effective_text_{name}" in table:
+            out[f"effective speedup at {title}"] = table[f"effective_text_{name}"]
+    cosines = sorted((c for c in table.columns if c.startswith("cosine_")), key=lambda c: int(c.split("_")[1]))
+    if cosines:
+        out["median cosine, s = 1..N-1"] = [
+            "—" if all(np.isnan(v) for v in values) else ", ".join(f"{v:.2f}" for v in values)
+            for values in table[cosines].to_numpy(float)]
+    return out
+
+
+def versus_display(versus: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`versus` (OptEx against the better LargeBatch, indexed by panel) as the chapter shows it."""
+    effective = table.set_index(["panel", "method"])["effective_text_end"]
+    rows = []
+    for panel, row in versus.iterrows():
+        rows.append({"panel": panel, "better LargeBatch": method_label(row["rival"]),
+                     "its effective speedup at T": effective.get((panel, row["rival"]), "n/a"),
+                     "OptEx's": effective.get((panel, row["method"]), "n/a"),
+                     "OptEx / LargeBatch (per seed)": _interval_text(row["ratio"], row["low"], row["high"])})
+    return pd.DataFrame(rows)
+
+
+def training_summary(table: pd.DataFrame, versus: pd.DataFrame, loss: str = "train_loss") -> pd.DataFrame:
+    """One row per panel with the numbers a chapter's conclusion quotes: effective speedups at T of OptEx,
+    Target, LineSearch, last_gradient and the better LargeBatch (``*_end`` and intervals), OptEx's share of
+    Target's, the OptEx / LargeBatch ratio and its interval (``versus``, indexed by panel), OptEx's paper
+    metric on ``loss``, and the median cosine over proxy steps of the GP mean and of the last gradient."""
+    by = table.set_index(["panel", "method"])
+    cosines = [c for c in table.columns if c.startswith("cosine_")]
+    rows = []
+    for panel, row in versus.iterrows():
+        def get(method, column, default=np.nan):
+            return float(by[column].get((panel, method), default)) if column in by else default
+
+        entry = dict(panel=panel, rival=row["rival"], ratio=row["ratio"], ratio_low=row["low"], ratio_high=row["high"],
+                     paper_optex=get("optex", f"{loss}_speedup"))
+        for name, method in (("optex", "optex"), ("target", "target"), ("linesearch", "linesearch"),
+                             ("last_gradient", "last_gradient"), ("large_batch", row["rival"])):
+            entry[name] = get(method, "effective_end")
+            entry[f"{name}_low"] = get(method, "effective_end_low")
+            entry[f"{name}_high"] = get(method, "effective_end_high")
+            entry[f"{name}_censored"] = get(method, "effective_end_censored", 0.0)
+        entry["optex_of_target"] = entry["optex"] / entry["target"]
+        entry["cosine_gp"] = float(np.nanmedian([get("optex", c) for c in cosines])) if cosines else np.nan
+        entry["cosine_last"] = float(np.nanmedian([get("last_gradient", c) for c in cosines])) if cosines else np.nan
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def reading_text(summary: pd.DataFrame, parallelism: int) -> str:
+    """The chapter's conclusion from :func:`training_summary`: per panel, OptEx's effective speedup at T
+    against Target's (the ceiling N) and the better LargeBatch's, and the estimators' cosines; then
+    where OptEx beats LargeBatch (interval above 1) and where it does not."""
+    lines = []
+    for row in summary.itertuples():
+        lines.append(
+            f"- **{row.panel}**: OptEx {_interval_text(row.optex, row.optex_low, row.optex_high)} effective speedup "
+            f"at $T$ (paper metric {row.paper_optex:.2f}×), {100 * row.optex_of_target:.0f}% of Target's "
+            f"{row.target:.2f}× (ceiling {parallelism}); the better LargeBatch "
+            f"({method_label(row.rival)}) {_interval_text(row.large_batch, row.large_batch_low, row.large_batch_high)}, "
+            f"so OptEx / LargeBatch = {_interval_text(row.ratio, row.ratio_low, row.ratio_high)}; LineSearch "
+            f"{row.linesearch:.2f}×, last gradient {row.last_gradient:.2f}×. Median cosine of the estimate with the "
+            f"true gradient: GP {row.cosine_gp:.2f}, last gradient {row.cosine_last:.2f}.")
+    ahead = summary[summary["ratio_low"] > 1]
+    behind = summary[summary["ratio_high"] < 1]
+    level = summary[~summary.index.isin(ahead.index) & ~summary.index.isin(behind.index)]
+    text = ["\n".join(lines), ""]
+    verdict = (f"OptEx beats the better LargeBatch, with the 95% interval of the ratio above 1, in {len(ahead)} of "
+               f"{len(summary)} panels")
+    verdict += f" ({', '.join(ahead['panel'])})" if len(ahead) else ""
+    if len(behind):
+        verdict += f"; it is behind in {', '.join(behind['panel'])}"
+    if len(level):
+        verdict += f"; the two cannot be told apart in {', '.join(level['panel'])}"
+    text.append(verdict + ".")
+    losing = summary[summary["ratio"] <= 1]
+    if len(losing):
+        text += ["", "Where OptEx does not beat LargeBatch (" + ", ".join(losing["panel"]) + "), the cosine tells why: "
+                 "its proxy steps follow an estimate whose median cosine with the true gradient is "
+                 + ", ".join(f"{c:.2f}" for c in losing["cosine_gp"]) + ", so the N - 1 proxy steps move the "
+                 "iterate only part of the way a true step would, while LargeBatch spends the same N evaluations "
+                 "on a less noisy gradient at one point."]
+    return "\n".join(text)
+
+
 __all__ += ["AXIS_LABELS", "LARGE_BATCH", "SURROGATES", "TRAINING_STYLE", "best_large_batch", "curve_plot",
             "effective_speedup_figure", "effective_speedup_plot", "evaluation_rows", "proxy_cosine_figure",
-            "proxy_cosine_plot", "proxy_cosines", "time_grid", "time_plot", "training_figure", "training_speedup_table",
-            "versus"]
+            "proxy_cosine_plot", "proxy_cosines", "reading_text", "time_grid", "time_plot", "training_figure",
+            "training_speedup_table", "training_summary", "training_table_display", "versus", "versus_display"]

@@ -126,10 +126,7 @@ def test_training_table_has_both_metrics_the_better_large_batch_and_the_ratio():
     assert table.loc[("A", "optex"), "cosine_1"] == pytest.approx(0.89)
     assert np.isnan(table.loc[("A", "target"), "cosine_1"])
     assert table.loc[("A", "optex"), "effective_text_end"].startswith("3.00×")
-    effective = pd.DataFrame([dict(panel=p, method=m, iteration=T, effective_speedup=v) for p, m, v in (
-        ("A", "large_batch", 1.5), ("A", "large_batch_scaled", 2.0), ("B", "large_batch", 2.2),
-        ("B", "large_batch_scaled", 2.0))])
-    best = plotting.best_large_batch(effective)
+    best = plotting.best_large_batch(table.reset_index())
     assert best.to_dict() == {"A": "large_batch_scaled", "B": "large_batch"}
     speedups = effective_speedup(frame, "train_loss", interpolate=True, by=["panel"])
     ratio = plotting.versus(speedups, "optex", best).set_index("panel")
@@ -160,3 +157,19 @@ def test_training_figure_draws_each_panel_and_column_from_its_own_rows():
     fig = plotting.proxy_cosine_figure(plotting.proxy_cosines(frame), ["A", "B"])
     assert len(fig.axes) == 2
     plt.close(fig)
+
+
+def test_the_display_tables_and_the_reading_quote_the_table():
+    frame = pd.concat([_runs(RATES, panel="A"), _runs({**RATES, "optex": 1.2}, panel="B")], ignore_index=True)
+    table = plotting.training_speedup_table(frame)
+    shown = plotting.training_table_display(table)
+    assert len(shown) == len(table) and shown["method"].iloc[0] == "Target"
+    assert shown.loc[shown.method == "OptEx", "median cosine, s = 1..N-1"].iloc[0] == "0.89, 0.79, 0.69"
+    speedups = effective_speedup(frame, "train_loss", interpolate=True, by=["panel"])
+    versus = plotting.versus(speedups, "optex", plotting.best_large_batch(table)).set_index("panel")
+    assert plotting.versus_display(versus, table)["better LargeBatch"].tolist() == ["Large batch (scaled lr)"] * 2
+    summary = plotting.training_summary(table, versus).set_index("panel")
+    assert summary.loc["A", "optex_of_target"] == pytest.approx(3.0 / 4.0, rel=1e-6)
+    assert summary.loc["B", "ratio"] == pytest.approx(1.2 / 2.0, rel=1e-6)
+    text = plotting.reading_text(summary.reset_index(), N)
+    assert "in 1 of 2 panels (A)" in text and "behind in B" in text and "75% of Target's 4.00×" in text
