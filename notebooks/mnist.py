@@ -64,7 +64,7 @@ datasets = ["mnist", "fashion_mnist"]
 optimizers = {"sgd": 0.01, "adam": 1e-3}  # base optimizer -> learning rate
 parallelism = 4  # N
 width = None  # the MLP's hidden width; None: the profile's (paper 128, quick 32)
-iterations = None  # T; None: the profile's (paper 300, quick 16)
+iterations = None  # T; None: the profile's (paper 300, quick 12)
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt
@@ -81,7 +81,7 @@ METHODS = ("vanilla", "vanilla_long", "linesearch", "target", "optex", "large_ba
 SHOWN = ("vanilla", "linesearch", "last_gradient", "large_batch", "large_batch_scaled", "target", "optex")
 SCALES = {
     "paper": dict(width=128, depth=5, batch_size=64, iterations=300, eval_every=20, eval_size=1000, train_subset=None),
-    "quick": dict(width=32, depth=5, batch_size=32, iterations=16, eval_every=4, eval_size=200, train_subset=2000),
+    "quick": dict(width=32, depth=5, batch_size=32, iterations=12, eval_every=4, eval_size=150, train_subset=1000),
 }
 SEEDS = {"paper": {"sgd": 5, "adam": 3}, "quick": {"sgd": 2, "adam": 2}}
 

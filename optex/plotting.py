@@ -466,8 +466,8 @@ def reading_text(summary: pd.DataFrame, parallelism: int) -> str:
         lines.append(
             f"- **{row.panel}**: OptEx {_interval_text(row.optex, row.optex_low, row.optex_high)} effective speedup "
             f"at $T$ (paper metric {row.paper_optex:.2f}×), {100 * row.optex_of_target:.0f}% of Target's "
-            f"{row.target:.2f}× (ceiling {parallelism}); the better LargeBatch "
-            f"({method_label(row.rival)}) {_interval_text(row.large_batch, row.large_batch_low, row.large_batch_high)}, "
+            f"{row.target:.2f}× (ceiling {parallelism}); the better LargeBatch, "
+            f"{method_label(row.rival)}, {_interval_text(row.large_batch, row.large_batch_low, row.large_batch_high)}, "
             f"so OptEx / LargeBatch = {_interval_text(row.ratio, row.ratio_low, row.ratio_high)}; LineSearch "
             f"{row.linesearch:.2f}×, last gradient {row.last_gradient:.2f}×. Median cosine of the estimate with the "
             f"true gradient: GP {row.cosine_gp:.2f}, last gradient {row.cosine_last:.2f}.")
@@ -485,7 +485,7 @@ def reading_text(summary: pd.DataFrame, parallelism: int) -> str:
     text.append(verdict + ".")
     losing = summary[summary["ratio"] <= 1]
     if len(losing):
-        text += ["", "Where OptEx does not beat LargeBatch (" + ", ".join(losing["panel"]) + "), the cosine tells why: "
+        text += ["", "Where OptEx does not beat LargeBatch (" + "; ".join(losing["panel"]) + "), the cosine tells why: "
                  "its proxy steps follow an estimate whose median cosine with the true gradient is "
                  + ", ".join(f"{c:.2f}" for c in losing["cosine_gp"]) + ", so the N - 1 proxy steps move the "
                  "iterate only part of the way a true step would, while LargeBatch spends the same N evaluations "
@@ -493,7 +493,20 @@ def reading_text(summary: pd.DataFrame, parallelism: int) -> str:
     return "\n".join(text)
 
 
+def time_split(frame: pd.DataFrame, methods: Sequence[str], skip: int = 5) -> pd.DataFrame:
+    """Milliseconds per sequential iteration of each method: the median over iterations after the first
+    ``skip`` (one-off costs) and seeds of the proxy, evaluation and update parts of ``OptEx.step`` and of
+    their sum, per panel. Columns: the panel columns present, ``method``, ``proxy``, ``eval``, ``update``,
+    ``total``."""
+    keys = [c for c in ("panel", "dataset") if c in frame.columns][:1]
+    rows = frame[frame["method"].isin(methods) & (frame["iteration"] > skip)].copy()
+    rows["total"] = rows[["time_proxy", "time_eval", "time_update"]].sum(axis=1)
+    parts = {"time_proxy": "proxy", "time_eval": "eval", "time_update": "update", "total": "total"}
+    table = rows.groupby([*keys, "method"], sort=False)[list(parts)].median().mul(1e3).rename(columns=parts)
+    return table.reset_index()
+
+
 __all__ += ["AXIS_LABELS", "LARGE_BATCH", "SURROGATES", "TRAINING_STYLE", "best_large_batch", "curve_plot",
             "effective_speedup_figure", "effective_speedup_plot", "evaluation_rows", "proxy_cosine_figure",
-            "proxy_cosine_plot", "proxy_cosines", "reading_text", "time_grid", "time_plot", "training_figure",
+            "proxy_cosine_plot", "proxy_cosines", "reading_text", "time_grid", "time_plot", "time_split", "training_figure",
             "training_speedup_table", "training_summary", "training_table_display", "versus", "versus_display"]

@@ -173,3 +173,11 @@ def test_the_display_tables_and_the_reading_quote_the_table():
     assert summary.loc["B", "ratio"] == pytest.approx(1.2 / 2.0, rel=1e-6)
     text = plotting.reading_text(summary.reset_index(), N)
     assert "in 1 of 2 panels (A)" in text and "behind in B" in text and "75% of Target's 4.00×" in text
+
+
+def test_time_split_is_the_median_milliseconds_after_the_first_iterations():
+    rows = [dict(panel="A", method="optex", seed=s, iteration=t, time_proxy=0.001 * t, time_eval=0.002, time_update=0.0)
+            for s in range(2) for t in range(0, 12)]
+    split = plotting.time_split(pd.DataFrame(rows), ["optex"], skip=5).set_index("method")
+    assert split.loc["optex", "proxy"] == pytest.approx(np.median(np.arange(6, 12)))
+    assert split.loc["optex", "total"] == pytest.approx(np.median(np.arange(6, 12)) + 2.0)
