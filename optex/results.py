@@ -46,9 +46,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 # Execution options never change the science, so they never change the hash (see Config classes): where
-# it runs, which backend, where the data files are read from, and how the N gradients are evaluated
-# (one batched call or one call each: the same numbers up to rounding).
-EXECUTION_FIELDS = ("device", "backend", "data_dir", "parallel")
+# it runs, which backend, where the data files are read from, how the N gradients are evaluated
+# (one batched call or one call each: the same numbers up to rounding), and how many processes compute
+# the units side by side.
+EXECUTION_FIELDS = ("device", "backend", "data_dir", "parallel", "workers")
 _PACKAGES = ("optex", "torch", "gpytorch", "jax", "jaxlib", "optax", "numpy", "pandas")
 MANIFEST = "manifest.json"
 RECORD_SUFFIX = ".record.json"
