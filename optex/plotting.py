@@ -510,3 +510,218 @@ __all__ += ["AXIS_LABELS", "LARGE_BATCH", "SURROGATES", "TRAINING_STYLE", "best_
             "effective_speedup_figure", "effective_speedup_plot", "evaluation_rows", "proxy_cosine_figure",
             "proxy_cosine_plot", "proxy_cosines", "reading_text", "time_grid", "time_plot", "time_split", "training_figure",
             "training_speedup_table", "training_summary", "training_table_display", "versus", "versus_display"]
+
+
+# ================================================================================ reinforcement learning
+# Figures and tables of the RL chapter (tidy tables of optex.experiments.rl with a ``panel`` column: one
+# row per task x method x seed x episode with ``training_episode``, ``return``, ``cum_avg_return``, the
+# estimator's ``proxy_cosine_<s>`` and its stale / current split).
+RL_COLUMNS = ("panel", "task", "method", "seed", "episode", "training_episode", "return", "cum_avg_return",
+              "env_steps", "updates", "evaluations")
+
+
+def rl_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns of an RL table a figure and the report read (the data saved next to the figure)."""
+    return frame[[c for c in RL_COLUMNS if c in frame.columns]]
+
+
+def rl_curves(frame: pd.DataFrame, titles: Mapping[str, str], methods: Sequence[str], cols: int = 2):
+    """The cumulative average return against training episodes, one panel per task (``titles``: panel ->
+    panel title, e.g. with d), mean over seeds and 95% t-band per method. Returns the figure and the
+    plotted summary (``panel`` and :func:`band`'s columns)."""
+    import matplotlib.pyplot as plt
+
+    panels = list(titles)
+    cols = min(cols, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.1 * rows + 0.7), squeeze=False, layout="constrained")
+    trained = frame[frame["training_episode"] > 0]
+    summaries = []
+    for ax, panel in zip(axes.flat, panels):
+        part = trained[trained["panel"] == panel]
+        summary = band_plot(ax, part, x="training_episode", y="cum_avg_return", log=False, methods=methods)
+        summaries.append(summary.assign(panel=panel))
+        ax.set_title(titles[panel], fontsize=9)
+        ax.set_xlabel("sequential (training) episode")
+        ax.set_ylabel("cumulative average return")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    _legend(fig, axes.flat)
+    return fig, pd.concat(summaries, ignore_index=True)
+
+
+def _mean_interval(mean: float, low: float, high: float, digits: int = 0) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def rl_threshold_display(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`optex.experiments.rl.threshold_table` as the chapter shows it: per task and method, the
+    threshold, the training episodes to reach it (mean over the seeds that do, 95% interval, censored
+    seeds) and the final cumulative average return."""
+    out = pd.DataFrame({"task": table["panel"], "threshold": table["threshold"].map(lambda v: f"{v:g}"),
+                        "method": table["method"].map(method_label)})
+    reach = []
+    for row in table.itertuples():
+        if row.censored == row.seeds:
+            reach.append(f"never within {row.training_episodes} ({row.censored} of {row.seeds} censored)")
+        else:
+            text = _mean_interval(row.episodes, row.episodes_low, row.episodes_high)
+            reach.append(text + (f" ({row.censored} of {row.seeds} censored)" if row.censored else ""))
+    out["episodes to threshold"] = reach
+    out["final cumulative average return"] = [
+        _mean_interval(m, lo, hi, 1) + (" (every return the same)" if floor else "")
+        for m, lo, hi, floor in zip(table["final_cum_avg"], table["final_low"], table["final_high"], table["floor"])]
+    return out
+
+
+def _weighted_by_seed(group: pd.DataFrame, value: str, weight: str) -> np.ndarray:
+    """Per seed, the mean of ``value`` over the episodes' updates (episode means weighted by counts)."""
+    rows = group[group[weight] > 0]
+    sums = (rows[value] * rows[weight]).groupby(rows["seed"]).sum()
+    return (sums / rows.groupby("seed")[weight].sum()).to_numpy(float)
+
+
+def rl_cosine_table(frame: pd.DataFrame, methods: Sequence[str] = SURROGATES) -> pd.DataFrame:
+    """Per task and surrogate method: the estimator's cosine with the true gradient over every proxy
+    update, mean over seeds with its 95% interval, with the history *stale* (it still holds gradients
+    computed against the previous target network) and *current*, and their difference. Columns:
+    ``panel``, ``method``, ``stale``, ``stale_low``, ``stale_high``, ``current``, ``current_low``,
+    ``current_high``, ``stale_updates``, ``current_updates``."""
+    rows = []
+    for (panel, method), group in frame[frame["method"].isin(methods)].groupby(["panel", "method"], sort=False):
+        entry = dict(panel=panel, method=method)
+        for part in ("stale", "current"):
+            mean, low, high = mean_ci(_weighted_by_seed(group, f"proxy_cosine_{part}", f"{part}_updates"))
+            entry.update({part: mean, f"{part}_low": low, f"{part}_high": high,
+                          f"{part}_updates": int(group[f"{part}_updates"].sum())})
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def rl_cosine_display(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`rl_cosine_table` as the chapter shows it."""
+    return pd.DataFrame({
+        "task": table["panel"], "estimator": table["method"].map(method_label),
+        "cosine, stale history": [_mean_interval(m, lo, hi, 2) for m, lo, hi in
+                                  zip(table["stale"], table["stale_low"], table["stale_high"])],
+        "cosine, current history": [_mean_interval(m, lo, hi, 2) for m, lo, hi in
+                                    zip(table["current"], table["current_low"], table["current_high"])],
+        "proxy updates (stale / current)": [f"{s:,} / {c:,}" for s, c in
+                                            zip(table["stale_updates"], table["current_updates"])]})
+
+
+def rl_cosine_figure(frame: pd.DataFrame, titles: Mapping[str, str], methods: Sequence[str] = SURROGATES,
+                     smooth: int = 5):
+    """The estimator's cosine with the true gradient (mean over proxy steps and the episode's proxy
+    updates, then a centred ``smooth``-episode rolling mean) against training episodes, one panel per
+    task, mean and 95% band over seeds per surrogate method."""
+    import matplotlib.pyplot as plt
+
+    columns = [c for c in frame.columns if re.fullmatch(r"proxy_cosine_\d+", c)]
+    if not columns:
+        raise ValueError("the results have no proxy_cosine_<s> columns (N = 1?)")
+    panels = list(titles)
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels), 3.0), sharey=True, squeeze=False,
+                             layout="constrained")
+    data = frame[frame["method"].isin(methods) & (frame["training_episode"] > 0)].copy()
+    data["cosine"] = data[columns].mean(axis=1)
+    data["cosine"] = data.groupby(["panel", "method", "seed"])["cosine"].transform(
+        lambda c: c.rolling(smooth, center=True, min_periods=1).mean())
+    summaries = []
+    for ax, panel in zip(axes.flat, panels):
+        summary = band_plot(ax, data[data["panel"] == panel].dropna(subset=["cosine"]), x="training_episode",
+                            y="cosine", log=False, methods=methods)
+        summaries.append(summary.assign(panel=panel))
+        ax.set_title(titles[panel], fontsize=9)
+        ax.set_xlabel("training episode")
+    axes.flat[0].set_ylabel("cosine with the true gradient")
+    _legend(fig, axes.flat)
+    return fig, pd.concat(summaries, ignore_index=True)
+
+
+def rl_anchor_table(frame: pd.DataFrame, anchors: Mapping[str, float | None], window: int = 10,
+                    methods: Sequence[str] = ("vanilla", "optex")) -> pd.DataFrame:
+    """Per task: CleanRL's DQN return after 500k steps (``anchors``: panel -> return, None: not
+    reported), the environment steps of our runs (mean over methods and seeds), and the mean return of
+    the last ``window`` episodes of each of ``methods`` (mean over seeds, 95% interval)."""
+    rows = []
+    for panel, anchor in anchors.items():
+        part = frame[frame["panel"] == panel]
+        entry = {"task": panel, "CleanRL DQN, 500k steps": "not reported" if anchor is None else f"{anchor:g}",
+                 "our environment steps per run": f"{part.groupby(['method', 'seed'])['env_steps'].max().mean():,.0f}"}
+        for method in methods:
+            last = part[part["method"] == method].groupby("seed").tail(window).groupby("seed")["return"].mean()
+            entry[f"{method_label(method)}: last {window} episodes"] = _mean_interval(*mean_ci(last.to_numpy()), 1)
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def rl_settings_table(configs: Sequence, dims: Mapping[str, int], frame: pd.DataFrame) -> pd.DataFrame:
+    """Per task of ``configs`` (:class:`optex.experiments.rl.Config`): d (``dims``: panel -> d), hidden width,
+    warm-up and training episodes, environment steps per update, the threshold, and the mean environment
+    steps and updates of a run (over methods and seeds of ``frame``)."""
+    from .experiments import rl
+
+    rows = []
+    for config in configs:
+        panel = rl.panel_name(config)
+        ends = frame[frame["panel"] == panel].groupby(["method", "seed"])[["env_steps", "updates"]].max()
+        rows.append({"task": panel, "d": f"{dims[panel]:,}", "hidden width": config.width,
+                     "warm-up episodes": config.warmup_episodes, "training episodes": config.episodes,
+                     "k (steps per update)": config.train_every,
+                     "threshold": f"{rl.TASKS[config.task].threshold:g}",
+                     "environment steps per run": f"{ends['env_steps'].mean():,.0f}",
+                     "updates per run": f"{ends['updates'].mean():,.0f}"})
+    return pd.DataFrame(rows)
+
+
+def _final_returns(frame: pd.DataFrame) -> pd.Series:
+    """The cumulative average return at the last episode, per (panel, method, seed)."""
+    return frame.sort_values("episode").groupby(["panel", "method", "seed"])["cum_avg_return"].last()
+
+
+def rl_reading_text(table: pd.DataFrame, frame: pd.DataFrame) -> str:
+    """The chapter's reading of the RL results: per task, each method's final cumulative average return,
+    OptEx minus Vanilla seed by seed (mean, 95% interval) and the episodes to the threshold; a task where
+    every return of every run is the same is named as uninformative."""
+    final = _final_returns(frame)
+    lines = []
+    for panel, part in table.groupby("panel", sort=False):
+        if part["floor"].all():
+            value = frame.loc[frame["panel"] == panel, "return"].iloc[-1]
+            lines.append(f"- **{panel}**: every episode of every run of every method returned {value:g}: no run "
+                         "reached the goal within the budget, so this panel cannot tell the methods apart.")
+            continue
+        by = part.set_index("method")
+        finals = ", ".join(f"{method_label(m)} {r.final_cum_avg:.1f}" for m, r in by.iterrows())
+        gain = (final.xs((panel, "optex")) - final.xs((panel, "vanilla"))).dropna()
+        mean, low, high = mean_ci(gain.to_numpy())
+        reach = []
+        for method in ("vanilla", "optex", "target"):
+            if method in by.index:
+                row = by.loc[method]
+                reach.append(f"{method_label(method)} " + ("never" if row.censored == row.seeds else
+                             f"{row.episodes:.0f}" + (f" ({row.censored} of {row.seeds} censored)" if row.censored else "")))
+        lines.append(f"- **{panel}**: final cumulative average return {finals}. OptEx minus Vanilla, seed by "
+                     f"seed: {_mean_interval(mean, low, high, 1)}. Training episodes to {by['threshold'].iloc[0]:g}: "
+                     + ", ".join(reach) + ".")
+    return "\n".join(lines)
+
+
+def rl_cosine_reading(cosines: pd.DataFrame) -> str:
+    """One sentence per task on :func:`rl_cosine_table`: the kernel estimate's cosine with a stale and with
+    a current history, and the last gradient's."""
+    lines = []
+    for panel, part in cosines.groupby("panel", sort=False):
+        by = part.set_index("method")
+        pieces = [f"{method_label(m)} {r.stale:.2f} stale vs {r.current:.2f} current" for m, r in by.iterrows()]
+        lines.append(f"- **{panel}**: " + "; ".join(pieces) + ".")
+    return "\n".join(lines)
+
+
+__all__ += ["RL_COLUMNS", "rl_cosine_reading", "rl_reading_text", "rl_settings_table", "rl_anchor_table", "rl_cosine_display", "rl_cosine_figure", "rl_cosine_table", "rl_curves",
+            "rl_rows", "rl_threshold_display"]

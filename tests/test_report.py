@@ -202,7 +202,7 @@ def test_report_has_one_row_per_claim_and_links_the_evidence(tmp_path):
     text = report.write_report(tmp_path, tmp_path / "out" / "report.md").read_text()
     assert text.count("\n| ") == len(report.CLAIMS)
     assert "{numref}`fig2`, quick profile (paper results missing), commit 0123456789" in text
-    assert "{doc}`/book/rl`" in text
+    assert "{doc}`/book/_executed/fig3`" in text
     assert f"In all: {len(report.CLAIMS)} claims; 2 reproduced" in text
 
 
