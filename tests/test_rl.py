@@ -283,3 +283,47 @@ def test_the_command_line_runs_the_rl_runner(tmp_path, capsys):
     assert code == 0 and "4 rows" in out and "censored" in out
     assert main(["run", "rl", "--task", "pong", "--out", str(tmp_path)]) == 2
     assert "task must be one of" in capsys.readouterr().err
+
+
+def _episodes_frame(finals):
+    """Training episodes of two tasks whose returns are constant per run (so the cumulative average is that
+    value): ``finals`` maps (panel, method) to the per-seed returns."""
+    rows = []
+    for (panel, method), values in finals.items():
+        for seed, value in enumerate(values):
+            for episode in range(1, 6):
+                rows.append(dict(panel=panel, task="cartpole" if panel == "CartPole-v1" else "mountaincar",
+                                 method=method, seed=seed, episode=episode, training_episode=episode - 1,
+                                 **{"return": value}, cum_avg_return=value if episode > 1 else math.nan))
+    return pd.DataFrame(rows)
+
+
+def test_the_rl_claim_is_judged_on_the_paired_final_return_and_skips_floor_tasks():
+    from optex import report
+
+    finals = {("CartPole-v1", "vanilla"): [10, 12, 14], ("CartPole-v1", "optex"): [30, 33, 34],
+              ("CartPole-v1", "target"): [40, 41, 45]}
+    finals.update({("MountainCar-v0", m): [-200, -200, -200] for m in ("vanilla", "optex", "target")})
+    finding = report.collects_more_reward()(_episodes_frame(finals))
+    # OptEx - Vanilla per seed: 20, 21, 20 -> interval above 0; it closes (20.33 / 30) of the gap to Target.
+    assert finding.verdict == "reproduced"
+    assert "CartPole-v1: OptEx - Vanilla 20.33" in finding.ours and "MountainCar-v0: every return -200" in finding.ours
+    behind = {**finals, ("CartPole-v1", "optex"): [11, 14, 13]}  # ahead on the mean, interval not above 0
+    assert report.collects_more_reward()(_episodes_frame(behind)).verdict == "partly"
+    far = {**finals, ("CartPole-v1", "optex"): [15, 17, 19]}  # above Vanilla but only 1/6 of the way to Target
+    assert report.collects_more_reward()(_episodes_frame(far)).verdict == "partly"
+    worse = {**finals, ("CartPole-v1", "optex"): [5, 6, 7]}
+    assert report.collects_more_reward()(_episodes_frame(worse)).verdict == "not reproduced"
+
+
+def test_rl_tables_read_the_runs():
+    from optex import plotting
+
+    finals = {("CartPole-v1", "vanilla"): [10, 12, 14], ("CartPole-v1", "optex"): [300, 20, 260]}
+    frame = _episodes_frame(finals)
+    table = rl.threshold_table(frame)
+    shown = plotting.rl_threshold_display(table).set_index("method")
+    assert shown.loc["OptEx", "episodes to threshold"] == "1 [1, 1] (1 of 3 censored)"
+    assert shown.loc["Vanilla", "episodes to threshold"] == "never within 4 (3 of 3 censored)"
+    text = plotting.rl_reading_text(table, frame)
+    assert "OptEx minus Vanilla, seed by seed: 181.3" in text

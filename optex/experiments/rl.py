@@ -462,11 +462,28 @@ def threshold_table(frame: pd.DataFrame, thresholds: dict[str, float] | None = N
     return pd.DataFrame(rows)
 
 
+def compute_cost(frame: pd.DataFrame) -> dict[str, float]:
+    """Seconds the runs took (``seconds``: the sum over runs of their last ``wall_time``) and an estimate
+    of what one update per training step would have taken (``every_step_seconds``: each run's seconds
+    inside ``OptEx.step`` per update times its training steps, plus its other seconds)."""
+    keys = [c for c in ("panel", "task") if c in frame.columns][:1] + ["method", "seed"]
+    seconds = every_step = 0.0
+    for _, run in frame.groupby(keys, sort=False):
+        run = run.sort_values("episode")
+        last = run.iloc[-1]
+        warm = run[run["training_episode"] <= 0]
+        steps = last["env_steps"] - (warm["env_steps"].iloc[-1] if len(warm) else 0)
+        per_update = last["time_update"] / last["updates"] if last["updates"] else 0.0
+        seconds += last["wall_time"]
+        every_step += last["wall_time"] - last["time_update"] + per_update * steps
+    return {"seconds": seconds, "every_step_seconds": every_step}
+
+
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
     """The command line's summary of a run: :func:`threshold_table`."""
     return threshold_table(frame)
 
 
-__all__ = ["Config", "FIGURE_ID", "RL_METHODS", "TASKS", "Task", "WINDOW", "dimension", "episodes_to_threshold",
+__all__ = ["Config", "FIGURE_ID", "RL_METHODS", "TASKS", "Task", "WINDOW", "compute_cost", "dimension", "episodes_to_threshold",
            "make_env", "panel_name", "run", "run_panel", "run_unit", "summary", "threshold_table",
            "trailing_return", "verification"]
