@@ -327,3 +327,23 @@ def test_rl_tables_read_the_runs():
     assert shown.loc["Vanilla", "episodes to threshold"] == "never within 4 (3 of 3 censored)"
     text = plotting.rl_reading_text(table, frame)
     assert "OptEx minus Vanilla, seed by seed: 181.3" in text
+
+
+def test_rl_cosine_table_weights_episodes_by_their_updates_and_the_figures_draw_every_task():
+    from optex import plotting
+
+    rows = []
+    for seed, (stale, current) in enumerate([((0.2, 1, 0.6, 3), (0.8, 2, 0.9, 2)), ((0.4, 2, 0.4, 2), (0.7, 1, 0.7, 1))]):
+        for episode, ((s_cos, s_n), (c_cos, c_n)) in enumerate([(stale[:2], current[:2]), (stale[2:], current[2:])]):
+            rows.append(dict(panel="CartPole-v1", task="cartpole", method="optex", seed=seed, episode=episode + 1,
+                             training_episode=episode + 1, proxy_cosine_1=0.5, proxy_cosine_stale=s_cos,
+                             stale_updates=s_n, proxy_cosine_current=c_cos, current_updates=c_n,
+                             **{"return": 1.0}, cum_avg_return=1.0))
+    table = plotting.rl_cosine_table(pd.DataFrame(rows)).iloc[0]
+    # Seed 0: stale (0.2 * 1 + 0.6 * 3) / 4 = 0.5, current (0.8 * 2 + 0.9 * 2) / 4 = 0.85; seed 1: 0.4 and 0.7.
+    assert table["stale"] == pytest.approx(0.45) and table["current"] == pytest.approx(0.775)
+    assert (table["stale_updates"], table["current_updates"]) == (8, 6)
+    fig, summary = plotting.rl_curves(pd.DataFrame(rows), {"CartPole-v1": "CartPole-v1 (d = 1)"}, ["optex"])
+    assert fig.axes[0].get_title() == "CartPole-v1 (d = 1)" and set(summary["training_episode"]) == {1, 2}
+    fig, summary = plotting.rl_cosine_figure(pd.DataFrame(rows), {"CartPole-v1": "CartPole-v1"})
+    assert summary["center"].tolist() == [0.5, 0.5]
