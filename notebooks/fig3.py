@@ -117,6 +117,8 @@ glue("rl-every-step-hours", f"{cost['every_step_seconds'] / 3600:.1f}", display=
 glue("rl-target-every", first.target_every, display=False)
 glue("rl-history", first.history, display=False)
 glue("rl-window", rl.WINDOW, display=False)
+glue("rl-history-updates", -(-first.history // first.parallelism), display=False)
+glue("rl-max-steps", f"{int(frame['env_steps'].max()):,}", display=False)
 settings = plotting.rl_settings_table(shown, dims, frame)
 glue("rl-settings", settings.style.hide(axis="index"), display=False)
 
@@ -194,6 +196,8 @@ glue("rl-threshold", plotting.rl_threshold_display(table).style.hide(axis="index
 anchors = plotting.rl_anchor_table(frame, {rl.panel_name(c): rl.TASKS[c.task].cleanrl for c in shown})
 glue("rl-anchors", anchors.style.hide(axis="index"), display=False)
 glue("rl-reading", Markdown(plotting.rl_reading_text(table, frame)), display=False)
+finding = report.collects_more_reward()(plotting.rl_rows(frame))
+glue("rl-verdict", finding.verdict, display=False)
 
 # %% [markdown]
 # ```{glue:figure} rl-threshold
@@ -211,10 +215,11 @@ glue("rl-reading", Markdown(plotting.rl_reading_text(table, frame)), display=Fal
 # ## Sanity anchors
 #
 # CleanRL's DQN, after 500,000 environment steps, reports returns of about 489 on CartPole-v1, −92 on
-# Acrobot-v1 and −195 on MountainCar-v0 (it does not report LunarLander). Our runs take a few tens of
-# thousands of steps ({numref}`rl-anchors`), so Vanilla ends far below those numbers: that is the budget,
-# not a broken agent (Vanilla's update is checked bit for bit against a plain `torch.optim` DQN loop in the
-# test suite).
+# Acrobot-v1 and −195 on MountainCar-v0 (it does not report LunarLander). Our runs take at most
+# {glue:text}`rl-max-steps` environment steps, so none of our agents should be expected near those
+# numbers; {numref}`rl-anchors` shows where Vanilla and OptEx end. A low return here is the budget, not
+# a broken agent: Vanilla's update is checked bit for bit against a plain `torch.optim` DQN loop in the
+# test suite.
 #
 # ```{glue:figure} rl-anchors
 # :name: rl-anchors
@@ -229,8 +234,8 @@ glue("rl-reading", Markdown(plotting.rl_reading_text(table, frame)), display=Fal
 # In supervised training the loss is fixed and the gradient history describes it. In DQN the TD targets
 # come from the target network: every {glue:text}`rl-target-every` updates the loss itself changes, and
 # the gradients in OptEx's history (the last {glue:text}`rl-history` pairs, about
-# 13 updates' worth at $N = 4$) were computed for a loss that no longer exists. We record the estimator's
-# cosine with the true minibatch gradient at every proxy step, split by whether the history still holds
+# {glue:text}`rl-history-updates` updates' worth at $N = 4$) were computed for a loss that no longer
+# exists. We record the estimator's cosine with the true minibatch gradient at every proxy step, split by whether the history still holds
 # gradients from before the last target copy (*stale*) or not (*current*), for the kernel estimate and for
 # the last-gradient ablation (stale only in the first update after a copy).
 
@@ -262,6 +267,10 @@ glue("rl-cosine-reading", Markdown(plotting.rl_cosine_reading(cosine_table)), di
 #
 # {glue:md}`rl-cosine-reading`
 #
-# The paper's claim ({doc}`/book/report`) is judged on the cumulative average return at the last episode:
-# OptEx above Vanilla (the interval of the per-seed difference above 0) and closing at least half of the
-# gap from Vanilla to Target.
+# ## Verdict
+#
+# The paper's claim ({doc}`/book/report`) is judged on the cumulative average return at the last episode,
+# task by task: OptEx above Vanilla (the 95% interval of the per-seed difference above 0) and closing at
+# least half of the gap from Vanilla to Target; a task on which no run left the floor is not judged. With
+# three seeds the t quantile is 4.30, so an interval excludes 0 only for a large and consistent
+# difference. Verdict: **{glue:text}`rl-verdict`**.
