@@ -205,9 +205,9 @@ glue("rl-verdict", finding.verdict, display=False)
 # :figwidth: 100%
 #
 # Training episodes until the trailing mean return reaches the task's threshold (mean over the seeds
-# that reach it, 95% interval, censored seeds), and the cumulative average return at the last episode
-# (mean and 95% interval over all seeds). "Every return the same": no run of any method left the
-# task's floor.
+# that reach it, 95% interval, censored seeds); the best trailing mean return a run reached, which says
+# how close a censored method came; and the cumulative average return at the last episode (both: mean
+# and 95% interval over all seeds). "Every return the same": no run of any method left the task's floor.
 # ```
 #
 # {glue:md}`rl-reading`
