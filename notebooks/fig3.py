@@ -43,7 +43,7 @@ profile = "paper"  # "paper": committed paper-scale results; "quick": a small ru
 device = "cpu"  # the RL runner computes on the CPU (environments step there; the Q-network is small)
 backend = "torch"  # the RL runner uses the torch backend
 seeds = None  # None: the profile's (paper 3, quick 2); or a count, or a list of seeds
-recompute = False  # compute missing paper-scale results (about 15 CPU-minutes) instead of showing quick ones
+recompute = False  # compute missing paper-scale results (about 40 minutes here) instead of showing quick ones
 commit = None  # git commit recorded with new results where .git is absent
 tasks = ["cartpole", "acrobot", "mountaincar", "lunarlander"]  # keys of optex.experiments.rl.TASKS
 parallelism = 4  # N
@@ -112,7 +112,7 @@ glue("rl-gamma", first.gamma, display=False)
 glue("rl-lr", f"{first.lr:g}", display=False)
 glue("rl-eps-min", first.epsilon_min, display=False)
 cost = rl.compute_cost(frame)
-glue("rl-cpu-minutes", f"{cost['seconds'] / 60:.0f}", display=False)
+glue("rl-minutes", f"{cost['seconds'] / 60:.0f}", display=False)
 glue("rl-every-step-hours", f"{cost['every_step_seconds'] / 3600:.1f}", display=False)
 glue("rl-target-every", first.target_every, display=False)
 glue("rl-history", first.history, display=False)
@@ -140,9 +140,10 @@ glue("rl-settings", settings.style.hide(axis="index"), display=False)
 # :::{admonition} Reduced budgets
 # :class: warning
 # The paper does not say how often the Q-network is updated. These runs took
-# {glue:text}`rl-cpu-minutes` CPU-minutes in all; one update per environment step would have taken
-# about {glue:text}`rl-every-step-hours` CPU-hours (OptEx's and Target's updates cost several Vanilla
-# updates on a CPU, where the $N$ evaluations share the cores). So the agent is trained every $k$
+# {glue:text}`rl-minutes` minutes in all (wall-clock time of one single-threaded process on a
+# two-core machine shared with other work); one update per environment step would have taken about
+# {glue:text}`rl-every-step-hours` hours on the same footing (OptEx's and Target's updates cost several
+# Vanilla updates on a CPU, where the $N$ evaluations share the cores). So the agent is trained every $k$
 # environment steps, and the training episodes are fewer than the paper's 100–200 except on CartPole
 # ({numref}`rl-settings`): $k$ = 4 on CartPole, where episodes are short, 10 (CleanRL's choice) on
 # Acrobot and MountainCar, 20 on LunarLander, whose episodes last up to 1,000 steps; Acrobot and

@@ -68,7 +68,8 @@ class ReplayBuffer:
     def state_dict(self) -> dict[str, Any]:
         """The filled rows and the write position, as tensors and an int (for ``torch.save(weights_only)``)."""
         filled = len(self)
-        return {"added": self.added, **{name: torch.from_numpy(getattr(self, name)[:filled].copy()) for name in FIELDS}}
+        return {"added": self.added,
+                **{name: torch.from_numpy(getattr(self, name)[:filled].copy()) for name in FIELDS}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         filled = min(int(state["added"]), self.capacity)

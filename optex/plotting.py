@@ -561,7 +561,7 @@ def _mean_interval(mean: float, low: float, high: float, digits: int = 0) -> str
 def rl_threshold_display(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`optex.experiments.rl.threshold_table` as the chapter shows it: per task and method, the
     threshold, the training episodes to reach it (mean over the seeds that do, 95% interval, censored
-    seeds) and the final cumulative average return."""
+    seeds), the best trailing mean return and the final cumulative average return."""
     out = pd.DataFrame({"task": table["panel"], "threshold": table["threshold"].map(lambda v: f"{v:g}"),
                         "method": table["method"].map(method_label)})
     reach = []
@@ -572,6 +572,8 @@ def rl_threshold_display(table: pd.DataFrame) -> pd.DataFrame:
             text = _mean_interval(row.episodes, row.episodes_low, row.episodes_high)
             reach.append(text + (f" ({row.censored} of {row.seeds} censored)" if row.censored else ""))
     out["episodes to threshold"] = reach
+    out["best trailing mean return"] = [_mean_interval(m, lo, hi, 1) for m, lo, hi in
+                                         zip(table["best"], table["best_low"], table["best_high"])]
     out["final cumulative average return"] = [
         _mean_interval(m, lo, hi, 1) + (" (every return the same)" if floor else "")
         for m, lo, hi, floor in zip(table["final_cum_avg"], table["final_low"], table["final_high"], table["floor"])]
@@ -687,7 +689,8 @@ def _final_returns(frame: pd.DataFrame) -> pd.Series:
 def rl_reading_text(table: pd.DataFrame, frame: pd.DataFrame) -> str:
     """The chapter's reading of the RL results: per task, each method's final cumulative average return,
     OptEx minus Vanilla seed by seed (mean, 95% interval) and the episodes to the threshold; a task where
-    every return of every run is the same is named as uninformative."""
+    every return of every run is the same is named as uninformative, and one where most episodes return
+    the lowest value says how many did better."""
     final = _final_returns(frame)
     lines = []
     for panel, part in table.groupby("panel", sort=False):
@@ -706,9 +709,17 @@ def rl_reading_text(table: pd.DataFrame, frame: pd.DataFrame) -> str:
                 row = by.loc[method]
                 reach.append(f"{method_label(method)} " + ("never" if row.censored == row.seeds else
                              f"{row.episodes:.0f}" + (f" ({row.censored} of {row.seeds} censored)" if row.censored else "")))
-        lines.append(f"- **{panel}**: final cumulative average return {finals}. OptEx minus Vanilla, seed by "
-                     f"seed: {_mean_interval(mean, low, high, 1)}. Training episodes to {by['threshold'].iloc[0]:g}: "
-                     + ", ".join(reach) + ".")
+        line = (f"- **{panel}**: final cumulative average return {finals}. OptEx minus Vanilla, seed by seed: "
+                f"{_mean_interval(mean, low, high, 1)}. Training episodes to {by['threshold'].iloc[0]:g}: "
+                + ", ".join(reach) + ".")
+        trained = frame[(frame["panel"] == panel) & (frame["training_episode"] > 0)]
+        lowest = trained["return"].min()
+        if (trained["return"] == lowest).mean() > 0.5:  # mostly at the floor: say how rarely a run left it
+            above = trained[trained["return"] > lowest]
+            runs = above.groupby(["method", "seed"]).ngroups
+            line += (f" Most training episodes return the floor value {lowest:g}; {len(above)} of {len(trained)} "
+                     f"did better, in {runs} of {trained.groupby(['method', 'seed']).ngroups} runs.")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -720,8 +731,11 @@ def rl_cosine_reading(cosines: pd.DataFrame) -> str:
         by = part.set_index("method")
         pieces = [f"{method_label(m)} {r.stale:.2f} stale vs {r.current:.2f} current" for m, r in by.iterrows()]
         lines.append(f"- **{panel}**: " + "; ".join(pieces) + ".")
+    drop = cosines.assign(drop=cosines["current"] - cosines["stale"]).groupby("method", sort=False)["drop"]
+    summary = [f"{method_label(m)} by {d.min():.2f} to {d.max():.2f}" for m, d in drop]
+    lines += ["", "From a current to a stale history the cosine falls, over the tasks: " + "; ".join(summary) + "."]
     return "\n".join(lines)
 
 
-__all__ += ["RL_COLUMNS", "rl_cosine_reading", "rl_reading_text", "rl_settings_table", "rl_anchor_table", "rl_cosine_display", "rl_cosine_figure", "rl_cosine_table", "rl_curves",
-            "rl_rows", "rl_threshold_display"]
+__all__ += ["RL_COLUMNS", "rl_anchor_table", "rl_cosine_display", "rl_cosine_figure", "rl_cosine_reading",
+            "rl_cosine_table", "rl_curves", "rl_reading_text", "rl_rows", "rl_settings_table", "rl_threshold_display"]

@@ -268,10 +268,15 @@ def test_episodes_to_threshold_reads_the_trailing_mean_and_censors():
     # trailing 2-episode mean first reaches 10 >= 5 at episode 4); vanilla never does.
     assert reach.loc[("optex", 0), "episodes"] == 1 and reach.loc[("optex", 1), "episodes"] == 4
     assert reach.loc[("vanilla", 0), "episodes"] != reach.loc[("vanilla", 0), "episodes"]
+    assert reach.loc[("optex", 1), "best_trailing"] == 10 and reach.loc[("vanilla", 1), "best_trailing"] == 2
+    # Tables concatenated without a fresh index (duplicate labels) give the same numbers.
+    doubled = rl.episodes_to_threshold(frame.set_axis(np.zeros(len(frame), int)), {"cartpole": 5.0}, window=2)
+    pd.testing.assert_frame_equal(doubled.set_index(["method", "seed"]), reach)
     table = rl.threshold_table(frame, {"cartpole": 5.0}, window=2).set_index("method")
     assert table.loc["optex", "episodes"] == 2.5 and table.loc["optex", "censored"] == 0
     assert table.loc["vanilla", "censored"] == 2 and math.isnan(table.loc["vanilla", "episodes"])
     assert table.loc["optex", "final_cum_avg"] == pytest.approx(np.mean([10, 5]))
+    assert table.loc["optex", "best"] == pytest.approx(np.mean([10, 10]))
     assert not table["floor"].any()
 
 

@@ -413,10 +413,11 @@ def trailing_return(frame: pd.DataFrame, window: int = WINDOW) -> pd.Series:
     """The mean return of the last ``window`` training episodes (fewer at the start), per run; NaN in
     the warm-up."""
     keys = [c for c in ("panel", "task") if c in frame.columns][:1] + ["method", "seed"]
-    training = frame["training_episode"] > 0
-    rolled = (frame[training].groupby(keys, sort=False)["return"]
-              .transform(lambda r: r.rolling(window, min_periods=1).mean()))
-    return rolled.reindex(frame.index)
+    returns = frame["return"].where(frame["training_episode"] > 0).reset_index(drop=True)
+    groups = frame[keys].reset_index(drop=True)
+    rolled = returns.groupby([groups[k] for k in keys], sort=False).transform(
+        lambda r: r.dropna().rolling(window, min_periods=1).mean().reindex(r.index))
+    return pd.Series(rolled.to_numpy(), index=frame.index, name="trailing_return")
 
 
 def episodes_to_threshold(frame: pd.DataFrame, thresholds: dict[str, float] | None = None,
@@ -424,7 +425,8 @@ def episodes_to_threshold(frame: pd.DataFrame, thresholds: dict[str, float] | No
     """Per run (task, method, seed): the first training episode whose trailing ``window``-episode mean
     return reaches the task's threshold (``TASKS``, or ``thresholds`` by task), NaN when it never does
     (censored). Columns: the panel column present, ``task``, ``method``, ``seed``, ``threshold``,
-    ``episodes``, ``final_cum_avg`` (the cumulative average return at the last episode)."""
+    ``episodes``, ``best_trailing`` (the highest trailing mean the run reached), ``final_cum_avg`` (the
+    cumulative average return at the last episode) and ``training_episodes``."""
     thresholds = {**{k: t.threshold for k, t in TASKS.items()}, **(thresholds or {})}
     keys = [c for c in ("panel",) if c in frame.columns] + ["task", "method", "seed"]
     frame = frame.assign(trailing=trailing_return(frame, window))
@@ -434,17 +436,20 @@ def episodes_to_threshold(frame: pd.DataFrame, thresholds: dict[str, float] | No
         hit = run[(run["training_episode"] > 0) & (run["trailing"] >= level)]
         rows.append(dict(zip(keys, key), threshold=level,
                          episodes=float(hit["training_episode"].iloc[0]) if len(hit) else math.nan,
-                         final_cum_avg=float(run["cum_avg_return"].iloc[-1]), training_episodes=int(
-                             run["training_episode"].max())))
+                         best_trailing=float(run["trailing"].max()),
+                         final_cum_avg=float(run["cum_avg_return"].iloc[-1]),
+                         training_episodes=int(run["training_episode"].max())))
     return pd.DataFrame(rows)
 
 
 def threshold_table(frame: pd.DataFrame, thresholds: dict[str, float] | None = None,
                     window: int = WINDOW) -> pd.DataFrame:
     """Per task and method: training episodes to the threshold (mean over the seeds that reach it, 95%
-    t-interval, ``censored`` seeds that never do), the final cumulative average return (mean and
-    interval over all seeds) and ``floor``: whether every return of every seed was the same value
-    (e.g. MountainCar's -200: nothing was learnt)."""
+    t-interval, ``censored`` seeds that never do), the highest trailing mean return a run reached
+    (``best``: mean and interval over all seeds: informative where every seed is censored), the final
+    cumulative average return (``final_cum_avg``: mean and interval over all seeds) and ``floor``:
+    whether every training return of every method and seed was the same value (e.g. MountainCar's
+    -200: nothing was learnt)."""
     reach = episodes_to_threshold(frame, thresholds, window)
     keys = [c for c in ("panel",) if c in reach.columns] + ["task"]
     training = frame[frame["training_episode"] > 0]
@@ -455,10 +460,12 @@ def threshold_table(frame: pd.DataFrame, thresholds: dict[str, float] | None = N
         reached = group["episodes"].dropna().to_numpy()
         mean, low, high = mean_ci(reached) if len(reached) else (math.nan,) * 3
         final, final_low, final_high = mean_ci(group["final_cum_avg"].to_numpy())
+        best, best_low, best_high = mean_ci(group["best_trailing"].to_numpy())
         rows.append(dict(where, threshold=group["threshold"].iloc[0], episodes=mean, episodes_low=low,
                          episodes_high=high, censored=int(group["episodes"].isna().sum()), seeds=len(group),
-                         training_episodes=int(group["training_episodes"].max()), final_cum_avg=final,
-                         final_low=final_low, final_high=final_high, floor=bool(returns.nunique() == 1)))
+                         training_episodes=int(group["training_episodes"].max()), best=best, best_low=best_low,
+                         best_high=best_high, final_cum_avg=final, final_low=final_low, final_high=final_high,
+                         floor=bool(returns.nunique() == 1)))
     return pd.DataFrame(rows)
 
 
@@ -484,6 +491,6 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return threshold_table(frame)
 
 
-__all__ = ["Config", "FIGURE_ID", "RL_METHODS", "TASKS", "Task", "WINDOW", "compute_cost", "dimension", "episodes_to_threshold",
-           "make_env", "panel_name", "run", "run_panel", "run_unit", "summary", "threshold_table",
-           "trailing_return", "verification"]
+__all__ = ["Config", "FIGURE_ID", "RL_METHODS", "TASKS", "Task", "WINDOW", "compute_cost", "dimension",
+           "episodes_to_threshold", "make_env", "panel_name", "run", "run_panel", "run_unit", "summary",
+           "threshold_table", "trailing_return", "verification"]
