@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
-EXPERIMENTS = ("synthetic", "fig2", "fig6", "training", "scaling")
+EXPERIMENTS = ("synthetic", "fig2", "fig6", "training", "rl", "scaling")
 DEFAULT_OUT = Path("results") / "_local"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -172,7 +172,9 @@ def _run(args: argparse.Namespace, config_class: type, module: Any) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"{len(frame)} rows; results under {out / module.FIGURE_ID}")
-    if "vanilla" in getattr(config, "methods", ()):
+    if hasattr(module, "summary"):  # a runner with its own metric (RL: episodes to a reward threshold)
+        print(module.summary(frame).round(3).to_string(index=False))
+    elif "vanilla" in getattr(config, "methods", ()):
         metric = getattr(module, "SPEEDUP_METRIC", "gap")  # a runner's deterministic metric, e.g. a training loss
         print(f"Paper's metric: sequential iterations to reach Vanilla's final {metric} (mean over seeds, 95% "
               "t-interval of the speedup):")

@@ -707,3 +707,636 @@ def scaling_plot(ax, summary: pd.DataFrame, model: pd.DataFrame | None = None) -
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("milliseconds per iteration")
     ax.legend(frameon=False, fontsize=8)
+
+
+# ================================================================================ training curves
+# Figures and tables of the neural-network chapters (tidy tables of optex.experiments.training:
+# ``panel``, ``method``, ``seed``, ``iteration``, ``wall_time``, the metrics on the evaluation grid
+# and ``proxy_cosine_<s>`` per iteration). Methods the synthetic chapters do not have get a style here.
+TRAINING_STYLE = {k: METHOD_STYLE[k] for k in ("vanilla_long", "large_batch_scaled", "last_gradient")}
+LARGE_BATCH = ("large_batch", "large_batch_scaled")  # LargeBatch at the base and the scaled learning rate
+SURROGATES = ("optex", "last_gradient")  # the methods whose proxy steps follow an estimated gradient
+
+
+def evaluation_rows(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of ``frame`` where ``metric`` was evaluated (the runner's grid: every k iterations, 0 and T)."""
+    if metric not in frame.columns:
+        raise ValueError(f"metric {metric!r} is not a column of the results")
+    return frame.dropna(subset=[metric])
+
+
+def curve_plot(ax, frame: pd.DataFrame, metric: str, x: str = "iteration", methods: Iterable[str] | None = None,
+               log: bool = False, level: float = 0.95) -> pd.DataFrame:
+    """``metric`` (e.g. ``test_error``) against ``x`` on the evaluation grid: the mean over seeds and its
+    ``level`` t-band per method (geometric with ``log``); returns the plotted summary (:func:`band`)."""
+    rows = evaluation_rows(frame, metric)
+    if methods is not None:
+        methods = list(methods)
+        rows = rows[rows["method"].isin(methods)]
+    return band_plot(ax, rows, x=x, y=metric, log=log, level=level, methods=methods)
+
+
+def time_grid(frame: pd.DataFrame, metric: str, points: int = 60) -> pd.DataFrame:
+    """``metric`` of every (method, seed) run on one common wall-clock grid, for curves against time.
+
+    The grid is ``points`` times from 0 to the longest run's last ``wall_time``; each run is linearly
+    interpolated between its evaluation rows and has no value after its own last one (a run cannot be
+    extrapolated). Columns: the panel columns present, ``method``, ``seed``, ``time``, ``metric``.
+    """
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise ValueError(f"points must be an integer of at least 2, got {points!r}")
+    rows = evaluation_rows(frame, metric)
+    grid = np.linspace(0.0, float(rows["wall_time"].max()), points)
+    keys = [c for c in ("panel", "dataset") if c in rows.columns][:1] + ["method", "seed"]
+    out = []
+    for key, run in rows.groupby(keys, sort=False):
+        run = run.sort_values("wall_time")
+        inside = grid <= run["wall_time"].max() * (1 + 1e-9)  # the run's end itself, despite rounding
+        values = np.interp(grid[inside], run["wall_time"].to_numpy(float), run[metric].to_numpy(float))
+        out.append(pd.DataFrame({**dict(zip(keys, key)), "time": grid[inside], metric: values}))
+    return pd.concat(out, ignore_index=True)
+
+
+def time_plot(ax, frame: pd.DataFrame, metric: str, methods: Iterable[str] | None = None, points: int = 60,
+              log: bool = False, level: float = 0.95) -> pd.DataFrame:
+    """``metric`` against wall-clock seconds (:func:`time_grid`), mean over seeds and its band per method;
+    a grid point is drawn where every seed of the method still runs."""
+    if methods is not None:
+        methods = list(methods)
+        frame = frame[frame["method"].isin(methods)]
+    gridded = time_grid(frame, metric, points)
+    seeds = gridded.groupby("method")["seed"].transform("nunique")
+    complete = gridded.groupby(["method", "time"])["seed"].transform("count") == seeds
+    summary = band_plot(ax, gridded[complete], x="time", y=metric, log=log, level=level, methods=methods)
+    ax.set_xlabel("wall-clock time inside OptEx.step (s)")
+    return summary
+
+
+def effective_speedup_plot(ax, speedups: pd.DataFrame, parallelism: int, methods: Iterable[str] | None = None,
+                           level: float = 0.95) -> pd.DataFrame:
+    """Vanilla-equivalent iterations against sequential iterations t (``speedups``: the per-seed rows of
+    :func:`optex.analysis.effective_speedup`), mean and band over seeds per method, with the line of
+    slope ``parallelism`` (Target's N plain steps per iteration) and Vanilla's own line of slope 1."""
+    if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
+        raise ValueError(f"parallelism must be a positive integer, got {parallelism!r}")
+    summary = band_plot(ax, speedups, x="iteration", y="vanilla_equivalent", log=False, level=level, methods=methods)
+    t = np.array([0.0, float(speedups["iteration"].max())])
+    ax.plot(t, parallelism * t, color="black", ls="--", lw=1, label=f"slope N = {parallelism}")
+    ax.plot(t, t, color="black", ls=":", lw=1, label="slope 1 (Vanilla)")
+    ax.set_xlabel("sequential iteration $t$")
+    ax.set_ylabel("Vanilla-equivalent iterations")
+    return summary
+
+
+def proxy_cosines(frame: pd.DataFrame, methods: Sequence[str] = SURROGATES) -> pd.DataFrame:
+    """The estimator's cosine with the true gradient at each proxy step s = 1..N-1: median, quartiles and
+    count over every proxy iteration and seed, per panel and method (NaN cells, where no surrogate drove
+    the step, are left out). Columns: the panel columns present, ``method``, ``step``, ``median``,
+    ``q25``, ``q75``, ``count``."""
+    columns = sorted((c for c in frame.columns if c.startswith("proxy_cosine_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    if not columns:
+        raise ValueError("the results have no proxy_cosine_<s> columns (N = 1?)")
+    keys = [c for c in ("panel", "dataset") if c in frame.columns][:1]
+    rows = []
+    for key, group in frame[frame["method"].isin(methods)].groupby(keys + ["method"], sort=False):
+        for column in columns:
+            values = group[column].dropna().to_numpy(float)
+            quartiles = np.quantile(values, [0.25, 0.5, 0.75]) if values.size else [np.nan] * 3
+            rows.append(dict(zip(keys + ["method"], key if isinstance(key, tuple) else (key,)),
+                             step=int(column.rsplit("_", 1)[1]), median=float(quartiles[1]), q25=float(quartiles[0]),
+                             q75=float(quartiles[2]), count=int(values.size)))
+    return pd.DataFrame(rows, columns=[*keys, "method", "step", "median", "q25", "q75", "count"])
+
+
+def proxy_cosine_plot(ax, cosines: pd.DataFrame, methods: Iterable[str] = SURROGATES) -> None:
+    """Median cosine by proxy step (lines) with the interquartile range (bars), one colour per method
+    (``cosines``: one panel of :func:`proxy_cosines`)."""
+    for name in methods:
+        part = cosines[cosines["method"] == name].sort_values("step")
+        if part.empty:
+            continue
+        color = METHOD_STYLE.get(name, {}).get("color")
+        ax.errorbar(part["step"], part["median"], yerr=[part["median"] - part["q25"], part["q75"] - part["median"]],
+                    color=color, marker="o", capsize=3, lw=1.6, label=method_label(name))
+    ax.set_xticks(sorted(cosines["step"].unique()))
+    ax.set_xlabel("proxy step $s$")
+    ax.set_ylabel("cosine with the true gradient")
+    ax.grid(True, alpha=0.3)
+
+
+AXIS_LABELS = {"train_error": "training error", "test_error": "test error", "val_error": "validation error",
+               "train_loss": "training loss", "test_loss": "test loss", "val_loss": "validation loss"}
+
+
+def _legend(fig, axes) -> None:
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=min(len(entries), 4), frameon=False)
+
+
+def training_figure(frame: pd.DataFrame, panels: Sequence[str], columns: Sequence[tuple[str, str]],
+                    methods: Sequence[str], log: bool = False, points: int = 60):
+    """One row per panel, one column per (metric, x) with x ``"iteration"`` (:func:`curve_plot`) or
+    ``"time"`` (:func:`time_plot`; Vanilla is drawn from its N·T-iteration run there, so that its curve
+    lasts as long as the others'). Returns the figure and the plotted summaries (``panel``, ``metric``,
+    ``x`` and :func:`band`'s columns)."""
+    import matplotlib.pyplot as plt
+
+    for metric, x in columns:
+        if x not in ("iteration", "time"):
+            raise ValueError(f"columns: x must be 'iteration' or 'time', got {x!r} for {metric}")
+    fig, axes = plt.subplots(len(panels), len(columns), figsize=(3.1 * len(columns), 2.6 * len(panels) + 0.8),
+                             squeeze=False, layout="constrained")
+    summaries = []
+    for row, panel in zip(axes, panels):
+        part = frame[frame["panel"] == panel]
+        for ax, (metric, x) in zip(row, columns):
+            if x == "time":
+                shown = [("vanilla_long" if m == "vanilla" else m) for m in methods]
+                summary = time_plot(ax, part, metric, shown, points, log).rename(columns={"time": "x"})
+            else:
+                summary = curve_plot(ax, part, metric, methods=methods, log=log).rename(columns={"iteration": "x"})
+                ax.set_xlabel("sequential iteration $t$")
+            summaries.append(summary.assign(panel=panel, metric=metric, axis=x))
+            ax.set_title(f"{panel}", fontsize=9)
+            ax.set_ylabel(AXIS_LABELS.get(metric, metric))
+    _legend(fig, axes.flat)
+    return fig, pd.concat(summaries, ignore_index=True)
+
+
+def effective_speedup_figure(speedups: pd.DataFrame, panels: Sequence[str], parallelism: int,
+                             methods: Sequence[str]):
+    """:func:`effective_speedup_plot` for each panel, side by side (two per row)."""
+    import matplotlib.pyplot as plt
+
+    cols = min(2, len(panels))
+    fig, axes = plt.subplots((len(panels) + cols - 1) // cols, cols, figsize=(4.2 * cols, 3.2 * ((len(panels) + 1) // 2)
+                             + 0.8), squeeze=False, layout="constrained")
+    summaries = []
+    for ax, panel in zip(axes.flat, panels):
+        summary = effective_speedup_plot(ax, speedups[speedups["panel"] == panel], parallelism, methods)
+        summaries.append(summary.assign(panel=panel))
+        ax.set_title(panel, fontsize=9)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    _legend(fig, axes.flat)
+    return fig, pd.concat(summaries, ignore_index=True)
+
+
+def proxy_cosine_figure(cosines: pd.DataFrame, panels: Sequence[str], methods: Sequence[str] = SURROGATES):
+    """:func:`proxy_cosine_plot` for each panel in one row, sharing the y axis."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 3.2), sharey=True, squeeze=False,
+                             layout="constrained")
+    for ax, panel in zip(axes.flat, panels):
+        proxy_cosine_plot(ax, cosines[cosines["panel"] == panel], methods)
+        ax.set_title(panel, fontsize=9)
+    for ax in axes.flat[1:]:
+        ax.set_ylabel("")
+    _legend(fig, axes.flat)
+    return fig
+
+
+def _interval_text(mean: float, low: float, high: float) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{mean:.2f}×"
+    return f"{mean:.2f}× [{low:.2f}, {high:.2f}]"
+
+
+def best_large_batch(table: pd.DataFrame) -> pd.Series:
+    """Per panel, the LargeBatch variant (base or scaled learning rate) with the higher mean effective
+    speedup at T (``table``: :func:`training_speedup_table`, its ``effective_end`` column)."""
+    keys = [c for c in ("panel", "dataset") if c in table.columns][:1]
+    rows = table[table["method"].isin(LARGE_BATCH)].dropna(subset=["effective_end"])
+    if rows.empty:
+        raise ValueError("the results have neither large_batch nor large_batch_scaled")
+    if not keys:
+        return pd.Series({"": rows.loc[rows["effective_end"].idxmax(), "method"]})
+    return rows.loc[rows.groupby(keys)["effective_end"].idxmax()].set_index(keys)["method"]
+
+
+def versus(speedups: pd.DataFrame, method: str, rival: pd.Series, at: int | None = None) -> pd.DataFrame:
+    """Per panel: ``method``'s effective speedup divided by the ``rival`` method's (``rival``: panel ->
+    method, e.g. :func:`best_large_batch`), seed by seed at sequential iteration ``at`` (default each
+    panel's last), with the mean and 95% t-interval of the per-seed ratios. ``speedups``: per-seed
+    rows of :func:`optex.analysis.effective_speedup`."""
+    keys = [c for c in ("panel", "dataset") if c in speedups.columns][:1]
+    rows = []
+    for key, group in (speedups.groupby(keys, sort=False) if keys else [((), speedups)]):
+        key = key if isinstance(key, tuple) else (key,)
+        other = rival.loc[key[0]] if keys else rival.iloc[0]
+        t = int(group["iteration"].max()) if at is None else at
+        picked = group[group["iteration"] <= t].sort_values("iteration").groupby(["method", "seed"]).tail(1)
+        ours = picked[picked["method"] == method].set_index("seed")["speedup"]
+        theirs = picked[picked["method"] == other].set_index("seed")["speedup"]
+        ratio = (ours / theirs).dropna()
+        mean, low, high = mean_ci(ratio.to_numpy())
+        rows.append(dict(zip(keys, key), method=method, rival=other, iteration=t, ratio=mean, low=low, high=high,
+                         seeds=len(ratio)))
+    return pd.DataFrame(rows)
+
+
+def training_speedup_table(frame: pd.DataFrame, loss: str = "train_loss", error: str = "val_error",
+                           methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """The chapter table of one training figure, one row per panel and method (Vanilla excluded):
+
+    - the paper's metric on ``loss`` and on ``error``: mean sequential iterations to reach Vanilla's
+      value at T and the speedup with its 95% interval (:func:`optex.analysis.speedup_table`;
+      ``censored``: seeds that never get there);
+    - the effective speedup on ``loss`` (a fixed evaluation set, interpolated in log-loss between grid
+      points, read from the long Vanilla run) at T/2 and T, with its 95% interval, and the seeds on
+      which it is only a lower bound;
+    - for the surrogate methods, the estimator's median cosine at each proxy step.
+
+    Numeric columns (``*_iterations``, ``*_speedup``, ``*_low``, ``*_high``, ``*_censored``,
+    ``effective_T``..., ``cosine_<s>``) and ``text`` columns for display (``paper_<metric>``,
+    ``effective_at_<t>``).
+    """
+    from .analysis import REFERENCE, effective_speedup_table, speedup_table
+
+    keys = [c for c in ("panel", "dataset") if c in frame.columns][:1]
+    order = list(methods) if methods is not None else [m for m in dict.fromkeys(frame["method"])
+                                                        if m not in ("vanilla", REFERENCE)]
+    table = None
+    for metric in (loss, error):
+        paper = speedup_table(frame, "vanilla", metric)
+        paper = paper[paper["method"].isin(order)][[*keys, "method", "iterations", "speedup", "speedup_low",
+                                                    "speedup_high", "censored", "plateau"]]
+        paper = paper.rename(columns={c: f"{metric}_{c}" for c in paper.columns if c not in (*keys, "method")})
+        table = paper if table is None else table.merge(paper, on=[*keys, "method"], how="outer")
+    effective = effective_speedup_table(frame, metric=loss, interpolate=True, by=keys)
+    effective = effective[effective["method"].isin(order)]
+    for position, (t, part) in enumerate(sorted(effective.groupby("iteration"), key=lambda item: item[0])):
+        name = "half" if position == 0 else "end"
+        part = part[[*keys, "method", "iteration", "effective_speedup", "effective_low", "effective_high", "censored"]]
+        part = part.rename(columns={"iteration": f"t_{name}", "effective_speedup": f"effective_{name}",
+                                    "effective_low": f"effective_{name}_low", "effective_high": f"effective_{name}_high",
+                                    "censored": f"effective_{name}_censored"})
+        table = table.merge(part, on=[*keys, "method"], how="left")
+    if any(c.startswith("proxy_cosine_") for c in frame.columns):
+        cosines = proxy_cosines(frame, order)
+        wide = cosines.pivot_table(index=[*keys, "method"], columns="step", values="median")
+        wide.columns = [f"cosine_{s}" for s in wide.columns]
+        table = table.merge(wide.reset_index(), on=[*keys, "method"], how="left")
+    rank = {m: i for i, m in enumerate(order)}
+    table = table.sort_values([*keys, "method"], key=lambda c: c.map(rank) if c.name == "method" else c,
+                              ignore_index=True)
+    for metric in (loss, error):
+        table[f"paper_{metric}"] = [_interval_text(m, lo, hi) for m, lo, hi in zip(
+            table[f"{metric}_speedup"], table[f"{metric}_speedup_low"], table[f"{metric}_speedup_high"])]
+    for name in ("half", "end"):
+        if f"effective_{name}" in table:
+            table[f"effective_text_{name}"] = [
+                _interval_text(m, lo, hi) + (f" (≥, {int(c)} censored)" if c else "")
+                for m, lo, hi, c in zip(table[f"effective_{name}"], table[f"effective_{name}_low"],
+                                        table[f"effective_{name}_high"], table[f"effective_{name}_censored"])]
+    return table
+
+
+def training_table_display(table: pd.DataFrame, loss: str = "train_loss", error: str = "val_error") -> pd.DataFrame:
+    """:func:`training_speedup_table` as the chapter shows it: labels, intervals and cosines as text."""
+    out = pd.DataFrame({"panel": table["panel"], "method": table["method"].map(method_label)})
+    for metric in (loss, error):
+        name = AXIS_LABELS.get(metric, metric)
+        out[f"iterations to Vanilla's {name}"] = [f"{v:.0f}" if np.isfinite(v) else "never" for v in
+                                                  table[f"{metric}_iterations"]]
+        out[f"speedup ({name}, paper metric)"] = [
+            text + (f" ({int(c)} censored)" if c else "") for text, c in
+            zip(table[f"paper_{metric}"], table[f"{metric}_censored"])]
+    for name, title in (("half", "T/2"), ("end", "T")):
+        if f"effective_text_{name}" in table:
+            out[f"effective speedup at {title}"] = table[f"effective_text_{name}"]
+    cosines = sorted((c for c in table.columns if c.startswith("cosine_")), key=lambda c: int(c.split("_")[1]))
+    if cosines:
+        out["median cosine, s = 1..N-1"] = [
+            "—" if all(np.isnan(v) for v in values) else ", ".join(f"{v:.2f}" for v in values)
+            for values in table[cosines].to_numpy(float)]
+    return out
+
+
+def versus_display(versus: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`versus` (OptEx against the better LargeBatch, indexed by panel) as the chapter shows it."""
+    effective = table.set_index(["panel", "method"])["effective_text_end"]
+    rows = []
+    for panel, row in versus.iterrows():
+        rows.append({"panel": panel, "better LargeBatch": method_label(row["rival"]),
+                     "its effective speedup at T": effective.get((panel, row["rival"]), "n/a"),
+                     "OptEx's": effective.get((panel, row["method"]), "n/a"),
+                     "OptEx / LargeBatch (per seed)": _interval_text(row["ratio"], row["low"], row["high"])})
+    return pd.DataFrame(rows)
+
+
+def training_summary(table: pd.DataFrame, versus: pd.DataFrame, loss: str = "train_loss") -> pd.DataFrame:
+    """One row per panel with the numbers a chapter's conclusion quotes: effective speedups at T of OptEx,
+    Target, LineSearch, last_gradient and the better LargeBatch (``*_end`` and intervals), OptEx's share of
+    Target's, the OptEx / LargeBatch ratio and its interval (``versus``, indexed by panel), OptEx's paper
+    metric on ``loss``, and the median cosine over proxy steps of the GP mean and of the last gradient."""
+    by = table.set_index(["panel", "method"])
+    cosines = [c for c in table.columns if c.startswith("cosine_")]
+    rows = []
+    for panel, row in versus.iterrows():
+        def get(method, column, default=np.nan):
+            return float(by[column].get((panel, method), default)) if column in by else default
+
+        entry = dict(panel=panel, rival=row["rival"], ratio=row["ratio"], ratio_low=row["low"], ratio_high=row["high"],
+                     paper_optex=get("optex", f"{loss}_speedup"))
+        for name, method in (("optex", "optex"), ("target", "target"), ("linesearch", "linesearch"),
+                             ("last_gradient", "last_gradient"), ("large_batch", row["rival"])):
+            entry[name] = get(method, "effective_end")
+            entry[f"{name}_low"] = get(method, "effective_end_low")
+            entry[f"{name}_high"] = get(method, "effective_end_high")
+            entry[f"{name}_censored"] = get(method, "effective_end_censored", 0.0)
+        entry["optex_of_target"] = entry["optex"] / entry["target"]
+        entry["cosine_gp"] = float(np.nanmedian([get("optex", c) for c in cosines])) if cosines else np.nan
+        entry["cosine_last"] = float(np.nanmedian([get("last_gradient", c) for c in cosines])) if cosines else np.nan
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def reading_text(summary: pd.DataFrame, parallelism: int) -> str:
+    """The chapter's conclusion from :func:`training_summary`: per panel, OptEx's effective speedup at T
+    against Target's (the ceiling N) and the better LargeBatch's, and the estimators' cosines; then
+    where OptEx beats LargeBatch (interval above 1) and where it does not."""
+    lines = []
+    for row in summary.itertuples():
+        lines.append(
+            f"- **{row.panel}**: OptEx {_interval_text(row.optex, row.optex_low, row.optex_high)} effective speedup "
+            f"at $T$ (paper metric {row.paper_optex:.2f}×), {100 * row.optex_of_target:.0f}% of Target's "
+            f"{row.target:.2f}× (ceiling {parallelism}); the better LargeBatch, "
+            f"{method_label(row.rival)}, {_interval_text(row.large_batch, row.large_batch_low, row.large_batch_high)}, "
+            f"so OptEx / LargeBatch = {_interval_text(row.ratio, row.ratio_low, row.ratio_high)}; LineSearch "
+            f"{row.linesearch:.2f}×, last gradient {row.last_gradient:.2f}×. Median cosine of the estimate with the "
+            f"true gradient: GP {row.cosine_gp:.2f}, last gradient {row.cosine_last:.2f}.")
+    ahead = summary[summary["ratio_low"] > 1]
+    behind = summary[summary["ratio_high"] < 1]
+    level = summary[~summary.index.isin(ahead.index) & ~summary.index.isin(behind.index)]
+    text = ["\n".join(lines), ""]
+    verdict = (f"OptEx beats the better LargeBatch, with the 95% interval of the ratio above 1, in {len(ahead)} of "
+               f"{len(summary)} panels")
+    verdict += f" ({', '.join(ahead['panel'])})" if len(ahead) else ""
+    if len(behind):
+        verdict += f"; it is behind in {', '.join(behind['panel'])}"
+    if len(level):
+        verdict += f"; the two cannot be told apart in {', '.join(level['panel'])}"
+    text.append(verdict + ".")
+    losing = summary[summary["ratio"] <= 1]
+    if len(losing):
+        text += ["", "Where OptEx does not beat LargeBatch (" + "; ".join(losing["panel"]) + "), the cosine tells why: "
+                 "its proxy steps follow an estimate whose median cosine with the true gradient is "
+                 + ", ".join(f"{c:.2f}" for c in losing["cosine_gp"]) + ", so the N - 1 proxy steps move the "
+                 "iterate only part of the way a true step would, while LargeBatch spends the same N evaluations "
+                 "on a less noisy gradient at one point."]
+    return "\n".join(text)
+
+
+def time_split(frame: pd.DataFrame, methods: Sequence[str], skip: int = 5) -> pd.DataFrame:
+    """Milliseconds per sequential iteration of each method: the median over iterations after the first
+    ``skip`` (one-off costs) and seeds of the proxy, evaluation and update parts of ``OptEx.step`` and of
+    their sum, per panel. Columns: the panel columns present, ``method``, ``proxy``, ``eval``, ``update``,
+    ``total``."""
+    keys = [c for c in ("panel", "dataset") if c in frame.columns][:1]
+    rows = frame[frame["method"].isin(methods) & (frame["iteration"] > skip)].copy()
+    rows["total"] = rows[["time_proxy", "time_eval", "time_update"]].sum(axis=1)
+    parts = {"time_proxy": "proxy", "time_eval": "eval", "time_update": "update", "total": "total"}
+    table = rows.groupby([*keys, "method"], sort=False)[list(parts)].median().mul(1e3).rename(columns=parts)
+    return table.reset_index()
+
+
+__all__ += ["AXIS_LABELS", "LARGE_BATCH", "SURROGATES", "TRAINING_STYLE", "best_large_batch", "curve_plot",
+            "effective_speedup_figure", "effective_speedup_plot", "evaluation_rows", "proxy_cosine_figure",
+            "proxy_cosine_plot", "proxy_cosines", "reading_text", "time_grid", "time_plot", "time_split", "training_figure",
+            "training_speedup_table", "training_summary", "training_table_display", "versus", "versus_display"]
+
+
+# ================================================================================ reinforcement learning
+# Figures and tables of the RL chapter (tidy tables of optex.experiments.rl with a ``panel`` column: one
+# row per task x method x seed x episode with ``training_episode``, ``return``, ``cum_avg_return``, the
+# estimator's ``proxy_cosine_<s>`` and its stale / current split).
+RL_COLUMNS = ("panel", "task", "method", "seed", "episode", "training_episode", "return", "cum_avg_return",
+              "env_steps", "updates", "evaluations")
+
+
+def rl_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The columns of an RL table a figure and the report read (the data saved next to the figure)."""
+    return frame[[c for c in RL_COLUMNS if c in frame.columns]]
+
+
+def rl_curves(frame: pd.DataFrame, titles: Mapping[str, str], methods: Sequence[str], cols: int = 2):
+    """The cumulative average return against training episodes, one panel per task (``titles``: panel ->
+    panel title, e.g. with d), mean over seeds and 95% t-band per method. Returns the figure and the
+    plotted summary (``panel`` and :func:`band`'s columns)."""
+    import matplotlib.pyplot as plt
+
+    panels = list(titles)
+    cols = min(cols, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.1 * rows + 0.7), squeeze=False, layout="constrained")
+    trained = frame[frame["training_episode"] > 0]
+    summaries = []
+    for ax, panel in zip(axes.flat, panels):
+        part = trained[trained["panel"] == panel]
+        summary = band_plot(ax, part, x="training_episode", y="cum_avg_return", log=False, methods=methods)
+        summaries.append(summary.assign(panel=panel))
+        ax.set_title(titles[panel], fontsize=9)
+        ax.set_xlabel("sequential (training) episode")
+        ax.set_ylabel("cumulative average return")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    _legend(fig, axes.flat)
+    return fig, pd.concat(summaries, ignore_index=True)
+
+
+def _mean_interval(mean: float, low: float, high: float, digits: int = 0) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def rl_threshold_display(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`optex.experiments.rl.threshold_table` as the chapter shows it: per task and method, the
+    threshold, the training episodes to reach it (mean over the seeds that do, 95% interval, censored
+    seeds), the best trailing mean return and the final cumulative average return."""
+    out = pd.DataFrame({"task": table["panel"], "threshold": table["threshold"].map(lambda v: f"{v:g}"),
+                        "method": table["method"].map(method_label)})
+    reach = []
+    for row in table.itertuples():
+        if row.censored == row.seeds:
+            reach.append(f"never within {row.training_episodes} ({row.censored} of {row.seeds} censored)")
+        else:
+            text = _mean_interval(row.episodes, row.episodes_low, row.episodes_high)
+            reach.append(text + (f" ({row.censored} of {row.seeds} censored)" if row.censored else ""))
+    out["episodes to threshold"] = reach
+    out["best trailing mean return"] = [_mean_interval(m, lo, hi, 1) for m, lo, hi in
+                                         zip(table["best"], table["best_low"], table["best_high"])]
+    out["final cumulative average return"] = [
+        _mean_interval(m, lo, hi, 1) + (" (every return the same)" if floor else "")
+        for m, lo, hi, floor in zip(table["final_cum_avg"], table["final_low"], table["final_high"], table["floor"])]
+    return out
+
+
+def _weighted_by_seed(group: pd.DataFrame, value: str, weight: str) -> np.ndarray:
+    """Per seed, the mean of ``value`` over the episodes' updates (episode means weighted by counts)."""
+    rows = group[group[weight] > 0]
+    sums = (rows[value] * rows[weight]).groupby(rows["seed"]).sum()
+    return (sums / rows.groupby("seed")[weight].sum()).to_numpy(float)
+
+
+def rl_cosine_table(frame: pd.DataFrame, methods: Sequence[str] = SURROGATES) -> pd.DataFrame:
+    """Per task and surrogate method: the estimator's cosine with the true gradient over every proxy
+    update, mean over seeds with its 95% interval, with the history *stale* (it still holds gradients
+    computed against the previous target network) and *current*, and their difference. Columns:
+    ``panel``, ``method``, ``stale``, ``stale_low``, ``stale_high``, ``current``, ``current_low``,
+    ``current_high``, ``stale_updates``, ``current_updates``."""
+    rows = []
+    for (panel, method), group in frame[frame["method"].isin(methods)].groupby(["panel", "method"], sort=False):
+        entry = dict(panel=panel, method=method)
+        for part in ("stale", "current"):
+            mean, low, high = mean_ci(_weighted_by_seed(group, f"proxy_cosine_{part}", f"{part}_updates"))
+            entry.update({part: mean, f"{part}_low": low, f"{part}_high": high,
+                          f"{part}_updates": int(group[f"{part}_updates"].sum())})
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def rl_cosine_display(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`rl_cosine_table` as the chapter shows it."""
+    return pd.DataFrame({
+        "task": table["panel"], "estimator": table["method"].map(method_label),
+        "cosine, stale history": [_mean_interval(m, lo, hi, 2) for m, lo, hi in
+                                  zip(table["stale"], table["stale_low"], table["stale_high"])],
+        "cosine, current history": [_mean_interval(m, lo, hi, 2) for m, lo, hi in
+                                    zip(table["current"], table["current_low"], table["current_high"])],
+        "proxy updates (stale / current)": [f"{s:,} / {c:,}" for s, c in
+                                            zip(table["stale_updates"], table["current_updates"])]})
+
+
+def rl_cosine_figure(frame: pd.DataFrame, titles: Mapping[str, str], methods: Sequence[str] = SURROGATES,
+                     smooth: int = 5):
+    """The estimator's cosine with the true gradient (mean over proxy steps and the episode's proxy
+    updates, then a centred ``smooth``-episode rolling mean) against training episodes, one panel per
+    task, mean and 95% band over seeds per surrogate method."""
+    import matplotlib.pyplot as plt
+
+    columns = [c for c in frame.columns if re.fullmatch(r"proxy_cosine_\d+", c)]
+    if not columns:
+        raise ValueError("the results have no proxy_cosine_<s> columns (N = 1?)")
+    panels = list(titles)
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels), 3.0), sharey=True, squeeze=False,
+                             layout="constrained")
+    data = frame[frame["method"].isin(methods) & (frame["training_episode"] > 0)].copy()
+    data["cosine"] = data[columns].mean(axis=1)
+    data["cosine"] = data.groupby(["panel", "method", "seed"])["cosine"].transform(
+        lambda c: c.rolling(smooth, center=True, min_periods=1).mean())
+    summaries = []
+    for ax, panel in zip(axes.flat, panels):
+        summary = band_plot(ax, data[data["panel"] == panel].dropna(subset=["cosine"]), x="training_episode",
+                            y="cosine", log=False, methods=methods)
+        summaries.append(summary.assign(panel=panel))
+        ax.set_title(titles[panel], fontsize=9)
+        ax.set_xlabel("training episode")
+    axes.flat[0].set_ylabel("cosine with the true gradient")
+    _legend(fig, axes.flat)
+    return fig, pd.concat(summaries, ignore_index=True)
+
+
+def rl_anchor_table(frame: pd.DataFrame, anchors: Mapping[str, float | None], window: int = 10,
+                    methods: Sequence[str] = ("vanilla", "optex")) -> pd.DataFrame:
+    """Per task: CleanRL's DQN return after 500k steps (``anchors``: panel -> return, None: not
+    reported), the environment steps of our runs (mean over methods and seeds), and the mean return of
+    the last ``window`` episodes of each of ``methods`` (mean over seeds, 95% interval)."""
+    rows = []
+    for panel, anchor in anchors.items():
+        part = frame[frame["panel"] == panel]
+        entry = {"task": panel, "CleanRL DQN, 500k steps": "not reported" if anchor is None else f"{anchor:g}",
+                 "our environment steps per run": f"{part.groupby(['method', 'seed'])['env_steps'].max().mean():,.0f}"}
+        for method in methods:
+            last = part[part["method"] == method].groupby("seed").tail(window).groupby("seed")["return"].mean()
+            entry[f"{method_label(method)}: last {window} episodes"] = _mean_interval(*mean_ci(last.to_numpy()), 1)
+        rows.append(entry)
+    return pd.DataFrame(rows)
+
+
+def rl_settings_table(configs: Sequence, dims: Mapping[str, int], frame: pd.DataFrame) -> pd.DataFrame:
+    """Per task of ``configs`` (:class:`optex.experiments.rl.Config`): d (``dims``: panel -> d), hidden width,
+    warm-up and training episodes, environment steps per update, the threshold, and the mean environment
+    steps and updates of a run (over methods and seeds of ``frame``)."""
+    from .experiments import rl
+
+    rows = []
+    for config in configs:
+        panel = rl.panel_name(config)
+        ends = frame[frame["panel"] == panel].groupby(["method", "seed"])[["env_steps", "updates"]].max()
+        rows.append({"task": panel, "d": f"{dims[panel]:,}", "hidden width": config.width,
+                     "warm-up episodes": config.warmup_episodes, "training episodes": config.episodes,
+                     "k (steps per update)": config.train_every,
+                     "threshold": f"{rl.TASKS[config.task].threshold:g}",
+                     "environment steps per run": f"{ends['env_steps'].mean():,.0f}",
+                     "updates per run": f"{ends['updates'].mean():,.0f}"})
+    return pd.DataFrame(rows)
+
+
+def _final_returns(frame: pd.DataFrame) -> pd.Series:
+    """The cumulative average return at the last episode, per (panel, method, seed)."""
+    return frame.sort_values("episode").groupby(["panel", "method", "seed"])["cum_avg_return"].last()
+
+
+def rl_reading_text(table: pd.DataFrame, frame: pd.DataFrame) -> str:
+    """The chapter's reading of the RL results: per task, each method's final cumulative average return,
+    OptEx minus Vanilla seed by seed (mean, 95% interval) and the episodes to the threshold; a task where
+    every return of every run is the same is named as uninformative, and one where most episodes return
+    the lowest value says how many did better."""
+    final = _final_returns(frame)
+    lines = []
+    for panel, part in table.groupby("panel", sort=False):
+        if part["floor"].all():
+            value = frame.loc[frame["panel"] == panel, "return"].iloc[-1]
+            lines.append(f"- **{panel}**: every episode of every run of every method returned {value:g}: no run "
+                         "reached the goal within the budget, so this panel cannot tell the methods apart.")
+            continue
+        by = part.set_index("method")
+        finals = ", ".join(f"{method_label(m)} {r.final_cum_avg:.1f}" for m, r in by.iterrows())
+        gain = (final.xs((panel, "optex")) - final.xs((panel, "vanilla"))).dropna()
+        mean, low, high = mean_ci(gain.to_numpy())
+        reach = []
+        for method in ("vanilla", "optex", "target"):
+            if method in by.index:
+                row = by.loc[method]
+                reach.append(f"{method_label(method)} " + ("never" if row.censored == row.seeds else
+                             f"{row.episodes:.0f}" + (f" ({row.censored} of {row.seeds} censored)" if row.censored else "")))
+        line = (f"- **{panel}**: final cumulative average return {finals}. OptEx minus Vanilla, seed by seed: "
+                f"{_mean_interval(mean, low, high, 1)}. Training episodes to {by['threshold'].iloc[0]:g}: "
+                + ", ".join(reach) + ".")
+        trained = frame[(frame["panel"] == panel) & (frame["training_episode"] > 0)]
+        lowest = trained["return"].min()
+        if (trained["return"] == lowest).mean() > 0.5:  # mostly at the floor: say how rarely a run left it
+            above = trained[trained["return"] > lowest]
+            runs = above.groupby(["method", "seed"]).ngroups
+            line += (f" Most training episodes return the floor value {lowest:g}; {len(above)} of {len(trained)} "
+                     f"did better, in {runs} of {trained.groupby(['method', 'seed']).ngroups} runs.")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def rl_cosine_reading(cosines: pd.DataFrame) -> str:
+    """One sentence per task on :func:`rl_cosine_table`: the kernel estimate's cosine with a stale and with
+    a current history, and the last gradient's."""
+    lines = []
+    for panel, part in cosines.groupby("panel", sort=False):
+        by = part.set_index("method")
+        pieces = [f"{method_label(m)} {r.stale:.2f} stale vs {r.current:.2f} current" for m, r in by.iterrows()]
+        lines.append(f"- **{panel}**: " + "; ".join(pieces) + ".")
+    drop = cosines.assign(drop=cosines["current"] - cosines["stale"]).groupby("method", sort=False)["drop"]
+    summary = [f"{method_label(m)} by {d.min():.2f} to {d.max():.2f}" for m, d in drop]
+    lines += ["", "From a current to a stale history the cosine falls, over the tasks: " + "; ".join(summary) + "."]
+    return "\n".join(lines)
+
+
+__all__ += ["RL_COLUMNS", "rl_anchor_table", "rl_cosine_display", "rl_cosine_figure", "rl_cosine_reading",
+            "rl_cosine_table", "rl_curves", "rl_reading_text", "rl_rows", "rl_settings_table", "rl_threshold_display"]

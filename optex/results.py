@@ -46,8 +46,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import pandas as pd
 from tqdm.auto import tqdm
 
-# Execution options never change the science, so they never change the hash (see Config classes).
-EXECUTION_FIELDS = ("device", "backend")
+# Execution options never change the science, so they never change the hash (see Config classes): where
+# it runs, which backend, where the data files are read from, how the N gradients are evaluated
+# (one batched call or one call each: the same numbers up to rounding), and how many processes compute
+# the units side by side.
+EXECUTION_FIELDS = ("device", "backend", "data_dir", "parallel", "workers")
 _PACKAGES = ("optex", "torch", "gpytorch", "jax", "jaxlib", "optax", "numpy", "pandas")
 MANIFEST = "manifest.json"
 RECORD_SUFFIX = ".record.json"
@@ -397,22 +400,31 @@ class ResultStore:
                         path.unlink()
 
 
+CHECKPOINT_SUFFIX = ".checkpoint"
+
+
 @dataclass(frozen=True)
 class Unit:
     """One independent piece of a runner's work: its file name, how to compute it, and the value
-    every row of its table must hold (checked when it is read back)."""
+    every row of its table must hold (checked when it is read back).
+
+    With ``checkpoint=True``, ``compute`` takes one argument: a file it may use to save its state
+    inside a long run and resume from after a kill (``<store>/<name>.checkpoint``, or None without a
+    store); :func:`run_units` removes that file once the unit's table is saved."""
 
     name: str
-    compute: Callable[[], pd.DataFrame]
+    compute: Callable[..., pd.DataFrame]
     expect: Mapping[str, Any] = field(default_factory=dict)
+    checkpoint: bool = False
 
 
 def run_units(store: ResultStore | None, units: Sequence[Unit], *, device: str, backend: str,
               commit: str | None = None, compute: bool = True, progress: bool = False,
-              label: str = "") -> list[pd.DataFrame]:
+              label: str = "", details: Callable[[], Mapping[str, Any]] | None = None) -> list[pd.DataFrame]:
     """The tables of ``units`` in order: verified cached files where they exist, the rest computed
-    (with a progress bar) and saved with their provenance and wall time. ``store=None`` computes
-    without caching; ``compute=False`` raises ``FileNotFoundError`` listing what is missing."""
+    (with a progress bar) and saved with their provenance and wall time (plus ``details()``, e.g. a
+    description of the data, where given). ``store=None`` computes without caching; ``compute=False``
+    raises ``FileNotFoundError`` listing what is missing."""
     frames: dict[str, pd.DataFrame] = {}
     for unit in units:
         cached = None if store is None else store.load(unit.name, unit.expect)
@@ -427,14 +439,20 @@ def run_units(store: ResultStore | None, units: Sequence[Unit], *, device: str, 
     for unit in bar:
         bar.set_postfix_str(unit.name)
         start = time.perf_counter()
-        frame = unit.compute()
+        if unit.checkpoint:
+            checkpoint = None if store is None else store.dir / f"{unit.name}{CHECKPOINT_SUFFIX}"
+            frame = unit.compute(checkpoint)
+        else:
+            checkpoint, frame = None, unit.compute()
         if store is not None:
-            store.save(unit.name, frame, dict(provenance(device, backend, commit),
+            store.save(unit.name, frame, dict(provenance(device, backend, commit), **(details() if details else {}),
                                               wall_time_s=round(time.perf_counter() - start, 3)))
+            if checkpoint is not None:
+                checkpoint.unlink(missing_ok=True)
         frames[unit.name] = frame
     return [frames[u.name] for u in units]
 
 
-__all__ = ["COMMITTED_DIR", "DamagedResultError", "DamagedResultWarning", "EXECUTION_FIELDS", "ResultStore", "Unit",
+__all__ = ["CHECKPOINT_SUFFIX", "COMMITTED_DIR", "DamagedResultError", "DamagedResultWarning", "EXECUTION_FIELDS", "ResultStore", "Unit",
            "atomic_write", "config_from_manifest", "config_hash", "git_commit", "is_committed", "provenance",
            "remove_stale_temporaries", "run_units", "runner_of", "scientific_settings", "versions"]

@@ -262,7 +262,38 @@ def test_compute_false_refuses_to_start_work(tmp_path):
 def test_cache_key_ignores_execution_options():
     base = synthetic.Config(**SMALL)
     assert results.config_hash(base) == results.config_hash(dataclasses.replace(base, device="auto", backend="jax"))
+    assert {"device", "backend", "data_dir", "parallel"} <= set(results.EXECUTION_FIELDS)
     assert results.config_hash(base) != results.config_hash(dataclasses.replace(base, lr=0.02))
+
+
+def test_new_execution_fields_leave_the_hash_of_configs_without_them_unchanged(monkeypatch):
+    # data_dir and parallel are execution options of the training runner; configs without them hash as before.
+    configs = [synthetic.Config(**SMALL), synthetic.Config()]
+    now = [results.config_hash(c) for c in configs]
+    monkeypatch.setattr(results, "EXECUTION_FIELDS", ("device", "backend"))
+    assert [results.config_hash(c) for c in configs] == now
+
+
+def test_a_checkpointing_unit_gets_a_file_in_the_store_removed_after_saving(tmp_path):
+    store = results.ResultStore(tmp_path, "demo", synthetic.Config(**SMALL))
+    seen = []
+
+    def compute(path):
+        seen.append(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("state")  # what a long unit leaves behind while it runs
+        return pd.DataFrame({"method": ["a"], "value": [1.0]})
+
+    frames = results.run_units(store, [results.Unit("a-seed0", compute, {"method": "a"}, checkpoint=True),
+                                       results.Unit("b-seed0", lambda: pd.DataFrame({"method": ["b"]}))],
+                               device="cpu", backend="torch", details=lambda: {"data": "ten rows"})
+    assert seen == [store.dir / "a-seed0.checkpoint"] and not seen[0].exists()
+    assert [f["method"].iloc[0] for f in frames] == ["a", "b"]
+    assert store.manifest()["units"]["a-seed0"]["data"] == "ten rows"
+    without_store = []
+    results.run_units(None, [results.Unit("a", lambda path: without_store.append(path) or pd.DataFrame({"x": [1]}),
+                                          checkpoint=True)], device="cpu", backend="torch")
+    assert without_store == [None]
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):

@@ -170,11 +170,11 @@ def test_tidy_table_every_method_on_the_evaluation_grid(tmp_path):
 
 def test_cache_resumes_missing_units_and_ignores_execution_options(tmp_path, monkeypatch):
     config = _config(methods=("vanilla", "large_batch"))
-    assert results.config_hash(training.cache_identity(config)) == results.config_hash(
-        training.cache_identity(dataclasses.replace(config, data_dir="/elsewhere", device="auto", backend="jax")))
+    assert results.config_hash(config) == results.config_hash(
+        dataclasses.replace(config, data_dir="/elsewhere", device="auto", backend="jax", parallel="loop"))
     assert results.config_hash(config) != results.config_hash(dataclasses.replace(config, lr=0.02))
     first = training.run(config, results_dir=tmp_path, progress=False)
-    store = results.ResultStore(tmp_path, training.FIGURE_ID, training.cache_identity(config))
+    store = results.ResultStore(tmp_path, training.FIGURE_ID, config)
     (store.dir / "large_batch-seed0.csv").unlink()
     calls = []
     original = training.run_unit
@@ -188,6 +188,28 @@ def test_cache_resumes_missing_units_and_ignores_execution_options(tmp_path, mon
     assert "training examples" in manifest["units"]["vanilla-seed0"]["data"]
     with pytest.raises(FileNotFoundError):
         training.run(dataclasses.replace(config, lr=0.5), results_dir=tmp_path, progress=False, compute=False)
+
+
+def test_book_verify_recomputes_a_prefix_of_committed_training_results(tmp_path, monkeypatch):
+    from optex import verify
+
+    config = _config(methods=("vanilla", "vanilla_long", "optex", "large_batch"), iterations=7, eval_every=3,
+                     warmup_pairs=1)
+    training.run(config, results_dir=tmp_path / "results", progress=False, commit="c0ffee")
+    store = results.ResultStore(tmp_path / "results", training.FIGURE_ID, config)
+    assert store.manifest()["settings"].keys().isdisjoint(results.EXECUTION_FIELDS)
+    monkeypatch.setenv("OPTEX_DATA_DIR", str(STAGED))  # the manifest does not record where the data was
+    entry = verify.verify_configuration(store.dir, tmp_path)
+    assert entry["status"] == "passed", entry["reason"]
+    # warmup_pairs + 2 = 3 iterations: one cold, two proxy; metrics only on the run's grid (0 and 3).
+    assert entry["checked"] == [dict(unit=f"{m}-seed0", rows=4) for m in config.methods]
+    optex = {p.unit: p for p in training.verification(config)}["optex-seed0"].compute()
+    assert optex["evaluations"].diff().tolist()[1:] == [1, config.parallelism, config.parallelism]
+    assert optex.dropna(subset=["train_loss"])["iteration"].tolist() == [0, 3]
+    settings = training._optex_settings
+    monkeypatch.setattr(training, "_optex_settings", lambda c: {**settings(c), "lr": 2 * c.lr})  # a changed update
+    changed = verify.verify_configuration(store.dir, tmp_path)
+    assert changed["status"] == "failed" and changed["reason"].startswith("vanilla-seed0: column loss, iteration 2")
 
 
 def test_damaged_or_foreign_checkpoints_are_ignored(tmp_path):
@@ -229,7 +251,7 @@ def test_a_killed_unit_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "optex-seed0.checkpoint"
     with pytest.raises(KeyboardInterrupt):
         training.run_unit(config, "optex", 0, checkpoint=path, checkpoint_every=0.0)
-    key = results.config_hash(training.cache_identity(config))
+    key = results.config_hash(config)
     assert training._load_checkpoint(path, "optex-seed0", key)["iteration"] == 6
     monkeypatch.setattr(training, "make_optex", original)
     resumed = training.run_unit(config, "optex", 0, checkpoint=path, checkpoint_every=0.0)

@@ -62,7 +62,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -70,7 +70,9 @@ from tqdm.auto import tqdm
 
 from .. import _validation as check
 from .. import data, models
-from ..results import ResultStore, atomic_write, config_hash, provenance
+from ..analysis import REFERENCE
+from ..results import ResultStore, Unit, atomic_write, config_hash, run_units
+from ..verify import Prefix
 from .synthetic import backend_adapter
 
 FIGURE_ID = "training"
@@ -159,9 +161,10 @@ class Config:
     examples (characters for text) of the training part, for quick profiles. ``eval_size``: examples
     (windows for text) in each fixed evaluation set. ``warmup_pairs``: history pairs OptEx waits for
     before its first proxy step (1, or 2 for the behaviour of earlier versions). ``parallel``: how the
-    N gradients are evaluated (``"vmap"``: one batched call; ``"loop"``: one call each). ``device``,
-    ``backend`` and ``data_dir`` (a data folder; "" means ``$OPTEX_DATA_DIR``, then the cache) say where
-    it runs and are not part of the result's identity.
+    N gradients are evaluated (``"vmap"``: one batched call; ``"loop"``: one call each). ``parallel``,
+    ``device``, ``backend`` and ``data_dir`` (a data folder; "" means ``$OPTEX_DATA_DIR``, then the
+    cache) say how and where it runs and are not part of the result's identity
+    (``optex.results.EXECUTION_FIELDS``).
     """
 
     dataset: str = "mnist"
@@ -243,11 +246,6 @@ class Config:
     @property
     def is_text(self) -> bool:
         return self.dataset == "shakespeare"
-
-
-def cache_identity(config: Config) -> Config:
-    """``config`` with its execution-only data folder blanked: what the result cache is keyed on."""
-    return replace(config, data_dir="")
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -520,7 +518,7 @@ def run_unit(config: Config, method: str, seed: int, checkpoint: str | Path | No
     task = task_for(config)
     unit = (_TorchUnit if config.backend == "torch" else _JaxUnit)(config, method, seed)
     n, total = spec.processes(config.parallelism), spec.iterations(config.iterations, config.parallelism)
-    name, key = f"{method}-seed{seed}", config_hash(cache_identity(config))
+    name, key = f"{method}-seed{seed}", config_hash(config)
     path = None if checkpoint is None or not unit.can_checkpoint else Path(checkpoint)
     state = None if path is None else _load_checkpoint(path, name, key)
     if state is not None:
@@ -556,63 +554,72 @@ def run_unit(config: Config, method: str, seed: int, checkpoint: str | Path | No
 
 
 # ---------------------------------------------------------------------------------------------- all units
-UnitFn = Callable[[str, int, "Path | None"], pd.DataFrame]
+def run(config: Config, results_dir: str | Path | None = "results", figure_id: str = FIGURE_ID,
+        progress: bool = True, commit: str | None = None, compute: bool = True,
+        checkpoint_every: float = 300.0) -> pd.DataFrame:
+    """All methods x seeds of ``config`` as one tidy table (cached per unit under ``results_dir``),
+    ordered by ``config.methods``, then seed and iteration.
 
-
-def run_units(store: ResultStore | None, methods: Sequence[str], seeds: Sequence[int], compute_unit: UnitFn,
-              prov: Callable[[], dict[str, Any]], desc: str, progress: bool = True, compute: bool = True) -> pd.DataFrame:
-    """Every (method, seed) unit, read from ``store`` when cached, else computed and saved: one tidy table.
-
-    ``compute_unit(method, seed, checkpoint)`` computes one unit (``checkpoint``: a file the unit may use
-    to resume inside itself, or None without a store); ``prov()`` is the provenance recorded with it
-    (its ``wall_time_s`` is added here). ``compute=False`` only reads and raises ``FileNotFoundError``
-    naming what is missing. Rows are ordered by ``methods``, then seed and iteration. Shared by the
-    training and RL runners.
+    ``results_dir=None`` computes without caching (and without checkpoints). ``compute=False`` only
+    reads the cache and raises ``FileNotFoundError`` listing what is missing. A unit checkpoints at
+    most every ``checkpoint_every`` seconds into its store folder (see :func:`run_unit`).
     """
-    units = [(method, seed) for seed in seeds for method in methods]
-    frames = {unit: None if store is None else store.load(f"{unit[0]}-seed{unit[1]}") for unit in units}
-    missing = [unit for unit, frame in frames.items() if frame is None]
-    if missing and not compute:
-        raise FileNotFoundError(f"{len(missing)} of {len(units)} result units of {store.figure_id}/{store.key} are "
-                                f"missing (e.g. {missing[0][0]} seed {missing[0][1]}); run with compute=True")
-    bar = tqdm(missing, desc=desc, unit="run", disable=not progress or not missing)
-    for method, seed in bar:
-        bar.set_postfix(method=method, seed=seed)
-        name = f"{method}-seed{seed}"
-        checkpoint = None if store is None else store.dir / f"{name}.checkpoint"
-        start = time.perf_counter()
-        frame = compute_unit(method, seed, checkpoint)
-        if store is not None:
-            store.save(name, frame, {**prov(), "wall_time_s": round(time.perf_counter() - start, 3)})
-            checkpoint.unlink(missing_ok=True)
-        frames[(method, seed)] = frame
-    order = {m: i for i, m in enumerate(methods)}
-    table = pd.concat(frames.values(), ignore_index=True)
+    store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
+    units = [Unit(f"{method}-seed{seed}",
+                  lambda path, m=method, s=seed: run_unit(config, m, s, checkpoint=path,
+                                                          checkpoint_every=checkpoint_every, progress=progress),
+                  {"method": method, "seed": seed}, checkpoint=True)
+             for seed in config.seed_list for method in config.methods]
+    frames = run_units(store, units, device=config.device, backend=config.backend, commit=commit, compute=compute,
+                       progress=progress, label=f"{figure_id}:{config.dataset}",
+                       details=lambda: {"data": task_for(config).describe})
+    order = {m: i for i, m in enumerate(config.methods)}
+    table = pd.concat(frames, ignore_index=True)
     return table.sort_values(["method", "seed", "iteration"], key=lambda c: c.map(order) if c.name == "method" else c,
                              ignore_index=True)
 
 
-def run(config: Config, results_dir: str | Path | None = "results", figure_id: str = FIGURE_ID,
-        progress: bool = True, commit: str | None = None, compute: bool = True,
-        checkpoint_every: float = 300.0) -> pd.DataFrame:
-    """All methods x seeds of ``config`` as one tidy table (cached per unit under ``results_dir``).
+DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
+                  "shakespeare": "Shakespeare"}
+OPTIMIZER_TITLES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "nadam": "NAdam", "radam": "RAdam",
+                    "adamax": "Adamax", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta"}
 
-    ``results_dir=None`` computes without caching (and without checkpoints). ``compute=False`` only
-    reads the cache and raises ``FileNotFoundError`` listing what is missing. A unit checkpoints at
-    most every ``checkpoint_every`` seconds (see :func:`run_unit`).
-    """
-    store = None if results_dir is None else ResultStore(results_dir, figure_id, cache_identity(config))
 
-    def compute_unit(method: str, seed: int, checkpoint: Path | None) -> pd.DataFrame:
-        return run_unit(config, method, seed, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-                        progress=progress)
+def panel_name(config: Config) -> str:
+    """The figure panel of ``config``: its dataset, base optimizer and learning rate, e.g. "MNIST, SGD 0.01"."""
+    return f"{DATASET_TITLES[config.dataset]}, {OPTIMIZER_TITLES[config.optimizer]} {config.lr:g}"
 
-    def prov() -> dict[str, Any]:
-        return {**provenance(config.device, config.backend, commit), "data": task_for(config).describe}
 
-    return run_units(store, config.methods, config.seed_list, compute_unit, prov, f"{figure_id}:{config.dataset}",
-                     progress, compute)
+def run_panel(config: Config, **kwargs: Any) -> pd.DataFrame:
+    """:func:`run` with a ``panel`` column (:func:`panel_name`), for figures that put several configs side by side."""
+    return run(config, **kwargs).assign(panel=panel_name(config))
+
+
+def _metric_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.split("_")[0] in ("train", "val", "test") or c == "sample"]
+
+
+def verification(config: Config) -> list[Prefix]:
+    """What ``book verify`` recomputes: each method's first ``warmup_pairs + 2`` iterations on the first
+    seed (the cold start and two proxy iterations, the second with a fitted lengthscale), with the
+    evaluation metrics kept only where the committed run records them (every ``eval_every`` iterations
+    and at 0). ``vanilla_long``'s first iterations are Vanilla's (the same minibatch sequence)."""
+    seed = config.seed_list[0]
+    short = replace(config, iterations=min(config.iterations, config.warmup_pairs + 2))
+    computed: dict[str, pd.DataFrame] = {}
+
+    def prefix(method: str) -> pd.DataFrame:
+        source = "vanilla" if method == REFERENCE else method
+        if source not in computed:
+            frame = run_unit(short, source, seed)
+            off_grid = (frame["iteration"] % config.eval_every != 0) & (frame["iteration"] != config.iterations)
+            frame.loc[off_grid, _metric_columns(frame)] = np.nan
+            computed[source] = frame
+        return computed[source].assign(method=method)
+
+    return [Prefix(f"{method}-seed{seed}", lambda m=method: prefix(m)) for method in config.methods]
 
 
 __all__ = ["Config", "FIGURE_ID", "METHODS", "Method", "MODEL_DEFAULTS", "make_optex", "minibatch_index", "run",
-           "run_unit", "run_units", "task_for", "build_model", "dimension", "cache_identity", "ImageTask", "TextTask"]
+           "run_unit", "run_panel", "panel_name", "task_for", "build_model", "dimension", "verification", "ImageTask",
+           "TextTask"]
