@@ -418,14 +418,25 @@ class Unit:
     checkpoint: bool = False
 
 
+def process_rank() -> int:
+    """This process's rank in an initialised ``torch.distributed`` group, else 0. Under
+    ``parallel="distributed"`` every rank computes every unit (the ranks share its evaluations) and
+    reads the same cache and checkpoints, but only rank 0 writes them."""
+    torch = sys.modules.get("torch")
+    dist = getattr(torch, "distributed", None) if torch is not None else None
+    return dist.get_rank() if dist is not None and dist.is_available() and dist.is_initialized() else 0
+
+
 def run_units(store: ResultStore | None, units: Sequence[Unit], *, device: str, backend: str,
               commit: str | None = None, compute: bool = True, progress: bool = False,
               label: str = "", details: Callable[[], Mapping[str, Any]] | None = None) -> list[pd.DataFrame]:
     """The tables of ``units`` in order: verified cached files where they exist, the rest computed
     (with a progress bar) and saved with their provenance and wall time (plus ``details()``, e.g. a
     description of the data, where given). ``store=None`` computes without caching; ``compute=False``
-    raises ``FileNotFoundError`` listing what is missing."""
+    raises ``FileNotFoundError`` listing what is missing. Only rank 0 of a distributed run writes
+    (:func:`process_rank`)."""
     frames: dict[str, pd.DataFrame] = {}
+    writer = process_rank() == 0
     for unit in units:
         cached = None if store is None else store.load(unit.name, unit.expect)
         if cached is not None:
@@ -435,7 +446,7 @@ def run_units(store: ResultStore | None, units: Sequence[Unit], *, device: str, 
         raise FileNotFoundError(f"{len(missing)} of {len(units)} result units of {store.figure_id}/{store.key} are "
                                 f"missing (e.g. {missing[0].name}); run with compute=True")
     bar = tqdm(missing, desc=label or (store.figure_id if store else "run"), unit="unit",
-               disable=not progress or not missing)
+               disable=not progress or not missing or not writer)
     for unit in bar:
         bar.set_postfix_str(unit.name)
         start = time.perf_counter()
@@ -444,7 +455,7 @@ def run_units(store: ResultStore | None, units: Sequence[Unit], *, device: str, 
             frame = unit.compute(checkpoint)
         else:
             checkpoint, frame = None, unit.compute()
-        if store is not None:
+        if store is not None and writer:
             store.save(unit.name, frame, dict(provenance(device, backend, commit), **(details() if details else {}),
                                               wall_time_s=round(time.perf_counter() - start, 3)))
             if checkpoint is not None:
@@ -454,5 +465,5 @@ def run_units(store: ResultStore | None, units: Sequence[Unit], *, device: str, 
 
 
 __all__ = ["CHECKPOINT_SUFFIX", "COMMITTED_DIR", "DamagedResultError", "DamagedResultWarning", "EXECUTION_FIELDS", "ResultStore", "Unit",
-           "atomic_write", "config_from_manifest", "config_hash", "git_commit", "is_committed", "provenance",
+           "atomic_write", "config_from_manifest", "config_hash", "git_commit", "is_committed", "process_rank", "provenance",
            "remove_stale_temporaries", "run_units", "runner_of", "scientific_settings", "versions"]

@@ -5,9 +5,11 @@ process with parallel="loop": the trajectories, losses and buffers must agree bi
 the vmap run agrees to the tolerance of the vmap-vs-loop test. Each rank is handed only the batches of
 the processes it owns (the others are None), so a rank that read another's batch would fail.
 """
+import dataclasses
 import math
 import time
 
+import pandas as pd
 import pytest
 import torch
 from torch.func import functional_call
@@ -156,3 +158,25 @@ def test_distributed_needs_a_process_group():
         OptEx(torch.ones(3), torch.optim.SGD, parallelism=2, parallel="distributed", lr=0.1)
     with pytest.raises(ValueError, match="group is only used with parallel='distributed'"):
         OptEx(torch.ones(3), torch.optim.SGD, parallelism=2, group=object(), lr=0.1)
+
+
+def train(rank, world, config, folder):
+    from optex.experiments import training
+
+    return training.run(config, results_dir=folder, progress=False).to_dict("list")  # plain lists travel back
+
+
+def test_the_training_runner_runs_distributed_and_only_rank_0_writes(tmp_path):
+    from optex.experiments import training
+
+    config = training.Config(dataset="mnist", width=16, depth=2, batch_size=8, iterations=4, eval_every=2,
+                             eval_size=32, train_subset=256, methods=("optex",), seeds=1, parallel="distributed",
+                             dtype="float64")
+    ranks = distributed.run_local(train, 2, config, str(tmp_path / "dist"))
+    loop = training.run(dataclasses.replace(config, parallel="loop"), results_dir=str(tmp_path / "loop"),
+                        progress=False)
+    columns = [c for c in loop.columns if not c.startswith("time_") and c != "wall_time"]
+    for table in ranks:
+        pd.testing.assert_frame_equal(pd.DataFrame(table)[columns], loop[columns], check_dtype=False)
+    written = sorted(p.name for p in (tmp_path / "dist").rglob("*.csv"))
+    assert written == ["optex-seed0.csv"]  # one file: rank 1 wrote nothing

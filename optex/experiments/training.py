@@ -71,7 +71,7 @@ from tqdm.auto import tqdm
 from .. import _validation as check
 from .. import data, models
 from ..analysis import REFERENCE
-from ..results import ResultStore, Unit, atomic_write, config_hash, run_units
+from ..results import ResultStore, Unit, atomic_write, config_hash, process_rank, run_units
 from ..verify import Prefix
 from .synthetic import backend_adapter
 
@@ -161,7 +161,9 @@ class Config:
     examples (characters for text) of the training part, for quick profiles. ``eval_size``: examples
     (windows for text) in each fixed evaluation set. ``warmup_pairs``: history pairs OptEx waits for
     before its first proxy step (1, or 2 for the behaviour of earlier versions). ``parallel``: how the
-    N gradients are evaluated (``"vmap"``: one batched call; ``"loop"``: one call each). ``parallel``,
+    N gradients are evaluated (``"vmap"``: one batched call; ``"loop"``: one call each; torch
+    ``"distributed"``: over the ranks of a ``torchrun`` launch, each rank running this same runner, only
+    rank 0 writing results and checkpoints; JAX ``"shard_map"``: over the local devices). ``parallel``,
     ``device``, ``backend`` and ``data_dir`` (a data folder; "" means ``$OPTEX_DATA_DIR``, then the
     cache) say how and where it runs and are not part of the result's identity
     (``optex.results.EXECUTION_FIELDS``).
@@ -230,7 +232,7 @@ class Config:
             raise ValueError(f"warmup_pairs must be one of {check.WARMUP_PAIRS}; got {self.warmup_pairs!r}")
         if self.clip is not None:
             check.positive_float("clip", self.clip)
-        check.choice("parallel", self.parallel, check.PARALLEL)
+        check.choice("parallel", self.parallel, check.TORCH_PARALLEL if self.backend == "torch" else check.JAX_PARALLEL)
         check.choice("dtype", self.dtype, DTYPES)
         check.choice("device", self.device, check.DEVICES)
         check.choice("backend", self.backend, check.BACKENDS)
@@ -457,8 +459,12 @@ def _metrics(unit: _TorchUnit | _JaxUnit, task: ImageTask | TextTask) -> dict[st
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """torch.save(payload), prefixed by its sha256 so that a damaged file is recognised; written atomically."""
+    """torch.save(payload), prefixed by its sha256 so that a damaged file is recognised; written atomically
+    (by rank 0 only in a distributed run: every rank resumes from the same file)."""
     import torch
+
+    if process_rank() != 0:
+        return
 
     buffer = io.BytesIO()
     torch.save(payload, buffer)
@@ -564,6 +570,10 @@ def run(config: Config, results_dir: str | Path | None = "results", figure_id: s
     reads the cache and raises ``FileNotFoundError`` listing what is missing. A unit checkpoints at
     most every ``checkpoint_every`` seconds into its store folder (see :func:`run_unit`).
     """
+    if config.parallel == "distributed":
+        from ..torch import distributed
+
+        distributed.init()  # the process group torchrun describes (once); every rank runs this same call
     store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
     units = [Unit(f"{method}-seed{seed}",
                   lambda path, m=method, s=seed: run_unit(config, m, s, checkpoint=path,
