@@ -1135,7 +1135,8 @@ def rl_curves(frame: pd.DataFrame, titles: Mapping[str, str], methods: Sequence[
     panels = list(titles)
     cols = min(cols, len(panels))
     rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.1 * rows + 0.7), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(rows, cols, figsize=(TEXT_WIDTH_IN, TEXT_WIDTH_IN / cols * 0.75 * rows + 0.7),
+                             squeeze=False, layout="constrained")
     trained = frame[frame["training_episode"] > 0]
     summaries = []
     for ax, panel in zip(axes.flat, panels):
@@ -1228,7 +1229,7 @@ def rl_cosine_figure(frame: pd.DataFrame, titles: Mapping[str, str], methods: Se
     if not columns:
         raise ValueError("the results have no proxy_cosine_<s> columns (N = 1?)")
     panels = list(titles)
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels), 3.0), sharey=True, squeeze=False,
+    fig, axes = plt.subplots(1, len(panels), figsize=(TEXT_WIDTH_IN, 3.0), sharey=True, squeeze=False,
                              layout="constrained")
     data = frame[frame["method"].isin(methods) & (frame["training_episode"] > 0)].copy()
     data["cosine"] = data[columns].mean(axis=1)
