@@ -160,6 +160,7 @@ tables.publish(scaling.model_table(model), "scaling-model",
                "The cost model against the measured distributed times; rows without a measurement are predictions.")
 serial_share = float(model["serial_s"].iloc[0] / model["predicted_s"].iloc[0])
 glue("scaling-serial", f"{100 * serial_share:.0f}", display=False)
+display(Markdown(scaling.model_reading(model)))
 
 # %% [markdown]
 # On one rank the serial part is {glue:text}`scaling-serial`% of an iteration: that fraction bounds

@@ -50,3 +50,11 @@ def test_bad_settings_name_the_parameter():
         scaling.Config(worlds=(0,))
     with pytest.raises(ValueError, match="device"):
         scaling.Config(device="cuda")
+
+
+def test_model_reading_says_when_the_measurement_misses_the_model():
+    model = scaling.cost_model(timings(), worlds=(1, 2))
+    assert "within 20%" in scaling.model_reading(model)  # 0.056 s measured against 0.054 s predicted
+    slow = model.assign(measured_s=model["measured_s"] * [1.0, 2.0])
+    assert "2.07× the prediction" in scaling.model_reading(slow)  # 0.112 / 0.054
+    assert "not checked" in scaling.model_reading(model[model.world == 1])

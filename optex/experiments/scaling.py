@@ -286,6 +286,26 @@ def model_table(model: pd.DataFrame) -> "Table":
         tables.Column("Measured (ms)", tables.number("measured_s_ms"))], by=("world",))
 
 
+def model_reading(model: pd.DataFrame, tolerance: float = 0.2) -> str:
+    """One sentence on how the cost model fares at the largest measured W > 1 (within ``tolerance``
+    relative, or by how much the measurement misses it, and the likely reason)."""
+    measured = model.dropna(subset=["measured_s"])
+    measured = measured[measured["world"] > 1]
+    if measured.empty:
+        return "Only one rank was measured, so the model is not checked here."
+    row = measured.iloc[-1]
+    w, predicted, actual = int(row["world"]), 1e3 * row["predicted_s"], 1e3 * row["measured_s"]
+    text = f"At W = {w} the model predicts {predicted:.0f} ms per iteration and the measurement is {actual:.0f} ms"
+    if abs(actual / predicted - 1) <= tolerance:
+        return text + f": within {100 * tolerance:.0f}%."
+    if actual > predicted:
+        return (text + f" ({actual / predicted:.2f}× the prediction). The model assumes each rank has a device "
+                "of its own; here the ranks share this machine's cores and memory bandwidth, and the proxy "
+                "steps and updates that every rank repeats slow each other down, so spreading the evaluations "
+                "does not pay on this CPU.")
+    return text + f" ({actual / predicted:.2f}× the prediction): faster than the model allows for."
+
+
 def verification(config: Config) -> list[Prefix]:
     """What ``book verify`` recomputes: the first timed iteration of every setup; its loss must match
     (the timings are not reproducible by nature and are ignored)."""
@@ -295,5 +315,5 @@ def verification(config: Config) -> list[Prefix]:
             for u in config.units()]
 
 
-__all__ = ["Config", "FIGURE_ID", "PROFILES", "cost_model", "model_table", "run", "run_unit", "setup_name", "summary",
+__all__ = ["Config", "FIGURE_ID", "PROFILES", "cost_model", "model_reading", "model_table", "run", "run_unit", "setup_name", "summary",
            "summary_table", "verification"]
