@@ -92,6 +92,12 @@ if not isinstance(optimizers, dict) or not optimizers:
     raise ValueError(f"optimizers must map optimizer names to learning rates, got {optimizers!r}")
 
 
+# A backend without the warmup_pairs option (JAX today) waits for two history pairs and has no
+# last-gradient ablation: the chapter then runs without it.
+extended = training.has_warmup_pairs(backend)
+methods = METHODS if extended else tuple(m for m in METHODS if m != "last_gradient")
+
+
 def configs(scale):
     out = []
     for name in datasets:
@@ -99,7 +105,8 @@ def configs(scale):
             settings = page.scale(scale, SCALES, width=width, iterations=iterations)
             settings.setdefault("seeds", SEEDS[scale].get(optimizer, 3))
             out.append(training.Config(dataset=name, model="mlp", optimizer=optimizer, lr=lr, parallelism=parallelism,
-                                       methods=METHODS, device=device, backend=backend, data_dir=data_dir, **settings))
+                                       methods=methods, warmup_pairs=1 if extended else 2, device=device,
+                                       backend=backend, data_dir=data_dir, **settings))
     return out
 
 

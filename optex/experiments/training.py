@@ -135,6 +135,12 @@ def minibatch_index(iteration: int, process: int, processes: int) -> int:
     return (iteration - 1) * processes + process
 
 
+def has_warmup_pairs(backend: str) -> bool:
+    """Whether ``optex.<backend>.OptEx`` has the ``warmup_pairs`` option and ``proxy="last_gradient"``
+    (CORE-SPEC); a backend without them waits for 2 history pairs and cannot run ``last_gradient``."""
+    return "warmup_pairs" in inspect.signature(importlib.import_module(f"optex.{backend}").OptEx).parameters
+
+
 def make_optex(backend: str, params: Any, method: str, *, parallelism: int, optimizer: str, lr: float,
                momentum: float = 0.0, history: int = 50, kernel: str = "matern52", lengthscale: float | str = "auto",
                noise: float = 1e-3, select: str = "last", warmup_pairs: int = 1, clip: float | None = None,
@@ -146,7 +152,7 @@ def make_optex(backend: str, params: Any, method: str, *, parallelism: int, opti
                    noise=noise, select=select, proxy=spec.proxy, parallel=parallel, max_grad_norm=clip)
     # Seam for the backends of CORE-SPEC (warmup_pairs, proxy="last_gradient"): a backend without them
     # waits for 2 history pairs, which is warmup_pairs=2.
-    if "warmup_pairs" in inspect.signature(module.OptEx).parameters:
+    if has_warmup_pairs(backend):
         options["warmup_pairs"] = warmup_pairs
     elif warmup_pairs != 2 or spec.proxy == "last_gradient":
         raise ValueError(f"warmup_pairs={warmup_pairs} and method 'last_gradient' need an optex.{backend} backend "
@@ -626,6 +632,6 @@ def verification(config: Config) -> list[Prefix]:
     return [Prefix(f"{method}-seed{seed}", lambda m=method: prefix(m)) for method in config.methods]
 
 
-__all__ = ["Config", "FIGURE_ID", "METHODS", "Method", "MODEL_DEFAULTS", "make_optex", "minibatch_index", "run",
+__all__ = ["Config", "FIGURE_ID", "METHODS", "Method", "MODEL_DEFAULTS", "has_warmup_pairs", "make_optex", "minibatch_index", "run",
            "run_unit", "run_panel", "panel_name", "task_for", "build_model", "dimension", "verification", "ImageTask",
            "TextTask"]
