@@ -485,11 +485,12 @@ def reading_text(summary: pd.DataFrame, parallelism: int) -> str:
     text.append(verdict + ".")
     losing = summary[summary["ratio"] <= 1]
     if len(losing):
-        text += ["", "Where OptEx does not beat LargeBatch (" + "; ".join(losing["panel"]) + "), the cosine tells why: "
-                 "its proxy steps follow an estimate whose median cosine with the true gradient is "
-                 + ", ".join(f"{c:.2f}" for c in losing["cosine_gp"]) + ", so the N - 1 proxy steps move the "
-                 "iterate only part of the way a true step would, while LargeBatch spends the same N evaluations "
-                 "on a less noisy gradient at one point."]
+        text += ["", "Where OptEx does not beat LargeBatch (" + "; ".join(losing["panel"]) + "), its proxy steps follow "
+                 "an estimate whose median cosine with the true minibatch gradient is "
+                 + ", ".join(f"{g:.2f} (last gradient: {c:.2f})" for g, c in zip(losing["cosine_gp"], losing["cosine_last"]))
+                 + ". A step along an estimate at cosine c makes at most c of a true step's first-order progress, so "
+                 "the N - 1 proxy steps fall short of Target's, while LargeBatch spends all N evaluations on one "
+                 "averaged, less noisy gradient."]
     return "\n".join(text)
 
 
