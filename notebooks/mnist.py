@@ -23,7 +23,7 @@
 #
 # Every method starts from the same weights $\theta_0$ (one draw per seed) and sees the same minibatch
 # sequence (process $p$ of sequential iteration $t$ reads minibatch $(t-1)n + p$ of its seed, $n$ being the
-# method's number of processes; see {mod}`optex.experiments.training`). The methods are
+# method's number of processes; see `optex.experiments.training`). The methods are
 #
 # - **Vanilla**: the base optimizer alone, one gradient per iteration; **Vanilla ($N \cdot T$)**: the same
 #   run continued $N$ times longer, the yardstick of the effective speedup below;
