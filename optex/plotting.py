@@ -486,12 +486,12 @@ def reading_text(summary: pd.DataFrame, parallelism: int) -> str:
     text.append(verdict + ".")
     losing = summary[summary["ratio"] <= 1]
     if len(losing):
-        text += ["", "Where OptEx does not beat LargeBatch (" + "; ".join(losing["panel"]) + "), its proxy steps follow "
-                 "an estimate whose median cosine with the true minibatch gradient is "
+        text += ["", "Where OptEx does not beat LargeBatch (" + "; ".join(losing["panel"]) + "), the median cosine of its "
+                 "estimate with the true gradient at the proxy points is "
                  + ", ".join(f"{g:.2f} (last gradient: {c:.2f})" for g, c in zip(losing["cosine_gp"], losing["cosine_last"]))
-                 + ". A step along an estimate at cosine c makes at most c of a true step's first-order progress, so "
-                 "the N - 1 proxy steps fall short of Target's, while LargeBatch spends all N evaluations on one "
-                 "averaged, less noisy gradient."]
+                 + ". The true gradient there is one minibatch's, so these cosines are low even for a good estimate of "
+                 "the expected gradient; what they compare is how much the Gaussian process adds to the last "
+                 "gradient. LargeBatch spends the same N evaluations on one averaged, less noisy gradient."]
     return "\n".join(text)
 
 
