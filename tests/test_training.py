@@ -199,13 +199,18 @@ def test_book_verify_recomputes_a_prefix_of_committed_training_results(tmp_path,
     from optex import verify
 
     config = _config(methods=("vanilla", "vanilla_long", "optex", "large_batch"), iterations=7, eval_every=3,
-                     warmup_pairs=1)
+                     warmup_pairs=1, parallel="loop")
     training.run(config, results_dir=tmp_path / "results", progress=False, commit="c0ffee")
     store = results.ResultStore(tmp_path / "results", training.FIGURE_ID, config)
     assert store.manifest()["settings"].keys().isdisjoint(results.EXECUTION_FIELDS)
+    assert {u["parallel"] for u in store.manifest()["units"].values()} == {"loop"}
     monkeypatch.setenv("OPTEX_DATA_DIR", str(STAGED))  # the manifest does not record where the data was
+    rebuilt = []
+    original = training.verification
+    monkeypatch.setattr(training, "verification", lambda c: rebuilt.append(c) or original(c))
     entry = verify.verify_configuration(store.dir, tmp_path)
     assert entry["status"] == "passed", entry["reason"]
+    assert [c.parallel for c in rebuilt] == ["loop"]  # recomputed the way the committed run evaluated
     # warmup_pairs + 2 = 3 iterations: one cold, two proxy; metrics only on the run's grid (0 and 3).
     assert entry["checked"] == [dict(unit=f"{m}-seed0", rows=4) for m in config.methods]
     optex = {p.unit: p for p in training.verification(config)}["optex-seed0"].compute()
