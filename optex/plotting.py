@@ -984,7 +984,8 @@ def training_speedup_table(frame: pd.DataFrame, loss: str = "train_loss", error:
         wide.columns = [f"cosine_{s}" for s in wide.columns]
         table = table.merge(wide.reset_index(), on=[*keys, "method"], how="left")
     rank = {m: i for i, m in enumerate(order)}
-    table = table.sort_values([*keys, "method"], key=lambda c: c.map(rank) if c.name == "method" else c,
+    panels = {p: i for i, p in enumerate(dict.fromkeys(frame[keys[0]]))} if keys else {}
+    table = table.sort_values([*keys, "method"], key=lambda c: c.map(rank if c.name == "method" else panels),
                               ignore_index=True)
     for metric in (loss, error):
         table[f"paper_{metric}"] = [_interval_text(m, lo, hi) for m, lo, hi in zip(
@@ -1078,19 +1079,20 @@ def reading_text(summary: pd.DataFrame, parallelism: int) -> str:
     text = ["\n".join(lines), ""]
     verdict = (f"OptEx beats the better LargeBatch, with the 95% interval of the ratio above 1, in {len(ahead)} of "
                f"{len(summary)} panels")
-    verdict += f" ({', '.join(ahead['panel'])})" if len(ahead) else ""
+    verdict += f" ({'; '.join(ahead['panel'])})" if len(ahead) else ""
     if len(behind):
-        verdict += f"; it is behind in {', '.join(behind['panel'])}"
+        verdict += f"; it is behind in {'; '.join(behind['panel'])}"
     if len(level):
-        verdict += f"; the two cannot be told apart in {', '.join(level['panel'])}"
+        verdict += f"; the two cannot be told apart in {'; '.join(level['panel'])}"
     text.append(verdict + ".")
     losing = summary[summary["ratio"] <= 1]
     if len(losing):
-        text += ["", "Where OptEx does not beat LargeBatch (" + "; ".join(losing["panel"]) + "), the cosine tells why: "
-                 "its proxy steps follow an estimate whose median cosine with the true gradient is "
-                 + ", ".join(f"{c:.2f}" for c in losing["cosine_gp"]) + ", so the N - 1 proxy steps move the "
-                 "iterate only part of the way a true step would, while LargeBatch spends the same N evaluations "
-                 "on a less noisy gradient at one point."]
+        text += ["", "Where OptEx does not beat LargeBatch (" + "; ".join(losing["panel"]) + "), the median cosine of its "
+                 "estimate with the true gradient at the proxy points is "
+                 + ", ".join(f"{g:.2f} (last gradient: {c:.2f})" for g, c in zip(losing["cosine_gp"], losing["cosine_last"]))
+                 + ". The true gradient there is one minibatch's, so these cosines are low even for a good estimate of "
+                 "the expected gradient; what they compare is how much the Gaussian process adds to the last "
+                 "gradient. LargeBatch spends the same N evaluations on one averaged, less noisy gradient."]
     return "\n".join(text)
 
 

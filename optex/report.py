@@ -675,6 +675,7 @@ def trains_faster(optimizer: str = "SGD", close: float = 0.5) -> Callable[[pd.Da
         for panel in dict.fromkeys(paper["panel"]):
             ours, ideal = table.loc[(panel, "optex")], table.loc[(panel, "target")]
             gaps = {e: _final_error_gap(paper[paper["panel"] == panel], "optex", e) for e in ("train_error", "test_error")}
+            rivals = table.loc[panel].reindex(["large_batch", "large_batch_scaled"])["effective_end"].dropna()
             lower = all(math.isfinite(g[1]) and g[1] > 0 for g in gaps.values())
             passed.append(ours.train_loss_censored == 0 and math.isfinite(ours.train_loss_speedup_low)
                           and ours.train_loss_speedup_low > 1 and ours.train_loss_speedup >= close * ideal.train_loss_speedup
@@ -686,7 +687,9 @@ def trains_faster(optimizer: str = "SGD", close: float = 0.5) -> Callable[[pd.Da
                 f"{_censored(int(ours.train_loss_censored), int(paper[paper['method'] == 'optex']['seed'].nunique()))}"
                 f" vs Target {ideal.train_loss_speedup:.2f}× on the training loss (effective at T: OptEx "
                 f"{ours.effective_end:.2f}×, Target {ideal.effective_end:.2f}×); test error at T lower than Vanilla's by "
-                f"{_interval(100 * gaps['test_error'][0], 100 * gaps['test_error'][1], 100 * gaps['test_error'][2])} points")
+                f"{_interval(100 * gaps['test_error'][0], 100 * gaps['test_error'][1], 100 * gaps['test_error'][2])} points"
+                + (f" (the better LargeBatch, {method_label(rivals.idxmax())}: {rivals.max():.2f}× effective)"
+                   if len(rivals) else ""))
         return Finding("; ".join(parts), _judge(passed, half))
     return evaluate
 

@@ -40,6 +40,10 @@ RECORD = Path("book") / "_executed" / "verification.json"
 FIGURES = Path("book") / "_executed" / "figures"  # the provenance records of published figures
 RTOL, ATOL = 1e-4, 1e-12
 STATUSES = ("passed", "failed", "damaged", "unverifiable", "skipped")
+# Execution options a runner records with each unit (e.g. the training runner's ``parallel``: one batched
+# call or one call per gradient, the same numbers up to rounding): the recomputation reuses them, so that
+# it rounds as the committed run did.
+RECORDED_OPTIONS = ("parallel",)
 TIMING = ("wall_time", "wall_time_s", "time_proxy", "time_eval", "time_update")
 
 
@@ -141,8 +145,14 @@ def verify_configuration(directory: Path, root: Path) -> dict[str, Any]:
         return done("unverifiable", f"units made on several devices or backends ({', '.join(devices + backends)})")
     if not _available(device, backend):
         return done("skipped", f"made on {device}; no {device} device here")
+    options = {}
+    for name in RECORDED_OPTIONS:
+        values = sorted({str(r[name]) for r in records.values() if name in r})
+        if len(values) > 1:
+            return done("unverifiable", f"units made with several {name} settings ({', '.join(values)})")
+        options.update({name: values[0]} if values else {})
     try:
-        config = _results.config_from_manifest(manifest, device=device, backend=backend)
+        config = _results.config_from_manifest(manifest, device=device, backend=backend, **options)
     except (ValueError, TypeError, ImportError, AttributeError) as error:
         return done("unverifiable", str(error))
     hook = getattr(importlib.import_module(type(config).__module__), "verification", None)
@@ -269,5 +279,5 @@ def run(root: Path, only: Sequence[str] = (), strict: bool = False, progress: bo
     return 1 if strict and bad else 0
 
 
-__all__ = ["ATOL", "Prefix", "RECORD", "RTOL", "committed_configurations", "compare", "entries_for", "load_record",
+__all__ = ["ATOL", "Prefix", "RECORD", "RECORDED_OPTIONS", "RTOL", "committed_configurations", "compare", "entries_for", "load_record",
            "run", "verification_problems", "verify", "verify_configuration"]

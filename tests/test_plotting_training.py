@@ -160,11 +160,13 @@ def test_training_figure_draws_each_panel_and_column_from_its_own_rows():
 
 
 def test_the_display_tables_and_the_reading_quote_the_table():
-    frame = pd.concat([_runs(RATES, panel="A"), _runs({**RATES, "optex": 1.2}, panel="B")], ignore_index=True)
+    # Panel B's rows come first: the table keeps the panels in that order.
+    frame = pd.concat([_runs({**RATES, "optex": 1.2}, panel="B"), _runs(RATES, panel="A")], ignore_index=True)
     table = plotting.training_speedup_table(frame)
+    assert list(dict.fromkeys(table["panel"])) == ["B", "A"]
     shown = plotting.training_table_display(table)
     assert len(shown) == len(table) and shown["method"].iloc[0] == "Target"
-    assert shown.loc[shown.method == "OptEx", "median cosine, s = 1..N-1"].iloc[0] == "0.89, 0.79, 0.69"
+    assert shown.loc[shown.method == "OptEx", "median cosine, s = 1..N-1"].iloc[1] == "0.89, 0.79, 0.69"
     speedups = effective_speedup(frame, "train_loss", interpolate=True, by=["panel"])
     versus = plotting.versus(speedups, "optex", plotting.best_large_batch(table)).set_index("panel")
     assert plotting.versus_display(versus, table)["better LargeBatch"].tolist() == ["Large batch (scaled lr)"] * 2

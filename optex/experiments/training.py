@@ -582,7 +582,7 @@ def run(config: Config, results_dir: str | Path | None = "results", figure_id: s
              for seed in config.seed_list for method in config.methods]
     frames = run_units(store, units, device=config.device, backend=config.backend, commit=commit, compute=compute,
                        progress=progress, label=f"{figure_id}:{config.dataset}",
-                       details=lambda: {"data": task_for(config).describe})
+                       details=lambda: {"data": task_for(config).describe, "parallel": config.parallel})
     order = {m: i for i, m in enumerate(config.methods)}
     table = pd.concat(frames, ignore_index=True)
     return table.sort_values(["method", "seed", "iteration"], key=lambda c: c.map(order) if c.name == "method" else c,
