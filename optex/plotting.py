@@ -847,7 +847,8 @@ def training_figure(frame: pd.DataFrame, panels: Sequence[str], columns: Sequenc
     for metric, x in columns:
         if x not in ("iteration", "time"):
             raise ValueError(f"columns: x must be 'iteration' or 'time', got {x!r} for {metric}")
-    fig, axes = plt.subplots(len(panels), len(columns), figsize=(3.1 * len(columns), 2.6 * len(panels) + 0.8),
+    height = min(2.6, (MAX_HEIGHT_IN - 0.8) / len(panels), 0.85 * TEXT_WIDTH_IN / len(columns))
+    fig, axes = plt.subplots(len(panels), len(columns), figsize=(TEXT_WIDTH_IN, height * len(panels) + 0.8),
                              squeeze=False, layout="constrained")
     summaries = []
     for row, panel in zip(axes, panels):
@@ -872,7 +873,7 @@ def effective_speedup_figure(speedups: pd.DataFrame, panels: Sequence[str], para
     import matplotlib.pyplot as plt
 
     cols = min(2, len(panels))
-    fig, axes = plt.subplots((len(panels) + cols - 1) // cols, cols, figsize=(4.2 * cols, 3.2 * ((len(panels) + 1) // 2)
+    fig, axes = plt.subplots((len(panels) + cols - 1) // cols, cols, figsize=(min(4.2 * cols, TEXT_WIDTH_IN), 3.2 * ((len(panels) + 1) // 2)
                              + 0.8), squeeze=False, layout="constrained")
     summaries = []
     for ax, panel in zip(axes.flat, panels):
@@ -889,7 +890,7 @@ def proxy_cosine_figure(cosines: pd.DataFrame, panels: Sequence[str], methods: S
     """:func:`proxy_cosine_plot` for each panel in one row, sharing the y axis."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 3.2), sharey=True, squeeze=False,
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(2.8 * len(panels), TEXT_WIDTH_IN), 3.2), sharey=True, squeeze=False,
                              layout="constrained")
     for ax, panel in zip(axes.flat, panels):
         proxy_cosine_plot(ax, cosines[cosines["panel"] == panel], methods)
