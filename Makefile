@@ -8,6 +8,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OPTEX_DATA_DIR ?= $(abspath ../shared/data)
+# One torch thread per process: the committed results were computed so (book verify recomputes with the
+# recorded count), and on a shared or 2-core machine more threads only contend (mnist quick: 20 s vs 105 s).
+export OMP_NUM_THREADS ?= 1
 
 .PHONY: setup test unit book demo clean
 
