@@ -160,23 +160,30 @@ def test_distributed_needs_a_process_group():
         OptEx(torch.ones(3), torch.optim.SGD, parallelism=2, group=object(), lr=0.1)
 
 
-def train(rank, world, config, folder):
-    from optex.experiments import training
+def runners(rank, world, configs, folder):
+    from optex.experiments import synthetic, training
 
-    return training.run(config, results_dir=folder, progress=False).to_dict("list")  # plain lists travel back
+    modules = {"training": training, "synthetic": synthetic}
+    return {name: modules[name].run(config, results_dir=f"{folder}/{name}", progress=False).to_dict("list")
+            for name, config in configs.items()}  # plain lists travel back
 
 
-def test_the_training_runner_runs_distributed_and_only_rank_0_writes(tmp_path):
-    from optex.experiments import training
+def test_the_runners_run_distributed_and_only_rank_0_writes(tmp_path):
+    from optex.experiments import synthetic, training
 
-    config = training.Config(dataset="mnist", width=16, depth=2, batch_size=8, iterations=4, eval_every=2,
-                             eval_size=32, train_subset=256, methods=("optex",), seeds=1, parallel="distributed",
-                             dtype="float64")
-    ranks = distributed.run_local(train, 2, config, str(tmp_path / "dist"))
-    loop = training.run(dataclasses.replace(config, parallel="loop"), results_dir=str(tmp_path / "loop"),
-                        progress=False)
-    columns = [c for c in loop.columns if not c.startswith("time_") and c != "wall_time"]
-    for table in ranks:
-        pd.testing.assert_frame_equal(pd.DataFrame(table)[columns], loop[columns], check_dtype=False)
-    written = sorted(p.name for p in (tmp_path / "dist").rglob("*.csv"))
-    assert written == ["optex-seed0.csv"]  # one file: rank 1 wrote nothing
+    configs = {"training": training.Config(dataset="mnist", width=16, depth=2, batch_size=8, iterations=4,
+                                           eval_every=2, eval_size=32, train_subset=256, methods=("optex",), seeds=1,
+                                           parallel="distributed", dtype="float64"),
+               "synthetic": synthetic.Config(dim=30, iterations=6, seeds=1, methods=("optex", "target"),
+                                             parallel="distributed", dtype="float64")}
+    ranks = distributed.run_local(runners, 2, configs, str(tmp_path / "dist"))
+    for name, config in configs.items():
+        module = {"training": training, "synthetic": synthetic}[name]
+        loop = module.run(dataclasses.replace(config, parallel="loop"), results_dir=str(tmp_path / "loop" / name),
+                          progress=False)
+        columns = [c for c in loop.columns if not c.startswith("time_") and c != "wall_time"]
+        for tables in ranks:
+            pd.testing.assert_frame_equal(pd.DataFrame(tables[name])[columns], loop[columns], check_dtype=False)
+        written = sorted(p.name for p in (tmp_path / "dist" / name).rglob("*.csv"))
+        expected = sorted(p.name for p in (tmp_path / "loop" / name).rglob("*.csv"))
+        assert written == expected  # one file per unit: rank 1 wrote nothing

@@ -33,7 +33,9 @@ DTYPES = ("float32", "float64")
 class Config:
     """Settings of one synthetic experiment (defaults: the official example, spec Sec. 9, at d = 1000).
 
-    ``device`` and ``backend`` say where it runs; they are not part of the result's identity.
+    ``device`` and ``backend`` say where it runs and ``parallel`` how the N gradients are evaluated
+    (``"vmap"``, ``"loop"``; torch ``"distributed"`` under ``torchrun``, every rank running this runner and
+    rank 0 writing the results; JAX ``"shard_map"``); they are not part of the result's identity.
     """
 
     function: str = "rosenbrock"
@@ -58,6 +60,7 @@ class Config:
     clip: float | None = None  # max gradient norm fed to the optimizer (official example: 100 on Rosenbrock)
     picard_tol: float = 1e-6  # relative change below which a Picard window iterate is accepted
     dtype: str = "float32"
+    parallel: str = "vmap"
     device: str = "cpu"
     backend: str = "torch"
 
@@ -75,6 +78,7 @@ class Config:
         check.choice("dtype", self.dtype, DTYPES)
         check.choice("device", self.device, check.DEVICES)
         check.choice("backend", self.backend, check.BACKENDS)
+        check.choice("parallel", self.parallel, check.TORCH_PARALLEL if self.backend == "torch" else check.JAX_PARALLEL)
         check.choices("methods", self.methods, METHODS)
         if self.warmup_pairs not in check.WARMUP_PAIRS or isinstance(self.warmup_pairs, bool):
             raise ValueError(f"warmup_pairs must be one of {', '.join(map(str, check.WARMUP_PAIRS))}, "
@@ -131,7 +135,7 @@ def _make_optimizer(config: Config, method: str, x0: Any, parallelism: int) -> A
     return module.OptEx(x0, parallelism=parallelism, history=config.history, kernel=config.kernel,
                         lengthscale=config.lengthscale, noise=config.noise, select=config.select,
                         proxy=METHODS[method], max_grad_norm=config.clip, warmup_pairs=config.warmup_pairs,
-                        **optimizer_args)
+                        parallel=config.parallel, **optimizer_args)
 
 
 def run_unit(config: Config, method: str, seed: int, beat: float = -np.inf) -> pd.DataFrame:
@@ -205,6 +209,10 @@ def run(config: Config, results_dir: str | Path | None = "results", figure_id: s
     ``results_dir=None`` computes without caching. ``compute=False`` only reads the cache and raises
     ``FileNotFoundError`` listing what is missing (used where hours of work must not start silently).
     """
+    if config.parallel == "distributed":
+        from ..torch import distributed
+
+        distributed.init()  # the process group torchrun describes (once); every rank runs this same call
     store = None if results_dir is None else ResultStore(results_dir, figure_id, config)
     options = dict(device=config.device, backend=config.backend, commit=commit, compute=compute, progress=progress,
                    label=f"{figure_id}:{config.function}")
