@@ -497,3 +497,116 @@ __all__ += ["AXIS_LABELS", "LARGE_BATCH", "SURROGATES", "TRAINING_STYLE", "best_
             "effective_speedup_figure", "effective_speedup_plot", "evaluation_rows", "proxy_cosine_figure",
             "proxy_cosine_plot", "proxy_cosines", "reading_text", "time_grid", "time_plot", "training_figure",
             "training_speedup_table", "training_summary", "training_table_display", "versus", "versus_display"]
+
+
+# ------------------------------------------------------------------------------ the text chapter (fig4b)
+def cosine_by_dimension(frame: pd.DataFrame, methods: Sequence[str] = SURROGATES) -> pd.DataFrame:
+    """The estimator's cosine with the true gradient by proxy step, per model size: :func:`proxy_cosines`
+    of each (``panel``, ``d``) group of ``frame`` (rows of :func:`optex.experiments.fig4b.run_sized`).
+    Columns: ``panel``, ``d``, ``size`` (where present), then :func:`proxy_cosines`' own."""
+    missing = [c for c in ("panel", "d") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"the results have no {' or '.join(missing)} column (run them with fig4b.run_sized)")
+    parts = []
+    for (panel, d), group in frame.groupby(["panel", "d"], sort=True):
+        cosines = proxy_cosines(group, methods).assign(d=int(d))
+        if "size" in group.columns:
+            cosines["size"] = group["size"].iloc[0]
+        parts.append(cosines)
+    table = pd.concat(parts, ignore_index=True)
+    first = ["panel", "d"] + (["size"] if "size" in table.columns else [])
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def cosine_dimension_figure(cosines: pd.DataFrame, panels: Sequence[str], methods: Sequence[str] = SURROGATES):
+    """Median cosine (points, interquartile bars) against d (log axis), one panel per base optimizer,
+    one colour per estimator (``methods``) and one marker and line style per proxy step s
+    (``cosines``: :func:`cosine_by_dimension`)."""
+    import matplotlib.pyplot as plt
+
+    styles = ("-", "--", ":", "-.")
+    markers = ("o", "s", "^", "D")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.3), sharey=True, squeeze=False,
+                             layout="constrained")
+    steps = sorted(int(s) for s in cosines["step"].unique())
+    for ax, panel in zip(axes.flat, panels):
+        part = cosines[cosines["panel"] == panel]
+        for name in methods:
+            color = METHOD_STYLE.get(name, {}).get("color")
+            for i, step in enumerate(steps):
+                line = part[(part["method"] == name) & (part["step"] == step)].sort_values("d")
+                if line.empty:
+                    continue
+                ax.errorbar(line["d"], line["median"], yerr=[line["median"] - line["q25"], line["q75"] - line["median"]],
+                            color=color, ls=styles[i % len(styles)], marker=markers[i % len(markers)], capsize=2,
+                            lw=1.4, label=f"{method_label(name)}, s = {step}")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters $d$")
+        ax.set_title(panel, fontsize=9)
+        ax.grid(True, alpha=0.3)
+    axes.flat[0].set_ylabel("cosine with the true gradient")
+    _legend(fig, axes.flat)
+    return fig
+
+
+def cosine_dimension_display(cosines: pd.DataFrame) -> pd.DataFrame:
+    """:func:`cosine_by_dimension` as a table: one row per panel, model size and estimator, the median
+    cosine at each proxy step."""
+    wide = cosines.pivot_table(index=["panel", "d", "size", "method"] if "size" in cosines else ["panel", "d", "method"],
+                               columns="step", values="median").reset_index()
+    out = pd.DataFrame({"panel": wide["panel"], "d": [f"{int(d):,}" for d in wide["d"]]})
+    if "size" in wide:
+        out["model"] = wide["size"]
+    out["estimator"] = wide["method"].map(method_label)
+    for step in sorted(c for c in wide.columns if isinstance(c, (int, np.integer))):
+        out[f"s = {step}"] = [f"{v:.2f}" if np.isfinite(v) else "—" for v in wide[step]]
+    return out
+
+
+def text_samples(frame: pd.DataFrame, methods: Sequence[str], seed: int, lines: int = 6) -> pd.DataFrame:
+    """The seeded text each ``method`` generated at the end of its run on ``seed`` (the runner's
+    ``sample`` column), cut to its first ``lines`` non-empty lines. Columns: ``panel``, ``method``,
+    ``iteration`` (when the model was sampled), ``text``."""
+    if "sample" not in frame.columns:
+        raise ValueError("the results have no sample column (a language-model run records one in its last row)")
+    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
+        raise ValueError(f"lines must be a positive integer, got {lines!r}")
+    rows = frame[frame["method"].isin(methods) & (frame["seed"] == seed)].dropna(subset=["sample"])
+    if rows.empty:
+        raise ValueError(f"no sample of {', '.join(methods)} on seed {seed} in the results")
+    keys = [c for c in ("panel", "dataset") if c in rows.columns][:1]
+    out = []
+    for _, row in rows.iterrows():
+        kept = [line for line in str(row["sample"]).splitlines() if line.strip()][:lines]
+        out.append({**{k: row[k] for k in keys}, "method": row["method"], "iteration": int(row["iteration"]),
+                    "text": "\n".join(kept)})
+    rank = {m: i for i, m in enumerate(methods)}
+    table = pd.DataFrame(out)
+    return table.sort_values([*keys, "method"], key=lambda c: c.map(rank) if c.name == "method" else c,
+                             ignore_index=True)
+
+
+def samples_markdown(samples: pd.DataFrame) -> str:
+    """:func:`text_samples` as MyST markdown: a heading line per panel and method, the text in a fenced block."""
+    blocks = []
+    for row in samples.itertuples():
+        panel = f"{row.panel}, " if hasattr(row, "panel") else ""
+        blocks.append(f"**{panel}{method_label(row.method)}** (after $T =$ {row.iteration} iterations):\n\n"
+                      f"```text\n{row.text}\n```")
+    return "\n\n".join(blocks)
+
+
+def iteration_seconds(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean seconds per sequential iteration inside ``OptEx.step`` and its split (proxy steps, the
+    gradient evaluations, the update), over every iteration t >= 1 and seed, per panel and method.
+    Columns: the panel column present, ``method``, ``seconds``, ``proxy``, ``eval``, ``update``."""
+    keys = [c for c in ("panel", "dataset") if c in frame.columns][:1]
+    steps = frame[frame["iteration"] > 0]
+    table = steps.groupby([*keys, "method"], sort=False)[["time_proxy", "time_eval", "time_update"]].mean()
+    table = table.rename(columns={"time_proxy": "proxy", "time_eval": "eval", "time_update": "update"})
+    table.insert(0, "seconds", table.sum(axis=1))
+    return table.reset_index()
+
+
+__all__ += ["cosine_by_dimension", "cosine_dimension_display", "cosine_dimension_figure", "iteration_seconds",
+            "samples_markdown", "text_samples"]
