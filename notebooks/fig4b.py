@@ -49,8 +49,9 @@ commit = None  # git commit recorded with new results where .git is absent
 data_dir = ""  # folder with the datasets; "" reads $OPTEX_DATA_DIR, then the user cache
 optimizers = {"sgd": 0.01, "adam": 1e-3}  # base optimizer -> learning rate
 parallelism = 4  # N
-iterations = None  # T; None: the profile's (paper 120, quick 8)
+iterations = None  # T; None: the profile's (paper 100, quick 8)
 sample_seed = 0  # the run whose generated text is shown
+threads = 1  # torch's CPU threads (the book's runs: one)
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt
@@ -68,15 +69,16 @@ METHODS = ("vanilla", "vanilla_long", "linesearch", "target", "optex", "large_ba
 SHOWN = ("vanilla", "linesearch", "last_gradient", "large_batch", "large_batch_scaled", "target", "optex")
 MODEL = dict(models.TRANSFORMER_SIZES["cpu"])
 SCALES = {
-    "paper": dict(**MODEL, batch_size=12, iterations=120, eval_every=10, eval_size=128, train_subset=None),
+    "paper": dict(**MODEL, batch_size=12, iterations=100, eval_every=10, eval_size=128, train_subset=None),
     "quick": dict(depth=1, heads=2, width=16, block_size=16, batch_size=4, iterations=8, eval_every=4, eval_size=16,
                   train_subset=20000),
 }
-SWEEP = {"paper": dict(iterations=30, seeds=1, sizes=fig4b.COSINE_SIZES),
+SWEEP = {"paper": dict(iterations=20, seeds=1, sizes=fig4b.COSINE_SIZES),
          "quick": dict(iterations=4, seeds=1, sizes=({"depth": 1, "heads": 2, "width": 8},
                                                      {"depth": 1, "heads": 2, "width": 16}))}
 SEEDS = {"paper": 3, "quick": 2}
 
+fig4b.use_threads(threads)
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
 if backend != "torch":
     raise ValueError(f"backend must be 'torch' for the transformer, got {backend!r}")

@@ -233,3 +233,16 @@ def test_text_claim_not_reproduced_when_optex_beats_target_or_trails_vanilla():
 def test_text_claim_not_yet_run_without_target():
     frame = _claim_rows(optex_cost=1.0)
     assert CLAIM.evaluate(frame[frame["method"] != "target"]).verdict == "not yet run"
+
+
+def test_use_threads_sets_torch_and_refuses_a_bad_count():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert fig4b.use_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="threads"):
+            fig4b.use_threads(bad)

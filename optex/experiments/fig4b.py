@@ -7,7 +7,10 @@ The runs themselves are :mod:`optex.experiments.training` runs (``dataset="shake
   the estimator's cosine against the number of parameters;
 - :func:`size_configs`: one configuration per model size of :data:`COSINE_SIZES`, everything else kept;
   :func:`cosine_configs`: the same for the two surrogate methods only (OptEx and the last gradient),
-  shorter and on fewer seeds: the runs that measure the estimator's cosine against d.
+  shorter and on fewer seeds: the runs that measure the estimator's cosine against d;
+- :func:`use_threads`: how many CPU threads torch uses. The book's runs use one: on a small shared CPU
+  the element-wise work of these small models is dominated by the threads' synchronisation (a quick
+  run measured 2-9 CPU-seconds per unit with two threads under load, 0.2-0.3 with one).
 """
 from __future__ import annotations
 
@@ -59,10 +62,20 @@ def cosine_configs(configs: Sequence[training.Config], iterations: int, seeds: i
         replace(base, methods=SURROGATE_METHODS, iterations=iterations, seeds=seeds), sizes)]
 
 
+def use_threads(threads: int) -> int:
+    """Set torch's intra-op CPU threads to ``threads`` (a positive integer) and return it."""
+    import torch
+
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    torch.set_num_threads(threads)
+    return threads
+
+
 def run_sized(config: training.Config, **kwargs: Any) -> pd.DataFrame:
     """:func:`optex.experiments.training.run_panel` with the model's parameter count ``d`` and its
     shape (``size``, :func:`size_label`) as columns."""
     return training.run_panel(config, **kwargs).assign(d=training.dimension(config), size=size_label(config))
 
 
-__all__ = ["COSINE_SIZES", "SURROGATE_METHODS", "cosine_configs", "run_sized", "size_configs", "size_label"]
+__all__ = ["COSINE_SIZES", "SURROGATE_METHODS", "cosine_configs", "run_sized", "size_configs", "size_label", "use_threads"]
