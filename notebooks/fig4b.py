@@ -177,9 +177,11 @@ plt.close(fig)
 # inside `OptEx.step` (middle, on a common time grid; Vanilla drawn from its $N \cdot T$-iteration run),
 # and validation loss (right), log scale; SGD 0.01 (the paper's setting) and Adam $10^{-3}$ (beyond the
 # paper), $N = 4$. Lines: mean over seeds; bands: 95% t-intervals. **On this CPU the $N$ gradient
-# evaluations of an iteration share 2 cores**, so a parallel method's second costs about $N$ of
-# Vanilla's: the middle column is not the paper's one-GPU wall-clock comparison, which is **not yet run on
-# a GPU**. The data behind the figure is saved next to it as `text-autoregression.csv`.
+# evaluations of an iteration share the machine's 2 cores** (shared with other work; the runs used one
+# torch thread), so they run one after another in effect and a parallel method's iteration costs at least
+# $N$ of Vanilla's gradient evaluations in time: the middle column is not the paper's one-GPU wall-clock
+# comparison, which is **not yet run on a GPU**. The data behind the figure is saved next to it as
+# `text-autoregression.csv`.
 # ```
 #
 # ## How much faster
@@ -259,6 +261,7 @@ report.publish(fig, sweep, data=cosines)
 glue(COSINE_ID, fig, display=False)
 plt.close(fig)
 glue("text-cosine-table", plotting.cosine_dimension_display(cosines).style.hide(axis="index"), display=False)
+glue("text-cosine-reading", Markdown(plotting.cosine_dimension_text(cosines)), display=False)
 
 # %% [markdown]
 # ```{glue:figure} text-cosine-dimension
@@ -276,6 +279,17 @@ glue("text-cosine-table", plotting.cosine_dimension_display(cosines).style.hide(
 #
 # The medians of {numref}`text-cosine-dimension`.
 # ```
+#
+# {glue:md}`text-cosine-reading`
+#
+# Two things lower these cosines, and only one of them is the estimator's fault. The true gradient here
+# is a minibatch gradient of {glue:text}`text-batch` windows: two such gradients at the same point agree
+# only partly, and no estimate built from other minibatches can agree with one better than they agree
+# with each other. The rest is the kernel: one lengthscale for every coordinate, fitted from $T_0$ pairs
+# in a space of $d$ dimensions. The last-gradient line is the yardstick for both: where the GP mean is no
+# closer to the true gradient than the gradient the last iteration already had, the kernel adds nothing,
+# and each proxy step moves the iterate only part of the way a true step would, which is the distance
+# between OptEx and Target in {numref}`text-autoregression-speedup`.
 #
 # ## What the models write
 #

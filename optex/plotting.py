@@ -580,10 +580,11 @@ def text_samples(frame: pd.DataFrame, methods: Sequence[str], seed: int, lines: 
         kept = [line for line in str(row["sample"]).splitlines() if line.strip()][:lines]
         out.append({**{k: row[k] for k in keys}, "method": row["method"], "iteration": int(row["iteration"]),
                     "text": "\n".join(kept)})
-    rank = {m: i for i, m in enumerate(methods)}
+    rank = {"method": {m: i for i, m in enumerate(methods)}}
+    if keys:
+        rank[keys[0]] = {p: i for i, p in enumerate(dict.fromkeys(frame[keys[0]]))}  # panels in the results' order
     table = pd.DataFrame(out)
-    return table.sort_values([*keys, "method"], key=lambda c: c.map(rank) if c.name == "method" else c,
-                             ignore_index=True)
+    return table.sort_values([*keys, "method"], key=lambda c: c.map(rank[c.name]), ignore_index=True)
 
 
 def samples_markdown(samples: pd.DataFrame) -> str:
@@ -594,6 +595,31 @@ def samples_markdown(samples: pd.DataFrame) -> str:
         blocks.append(f"**{panel}{method_label(row.method)}** (after $T =$ {row.iteration} iterations):\n\n"
                       f"```text\n{row.text}\n```")
     return "\n\n".join(blocks)
+
+
+def cosine_dimension_text(cosines: pd.DataFrame, methods: Sequence[str] = SURROGATES) -> str:
+    """What :func:`cosine_by_dimension` says, per panel: each estimator's median cosine (the median over
+    proxy steps of the per-step medians) at the smallest and the largest d, and at proxy step 1 and the
+    last step for the GP mean (the first method of ``methods``)."""
+    lines = []
+    for panel, part in cosines.groupby("panel", sort=False):
+        sizes = sorted(part["d"].unique())
+        small, large = sizes[0], sizes[-1]
+
+        def median(method: str, d: int, step: int | None = None) -> float:
+            rows = part[(part["method"] == method) & (part["d"] == d)]
+            rows = rows if step is None else rows[rows["step"] == step]
+            return float(np.nanmedian(rows["median"])) if len(rows) else np.nan
+
+        last_step = int(part["step"].max())
+        gp = methods[0]
+        parts = [f"{method_label(m)} {median(m, small):.2f} at $d$ = {small:,} and {median(m, large):.2f} at "
+                 f"$d$ = {large:,}" for m in methods]
+        steps = (f"; at proxy step 1 the {method_label(gp)} estimate's cosine is {median(gp, small, 1):.2f} and "
+                 f"{median(gp, large, 1):.2f}, at step {last_step} {median(gp, small, last_step):.2f} and "
+                 f"{median(gp, large, last_step):.2f}")
+        lines.append(f"- **{panel}**: median cosine {', '.join(parts)}{steps}.")
+    return "\n".join(lines)
 
 
 def iteration_seconds(frame: pd.DataFrame) -> pd.DataFrame:
@@ -608,5 +634,6 @@ def iteration_seconds(frame: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-__all__ += ["cosine_by_dimension", "cosine_dimension_display", "cosine_dimension_figure", "iteration_seconds",
+__all__ += ["cosine_by_dimension", "cosine_dimension_display", "cosine_dimension_figure", "cosine_dimension_text",
+            "iteration_seconds",
             "samples_markdown", "text_samples"]

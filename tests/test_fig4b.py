@@ -246,3 +246,18 @@ def test_use_threads_sets_torch_and_refuses_a_bad_count():
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="threads"):
             fig4b.use_threads(bad)
+
+
+def test_cosine_dimension_text_quotes_the_medians_at_the_smallest_and_largest_model():
+    text = plotting.cosine_dimension_text(plotting.cosine_by_dimension(_cosine_rows()))
+    # OptEx per-step medians at d = 100: 0.85, 0.75, 0.65 (median 0.75); at d = 1000: 0.45, 0.35, 0.25
+    assert "OptEx 0.75 at $d$ = 100 and 0.35 at $d$ = 1,000" in text
+    assert "Last gradient 0.65 at $d$ = 100 and 0.25 at $d$ = 1,000" in text
+    assert "at proxy step 1 the OptEx estimate's cosine is 0.85 and 0.45, at step 3 0.65 and 0.25" in text
+
+
+def test_text_samples_keep_the_panels_in_the_order_of_the_results():
+    rows = pd.concat([_sample_rows().assign(panel="SGD"), _sample_rows().assign(panel="Adam")], ignore_index=True)
+    samples = plotting.text_samples(rows, ["vanilla", "optex"], seed=0)
+    assert list(zip(samples["panel"], samples["method"])) == [("SGD", "vanilla"), ("SGD", "optex"),
+                                                              ("Adam", "vanilla"), ("Adam", "optex")]
