@@ -35,7 +35,7 @@
 # `python -m optex book execute --profile paper --recompute --only fig4b` (one process, one thread).
 # The quick profile recomputes a small version in under a minute:
 # `python -m optex book execute --only fig4b --profile quick`. The GPU-sized model (6 blocks of width
-# 384, context 256, $d$ = 10,770,816, the size of nanoGPT's shakespeare-char model) is **not yet run on a
+# 384, context 256, $d$ = {glue:text}`text-gpu-d`, the size of nanoGPT's shakespeare-char model) is **not yet run on a
 # GPU**.
 # :::
 
@@ -54,6 +54,8 @@ sample_seed = 0  # the run whose generated text is shown
 threads = 1  # torch's CPU threads (the book's runs: one)
 
 # %% tags=["hide-input"]
+import math
+
 import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from myst_nb import glue
@@ -61,6 +63,7 @@ from myst_nb import glue
 from optex import models, plotting, report
 from optex.analysis import effective_speedup
 from optex.experiments import fig4b, training
+from optex.models.transformer import transformer_dim
 
 FIGURE_ID = "text-autoregression"
 COSINE_ID = "text-cosine-dimension"
@@ -127,6 +130,13 @@ glue("text-train-size", f"{task.n_train:,}", display=False)
 glue("text-vocab", len(task.dataset.vocabulary), display=False)
 glue("text-seeds", len(first.seed_list), display=False)
 glue("text-profile", results.profile, display=False)
+glue("text-history", first.history, display=False)
+glue("text-uniform", f"{math.log(len(task.dataset.vocabulary)):.2f}", display=False)
+gpu = models.TRANSFORMER_SIZES["gpu"]
+glue("text-gpu-d", f"{transformer_dim(len(task.dataset.vocabulary), gpu['width'], gpu['depth'], gpu['block_size']):,}",
+     display=False)
+glue("text-sample-length", training.SAMPLE_LENGTH, display=False)
+glue("text-nanogpt-ratio", f"{2000 / first.iterations:g}", display=False)
 seconds = plotting.iteration_seconds(frame).groupby("method")[["seconds", "proxy", "eval", "update"]].mean()
 for name, key in (("vanilla", "vanilla"), ("optex", "optex"), ("target", "target"), ("large_batch", "large")):
     glue(f"text-{key}-s", f"{seconds.loc[name, 'seconds']:.2f}", display=False)
@@ -144,7 +154,7 @@ glue("text-optex-gp", f"{seconds.loc['optex', 'proxy'] + seconds.loc['optex', 'u
 # of nanoGPT's CPU configuration of the same task. Each gradient evaluation sees a minibatch of
 # {glue:text}`text-batch` random windows ({glue:text}`text-tokens` characters to predict) of the first 90%
 # of the text ({glue:text}`text-train-size` characters); the last 10% is held out for validation.
-# $N =$ {glue:text}`text-N`, a history of $T_0 = 50$ pairs and the Matérn-5/2 kernel, as in the image
+# $N =$ {glue:text}`text-N`, a history of $T_0 =$ {glue:text}`text-history` pairs and the Matérn-5/2 kernel, as in the image
 # chapters. Every {glue:text}`text-k` iterations the runner records the mean next-character cross-entropy
 # (nats) on {glue:text}`text-eval-size` fixed windows of the training part and of the validation part.
 #
@@ -157,7 +167,7 @@ glue("text-optex-gp", f"{seconds.loc['optex', 'proxy'] + seconds.loc['optex', 'u
 # $N \cdot T$ = {glue:text}`text-NT` iterations long, then fit the chapter's budget of about 40
 # CPU-minutes at this $T$, one process on one thread. The minibatch is nanoGPT's for this model. $T$ is far
 # short of a trained model: the curves show the first phase of training, where the loss falls from
-# $\log 65 \approx 4.17$ (a uniform guess) towards the character frequencies and beyond. This page shows
+# $\log$ {glue:text}`text-vocab` $\approx$ {glue:text}`text-uniform` (a uniform guess) towards the character frequencies and beyond. This page shows
 # the {glue:text}`text-profile` profile.
 #
 # ## Training loss per sequential iteration and per second
@@ -165,6 +175,7 @@ glue("text-optex-gp", f"{seconds.loc['optex', 'proxy'] + seconds.loc['optex', 'u
 # %% tags=["hide-input"]
 fig, curves = plotting.training_figure(frame, panels, [("train_loss", "iteration"), ("train_loss", "time"),
                                                        ("val_loss", "iteration")], SHOWN, log=True)
+plotting.plain_log_ticks(fig)
 report.publish(fig, results, data=plotting.evaluation_rows(frame, "train_loss"))
 glue(FIGURE_ID, fig, display=False)
 plt.close(fig)
@@ -244,8 +255,9 @@ glue("text-reading", Markdown(plotting.reading_text(summary, parallelism)), disp
 # last $T_0$ gradients with one lengthscale for all $d$ coordinates. How close that estimate is can be
 # measured at every proxy step: the runner evaluates the true minibatch gradient at each proxy point
 # anyway, and records the cosine between it and the estimate that drove the step. Below, the same runs
-# (OptEx and the last-gradient ablation, the first iterations of a fresh run, one seed) at four model
-# sizes, from a one-block toy to twice the width of the model above.
+# (OptEx and the last-gradient ablation, the first {glue:text}`text-sweep-T` iterations of a fresh run,
+# {glue:text}`text-sweep-seeds` seed) at {glue:text}`text-sweep-count` model sizes, from a one-block toy to
+# width {glue:text}`text-sweep-width`, with everything else as above.
 
 # %% tags=["remove-input"]
 sweep = page.results(COSINE_ID, fig4b.run_sized, sweep_configs)
@@ -253,6 +265,9 @@ display(Markdown(report.provenance_note(sweep)))
 sweep_first = sweep_configs(sweep.profile)[0]
 glue("text-sweep-T", sweep_first.iterations, display=False)
 glue("text-sweep-d", ", ".join(f"{d:,}" for d in sorted(sweep.frame["d"].unique())), display=False)
+glue("text-sweep-seeds", len(sweep_first.seed_list), display=False)
+glue("text-sweep-count", sweep.frame["d"].nunique(), display=False)
+glue("text-sweep-width", max(c.width for c in sweep_configs(sweep.profile)), display=False)
 
 # %% tags=["hide-input"]
 cosines = plotting.cosine_by_dimension(sweep.frame)
@@ -294,7 +309,7 @@ glue("text-cosine-reading", Markdown(plotting.cosine_dimension_text(cosines)), d
 # ## What the models write
 #
 # At equal $T$, the text each model generates tells in plain letters how far training has come. Each
-# sample continues a newline with 300 characters drawn from the model's predicted distribution
+# sample continues a newline with {glue:text}`text-sample-length` characters drawn from the model's predicted distribution
 # (temperature 1), with a generator seeded by the run's seed.
 
 # %% tags=["remove-input"]
@@ -308,8 +323,8 @@ glue("text-samples", Markdown(plotting.samples_markdown(samples)), display=False
 #
 # nanoGPT's CPU configuration of the same task (the same model shape and minibatch) reports a validation
 # loss of about 1.88 after 2000 iterations of AdamW with $\beta_2 = 0.99$, a learning-rate warm-up and
-# cosine decay and gradient clipping at 1. That is a different recipe run for more than ten times as many
-# iterations; the losses on this page are not comparable with it.
+# cosine decay and gradient clipping at 1. That is a different recipe run for {glue:text}`text-nanogpt-ratio` times as many
+# iterations as $T$ here; the losses on this page are not comparable with it, and we did not run it.
 #
 # The paper's claim ({doc}`/book/report`) is judged on the paper's metric per iteration, with the effective
 # speedup beside it; its per-second part is judged on the times above, measured on a CPU.

@@ -508,7 +508,9 @@ def cosine_by_dimension(frame: pd.DataFrame, methods: Sequence[str] = SURROGATES
     if missing:
         raise ValueError(f"the results have no {' or '.join(missing)} column (run them with fig4b.run_sized)")
     parts = []
-    for (panel, d), group in frame.groupby(["panel", "d"], sort=True):
+    panels = list(dict.fromkeys(frame["panel"]))  # in the results' order, each panel's sizes by d
+    for (panel, d), group in sorted(frame.groupby(["panel", "d"]), key=lambda item: (panels.index(item[0][0]),
+                                                                                  item[0][1])):
         cosines = proxy_cosines(group, methods).assign(d=int(d))
         if "size" in group.columns:
             cosines["size"] = group["size"].iloc[0]
@@ -622,6 +624,21 @@ def cosine_dimension_text(cosines: pd.DataFrame, methods: Sequence[str] = SURROG
     return "\n".join(lines)
 
 
+def plain_log_ticks(fig, ticks: int = 6) -> None:
+    """Label the log-scaled y axes of ``fig`` with about ``ticks`` plain, evenly spaced numbers (3.9, 4.0,
+    4.1) instead of powers of ten: a loss that changes by a few percent spans less than a decade."""
+    from matplotlib.ticker import MaxNLocator, NullLocator, ScalarFormatter
+
+    for ax in fig.axes:
+        if ax.get_yscale() != "log":
+            continue
+        ax.yaxis.set_major_locator(MaxNLocator(ticks))
+        ax.yaxis.set_minor_locator(NullLocator())
+        formatter = ScalarFormatter()
+        formatter.set_scientific(False)
+        ax.yaxis.set_major_formatter(formatter)
+
+
 def iteration_seconds(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean seconds per sequential iteration inside ``OptEx.step`` and its split (proxy steps, the
     gradient evaluations, the update), over every iteration t >= 1 and seed, per panel and method.
@@ -635,5 +652,5 @@ def iteration_seconds(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ += ["cosine_by_dimension", "cosine_dimension_display", "cosine_dimension_figure", "cosine_dimension_text",
-            "iteration_seconds",
+            "iteration_seconds", "plain_log_ticks",
             "samples_markdown", "text_samples"]

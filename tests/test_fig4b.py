@@ -261,3 +261,19 @@ def test_text_samples_keep_the_panels_in_the_order_of_the_results():
     samples = plotting.text_samples(rows, ["vanilla", "optex"], seed=0)
     assert list(zip(samples["panel"], samples["method"])) == [("SGD", "vanilla"), ("SGD", "optex"),
                                                               ("Adam", "vanilla"), ("Adam", "optex")]
+
+
+def test_plain_log_ticks_label_a_narrow_log_axis_with_plain_numbers_and_leave_linear_axes():
+    fig, (log_ax, linear_ax) = plt.subplots(1, 2)
+    log_ax.plot([0, 1], [3.9, 4.2])
+    log_ax.set_yscale("log")
+    linear_ax.plot([0, 1], [3.9, 4.2])
+    before = type(linear_ax.yaxis.get_major_locator())
+    plotting.plain_log_ticks(fig)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in log_ax.get_yticklabels() if t.get_text()]
+    values = [float(text.replace("\N{MINUS SIGN}", "-")) for text in labels]  # plain numbers, no 10^k
+    assert len([v for v in values if 3.85 <= v <= 4.25]) >= 3  # several labels inside the data's range
+    assert np.allclose(np.diff(values), values[1] - values[0])  # evenly spaced
+    assert type(linear_ax.yaxis.get_major_locator()) is before
+    plt.close(fig)
