@@ -539,9 +539,10 @@ def cosine_dimension_figure(cosines: pd.DataFrame, panels: Sequence[str], method
                 line = part[(part["method"] == name) & (part["step"] == step)].sort_values("d")
                 if line.empty:
                     continue
-                ax.errorbar(line["d"], line["median"], yerr=[line["median"] - line["q25"], line["q75"] - line["median"]],
-                            color=color, ls=styles[i % len(styles)], marker=markers[i % len(markers)], capsize=2,
-                            lw=1.4, label=f"{method_label(name)}, s = {step}")
+                spread = [line["median"] - line["q25"], line["q75"] - line["median"]]
+                ax.errorbar(line["d"], line["median"], yerr=spread, color=color, ls=styles[i % len(styles)],
+                            marker=markers[i % len(markers)], capsize=2, lw=1.4,
+                            label=f"{method_label(name)}, s = {step}")
         ax.set_xscale("log")
         ax.set_xlabel("parameters $d$")
         ax.set_title(panel, fontsize=9)
@@ -554,8 +555,8 @@ def cosine_dimension_figure(cosines: pd.DataFrame, panels: Sequence[str], method
 def cosine_dimension_display(cosines: pd.DataFrame) -> pd.DataFrame:
     """:func:`cosine_by_dimension` as a table: one row per panel, model size and estimator, the median
     cosine at each proxy step."""
-    wide = cosines.pivot_table(index=["panel", "d", "size", "method"] if "size" in cosines else ["panel", "d", "method"],
-                               columns="step", values="median").reset_index()
+    index = ["panel", "d", "size", "method"] if "size" in cosines else ["panel", "d", "method"]
+    wide = cosines.pivot_table(index=index, columns="step", values="median").reset_index()
     out = pd.DataFrame({"panel": wide["panel"], "d": [f"{int(d):,}" for d in wide["d"]]})
     if "size" in wide:
         out["model"] = wide["size"]

@@ -78,4 +78,5 @@ def run_sized(config: training.Config, **kwargs: Any) -> pd.DataFrame:
     return training.run_panel(config, **kwargs).assign(d=training.dimension(config), size=size_label(config))
 
 
-__all__ = ["COSINE_SIZES", "SURROGATE_METHODS", "cosine_configs", "run_sized", "size_configs", "size_label", "use_threads"]
+__all__ = ["COSINE_SIZES", "SURROGATE_METHODS", "cosine_configs", "run_sized", "size_configs", "size_label",
+           "use_threads"]
