@@ -131,6 +131,8 @@ glue("text-vocab", len(task.dataset.vocabulary), display=False)
 glue("text-seeds", len(first.seed_list), display=False)
 glue("text-profile", results.profile, display=False)
 glue("text-history", first.history, display=False)
+glue("text-train-share", f"{100 * (1 - first.validation):g}", display=False)
+glue("text-val-share", f"{100 * first.validation:g}", display=False)
 glue("text-uniform", f"{math.log(len(task.dataset.vocabulary)):.2f}", display=False)
 gpu = models.TRANSFORMER_SIZES["gpu"]
 glue("text-gpu-d", f"{transformer_dim(len(task.dataset.vocabulary), gpu['width'], gpu['depth'], gpu['block_size']):,}",
@@ -152,21 +154,25 @@ glue("text-optex-gp", f"{seconds.loc['optex', 'proxy'] + seconds.loc['optex', 'u
 # {glue:text}`text-block` characters and an output layer tied to the token embedding; $d =$
 # {glue:text}`text-d` parameters over a vocabulary of {glue:text}`text-vocab` characters. This is the size
 # of nanoGPT's CPU configuration of the same task. Each gradient evaluation sees a minibatch of
-# {glue:text}`text-batch` random windows ({glue:text}`text-tokens` characters to predict) of the first 90%
-# of the text ({glue:text}`text-train-size` characters); the last 10% is held out for validation.
+# {glue:text}`text-batch` random windows ({glue:text}`text-tokens` characters to predict) of the first
+# {glue:text}`text-train-share`% of the text ({glue:text}`text-train-size` characters); the last
+# {glue:text}`text-val-share`% is held out for validation.
 # $N =$ {glue:text}`text-N`, a history of $T_0 =$ {glue:text}`text-history` pairs and the Matérn-5/2 kernel,
 # as in the image chapters. Every {glue:text}`text-k` iterations the runner records the mean next-character
 # cross-entropy (nats) on {glue:text}`text-eval-size` fixed windows of the training part and of the
 # validation part.
 #
 # Why $T =$ {glue:text}`text-T` iterations and {glue:text}`text-seeds` seeds: this 2-core CPU is shared
-# with other work, and the runs below took {glue:text}`text-vanilla-s` s per Vanilla iteration and
+# with other work, and the runs below took (wall-clock, under that load) {glue:text}`text-vanilla-s` s per
+# Vanilla iteration and
 # {glue:text}`text-optex-s` s per OptEx iteration ({glue:text}`text-optex-eval` s of it evaluating the $N$
 # gradients, {glue:text}`text-optex-gp` s in the proxy steps and the update: the estimator and the
 # optimizer's state for $N$ points), Target {glue:text}`text-target-s` s and LargeBatch
 # {glue:text}`text-large-s` s. The eight runs per seed and optimizer, Vanilla's among them
-# $N \cdot T$ = {glue:text}`text-NT` iterations long, then fit the chapter's budget of about 40
-# CPU-minutes at this $T$, one process on one thread. The minibatch is nanoGPT's for this model. $T$ is far
+# $N \cdot T$ = {glue:text}`text-NT` iterations long, were sized by a pilot run to fit the chapter's budget
+# of about 40 CPU-minutes at this $T$, one process on one thread; on the loaded machine they took
+# {glue:text}`text-compute-min` minutes of wall-clock time inside the runner, the cosine runs below
+# included. The minibatch is nanoGPT's for this model. $T$ is far
 # short of a trained model: the curves show the first phase of training, where the loss falls from
 # $\log$ {glue:text}`text-vocab` $\approx$ {glue:text}`text-uniform` (a uniform guess) towards the
 # character frequencies and beyond. This page shows the {glue:text}`text-profile` profile.
@@ -267,6 +273,8 @@ sweep_first = sweep_configs(sweep.profile)[0]
 glue("text-sweep-T", sweep_first.iterations, display=False)
 glue("text-sweep-d", ", ".join(f"{d:,}" for d in sorted(sweep.frame["d"].unique())), display=False)
 glue("text-sweep-seeds", len(sweep_first.seed_list), display=False)
+compute = report.summary(results)["wall_time_s"] + report.summary(sweep)["wall_time_s"]
+glue("text-compute-min", f"{compute / 60:.0f}", display=False)
 glue("text-sweep-count", sweep.frame["d"].nunique(), display=False)
 glue("text-sweep-width", max(c.width for c in sweep_configs(sweep.profile)), display=False)
 
