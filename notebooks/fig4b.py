@@ -233,6 +233,7 @@ versus = plotting.versus(speedups, "optex", best).set_index("panel")
 glue("text-autoregression-versus", plotting.versus_display(versus, table).style.hide(axis="index"), display=False)
 summary = plotting.training_summary(table, versus)
 glue("text-reading", Markdown(plotting.reading_text(summary, parallelism)), display=False)
+glue("text-surrogates", Markdown(plotting.surrogate_text(frame, summary)), display=False)
 
 # %% [markdown]
 # ```{glue:figure} text-autoregression-table
@@ -293,7 +294,7 @@ glue("text-cosine-reading", Markdown(plotting.cosine_dimension_text(cosines)), d
 #
 # Cosine between the gradient estimate and the true minibatch gradient at proxy steps $s = 1..N-1$
 # against the number of parameters $d$ ({glue:text}`text-sweep-d`), over the first
-# {glue:text}`text-sweep-T` iterations of one seed: median (points) and interquartile range (bars), GP
+# {glue:text}`text-sweep-T` iterations of {glue:text}`text-sweep-seeds` seed: median (points) and interquartile range (bars), GP
 # mean (OptEx) against the last true gradient.
 # ```
 #
@@ -310,10 +311,11 @@ glue("text-cosine-reading", Markdown(plotting.cosine_dimension_text(cosines)), d
 # is a minibatch gradient of {glue:text}`text-batch` windows: two such gradients at the same point agree
 # only partly, and no estimate built from other minibatches can agree with one better than they agree
 # with each other. The rest is the kernel: one lengthscale for every coordinate, fitted from $T_0$ pairs
-# in a space of $d$ dimensions. The last-gradient line is the yardstick for both: where the GP mean is no
-# closer to the true gradient than the gradient the last iteration already had, the kernel adds nothing,
-# and each proxy step moves the iterate only part of the way a true step would, which is the distance
-# between OptEx and Target in {numref}`text-autoregression-speedup`.
+# in a space of $d$ dimensions. The last gradient is the yardstick for both, and OptEx's distance to
+# Target is what its proxy steps lose by following an estimate instead of the true gradient. In the runs
+# of {numref}`text-autoregression` (the CPU-sized model, every proxy step of every seed):
+#
+# {glue:md}`text-surrogates`
 #
 # ## What the models write
 #

@@ -640,6 +640,40 @@ def plain_log_ticks(fig, ticks: int = 6) -> None:
         ax.yaxis.set_major_formatter(formatter)
 
 
+def surrogate_text(frame: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """GP mean against the last gradient, per panel: their effective speedups at T (``summary``:
+    :func:`training_summary`) beside the median cosine and the median relative error
+    ||estimate - g|| / ||g|| over every proxy step, iteration and seed (``frame``: the tidy results);
+    then whether the higher cosine went with the higher speedup in every panel."""
+    keys = [c for c in ("panel", "dataset") if c in frame.columns][:1]
+    if not keys:
+        raise ValueError("the results have no panel column")
+    columns = {kind: [c for c in frame.columns if c.startswith(f"proxy_{kind}_")] for kind in ("cosine", "rel_error")}
+    if not columns["cosine"] or not columns["rel_error"]:
+        raise ValueError("the results have no proxy_cosine_<s> / proxy_rel_error_<s> columns")
+
+    def median(panel: str, method: str, kind: str) -> float:
+        rows = frame[(frame[keys[0]] == panel) & (frame["method"] == method)][columns[kind]].to_numpy(float)
+        return float(np.nanmedian(rows)) if np.isfinite(rows).any() else np.nan
+
+    lines, agree, disagree = [], [], []
+    for row in summary.itertuples():
+        gp = (median(row.panel, "optex", "cosine"), median(row.panel, "optex", "rel_error"))
+        last = (median(row.panel, "last_gradient", "cosine"), median(row.panel, "last_gradient", "rel_error"))
+        lines.append(f"- **{row.panel}**: effective speedup at $T$ OptEx {row.optex:.2f}×, last gradient "
+                     f"{row.last_gradient:.2f}×; median cosine {gp[0]:.2f} and {last[0]:.2f}, median relative "
+                     f"error {gp[1]:.2f} and {last[1]:.2f}.")
+        (agree if (row.optex > row.last_gradient) == (gp[0] > last[0]) else disagree).append(row.panel)
+    if not disagree:
+        verdict = "In every panel the estimate with the higher cosine also gave the higher speedup."
+    else:
+        verdict = (f"In {', '.join(disagree)} the cosine ranks the two estimates the other way round from the "
+                   "speedup: a cosine with one noisy minibatch gradient measures the direction of a proxy step, "
+                   "not its length, and the relative error shows how far each estimate is from that gradient "
+                   "as a vector.")
+    return "\n".join(lines) + "\n\n" + verdict
+
+
 def iteration_seconds(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean seconds per sequential iteration inside ``OptEx.step`` and its split (proxy steps, the
     gradient evaluations, the update), over every iteration t >= 1 and seed, per panel and method.
@@ -653,5 +687,5 @@ def iteration_seconds(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ += ["cosine_by_dimension", "cosine_dimension_display", "cosine_dimension_figure", "cosine_dimension_text",
-            "iteration_seconds", "plain_log_ticks",
+            "iteration_seconds", "plain_log_ticks", "surrogate_text",
             "samples_markdown", "text_samples"]

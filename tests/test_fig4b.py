@@ -284,3 +284,27 @@ def test_plain_log_ticks_label_a_narrow_log_axis_with_plain_numbers_and_leave_li
     assert np.allclose(np.diff(values), values[1] - values[0])  # evenly spaced
     assert type(linear_ax.yaxis.get_major_locator()) is before
     plt.close(fig)
+
+
+def _surrogate_rows():
+    rows = []
+    for panel, (gp_cos, last_cos) in {"A": (0.6, 0.4), "B": (0.3, 0.5)}.items():
+        for method, cosine, error in (("optex", gp_cos, 0.8), ("last_gradient", last_cos, 1.2), ("vanilla", np.nan, np.nan)):
+            for t, spread in enumerate((np.nan, -0.1, 0.0, 0.1)):
+                row = dict(panel=panel, method=method, seed=0, iteration=t)
+                for s in range(1, N):
+                    row[f"proxy_cosine_{s}"] = cosine + spread
+                    row[f"proxy_rel_error_{s}"] = error + spread
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_surrogate_text_sets_speedups_beside_median_cosine_and_error_and_flags_disagreement():
+    summary = pd.DataFrame({"panel": ["A", "B"], "optex": [3.0, 3.5], "last_gradient": [2.0, 2.5]})
+    text = plotting.surrogate_text(_surrogate_rows(), summary)
+    assert ("**A**: effective speedup at $T$ OptEx 3.00×, last gradient 2.00×; median cosine 0.60 and 0.40, "
+            "median relative error 0.80 and 1.20.") in text
+    assert "median cosine 0.30 and 0.50" in text
+    assert text.endswith("as a vector.") and "In B the cosine ranks" in text
+    agreeing = plotting.surrogate_text(_surrogate_rows(), summary.iloc[:1])
+    assert agreeing.endswith("In every panel the estimate with the higher cosine also gave the higher speedup.")
