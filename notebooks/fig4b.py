@@ -294,8 +294,8 @@ glue("text-cosine-reading", Markdown(plotting.cosine_dimension_text(cosines)), d
 #
 # Cosine between the gradient estimate and the true minibatch gradient at proxy steps $s = 1..N-1$
 # against the number of parameters $d$ ({glue:text}`text-sweep-d`), over the first
-# {glue:text}`text-sweep-T` iterations of {glue:text}`text-sweep-seeds` seed: median (points) and interquartile range (bars), GP
-# mean (OptEx) against the last true gradient.
+# {glue:text}`text-sweep-T` iterations of {glue:text}`text-sweep-seeds` seed: median (points) and
+# interquartile range (bars), GP mean (OptEx) against the last true gradient.
 # ```
 #
 # ```{glue:figure} text-cosine-table
