@@ -457,10 +457,11 @@ def training_summary(table: pd.DataFrame, versus: pd.DataFrame, loss: str = "tra
     return pd.DataFrame(rows)
 
 
-def reading_text(summary: pd.DataFrame, parallelism: int) -> str:
+def reading_text(summary: pd.DataFrame, parallelism: int, why: bool = True) -> str:
     """The chapter's conclusion from :func:`training_summary`: per panel, OptEx's effective speedup at T
     against Target's (the ceiling N) and the better LargeBatch's, and the estimators' cosines; then
-    where OptEx beats LargeBatch (interval above 1) and where it does not."""
+    where OptEx beats LargeBatch (interval above 1) and where it does not (with ``why``, and the cosine
+    as the reason)."""
     lines = []
     for row in summary.itertuples():
         lines.append(
@@ -484,7 +485,7 @@ def reading_text(summary: pd.DataFrame, parallelism: int) -> str:
         verdict += f"; the two cannot be told apart in {', '.join(level['panel'])}"
     text.append(verdict + ".")
     losing = summary[summary["ratio"] <= 1]
-    if len(losing):
+    if why and len(losing):
         text += ["", "Where OptEx does not beat LargeBatch (" + ", ".join(losing["panel"]) + "), the cosine tells why: "
                  "its proxy steps follow an estimate whose median cosine with the true gradient is "
                  + ", ".join(f"{c:.2f}" for c in losing["cosine_gp"]) + ", so the N - 1 proxy steps move the "
@@ -643,8 +644,9 @@ def plain_log_ticks(fig, ticks: int = 6) -> None:
 def surrogate_text(frame: pd.DataFrame, summary: pd.DataFrame) -> str:
     """GP mean against the last gradient, per panel: their effective speedups at T (``summary``:
     :func:`training_summary`) beside the median cosine and the median relative error
-    ||estimate - g|| / ||g|| over every proxy step, iteration and seed (``frame``: the tidy results);
-    then whether the higher cosine went with the higher speedup in every panel."""
+    ||estimate - g|| / ||g|| (the median over proxy steps s of the median over iterations and seeds, as
+    in :func:`training_summary`; ``frame``: the tidy results); then whether the higher cosine went with
+    the higher speedup in every panel."""
     keys = [c for c in ("panel", "dataset") if c in frame.columns][:1]
     if not keys:
         raise ValueError("the results have no panel column")
@@ -654,7 +656,8 @@ def surrogate_text(frame: pd.DataFrame, summary: pd.DataFrame) -> str:
 
     def median(panel: str, method: str, kind: str) -> float:
         rows = frame[(frame[keys[0]] == panel) & (frame["method"] == method)][columns[kind]].to_numpy(float)
-        return float(np.nanmedian(rows)) if np.isfinite(rows).any() else np.nan
+        steps = [np.nanmedian(column) for column in rows.T if np.isfinite(column).any()]
+        return float(np.median(steps)) if steps else np.nan
 
     lines, agree, disagree = [], [], []
     for row in summary.itertuples():
@@ -674,6 +677,25 @@ def surrogate_text(frame: pd.DataFrame, summary: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n\n" + verdict
 
 
+def optimizer_contrast_text(summary: pd.DataFrame) -> str:
+    """Whether the GP estimate's cosine explains how close OptEx comes to Target across the panels
+    (``summary``: :func:`training_summary`): the panels ranked by OptEx's share of Target's effective
+    speedup at T, beside the estimate's median cosine."""
+    if len(summary) < 2:
+        raise ValueError("summary needs at least two panels to contrast")
+    ranked = summary.sort_values("optex_of_target", ascending=False)
+    listing = "; ".join(f"{row.panel}: {100 * row.optex_of_target:.0f}% of Target's effective speedup with a "
+                        f"median cosine of {row.cosine_gp:.2f}" for row in ranked.itertuples())
+    shares, cosines = ranked["optex_of_target"].to_numpy(float), ranked["cosine_gp"].to_numpy(float)
+    consistent = bool(np.all(np.diff(cosines) <= 0))  # the higher share goes with the higher cosine
+    if consistent:
+        return f"{listing}. The closer OptEx comes to Target, the better its estimate points."
+    return (f"{listing}. The cosine does not explain the difference: OptEx comes closest to Target in "
+            f"{ranked['panel'].iloc[0]}, where its estimate points worst "
+            f"({shares[0] / max(shares[-1], 1e-12):.1f} times the share at "
+            f"{cosines[0]:.2f} against {cosines[-1]:.2f}).")
+
+
 def iteration_seconds(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean seconds per sequential iteration inside ``OptEx.step`` and its split (proxy steps, the
     gradient evaluations, the update), over every iteration t >= 1 and seed, per panel and method.
@@ -687,5 +709,5 @@ def iteration_seconds(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 __all__ += ["cosine_by_dimension", "cosine_dimension_display", "cosine_dimension_figure", "cosine_dimension_text",
-            "iteration_seconds", "plain_log_ticks", "surrogate_text",
+            "iteration_seconds", "optimizer_contrast_text", "plain_log_ticks", "surrogate_text",
             "samples_markdown", "text_samples"]

@@ -462,7 +462,8 @@ def speedup_exponent_at_least(floor: float, method: str = "optex") -> Callable[[
 
 
 def faster_per_iteration_and_second(method: str = "optex", ideal: str = "target", metric: str = "train_loss",
-                                    reference: str = "vanilla") -> Callable[[pd.DataFrame], Finding]:
+                                    reference: str = "vanilla",
+                                    paper_setting: str | None = None) -> Callable[[pd.DataFrame], Finding]:
     """Claim (Fig. 4b): on every panel ``method`` lowers ``metric`` faster than ``reference`` per
     sequential iteration and per second, while ``ideal`` stays ahead of it. Three tests per panel:
 
@@ -474,6 +475,8 @@ def faster_per_iteration_and_second(method: str = "optex", ideal: str = "target"
 
     Reproduced when every panel passes all three; partly when some panel does, or when every panel
     passes the first and the third (e.g. per second fails where the N evaluations share a CPU).
+    With ``paper_setting``, only the panels whose name contains it are judged (the paper's optimizer);
+    the others are reported beside them as beyond the paper.
     """
     def evaluate(frame: pd.DataFrame) -> Finding:
         frame = frame.reset_index(drop=True)
@@ -489,6 +492,7 @@ def faster_per_iteration_and_second(method: str = "optex", ideal: str = "target"
         effective = at_end.set_index(["panel", "method"])["effective_speedup"]
         parts, passed, half = [], [], []
         for panel in dict.fromkeys(frame["panel"]):
+            judged = paper_setting is None or paper_setting in str(panel)
             ours = paper.loc[(panel, method)]
             timed = seconds[(seconds["panel"] == panel) & (seconds["method"] == method)]
             t_mean, t_low, t_high = mean_ci(timed["speedup"].to_numpy(float))
@@ -497,12 +501,15 @@ def faster_per_iteration_and_second(method: str = "optex", ideal: str = "target"
             per_iteration = ours.censored == 0 and math.isfinite(ours.speedup_low) and ours.speedup_low > 1.0
             per_second = t_censored == 0 and math.isfinite(t_low) and t_low > 1.0
             behind = ideal_end > ours_end
-            passed.append(per_iteration and per_second and behind)
-            half.append(per_iteration and behind)
-            parts.append(f"{panel}: per iteration {_interval(ours.speedup, ours.speedup_low, ours.speedup_high, '×')}"
+            if judged:
+                passed.append(per_iteration and per_second and behind)
+                half.append(per_iteration and behind)
+            parts.append(f"{panel}{'' if judged else ' (beyond the paper, not judged)'}: per iteration {_interval(ours.speedup, ours.speedup_low, ours.speedup_high, '×')}"
                          f"{_censored(ours.censored, ours.seeds)}; per second "
                          f"{_interval(t_mean, t_low, t_high, '×')}{_censored(t_censored, len(timed))}; "
                          f"effective at T {ours_end:.2f}× vs {method_label(ideal)} {ideal_end:.2f}×")
+        if not passed:
+            return Finding(f"no panel with the paper's setting ({paper_setting}); " + "; ".join(parts), "not yet run")
         return Finding(f"{method_label(method)} over {method_label(reference)}, {metric}: " + "; ".join(parts),
                        _judge(passed, half))
     return evaluate
@@ -546,7 +553,7 @@ CLAIMS: tuple[Claim, ...] = (
           "On the Shakespeare corpus with N = 4, OptEx lowers a transformer's training loss faster than "
           "Vanilla, per iteration and per second; Target remains best.",
           "OptEx > Vanilla, < Target (3 runs)", "text-autoregression", "book/_executed/fig4b",
-          faster_per_iteration_and_second()),
+          faster_per_iteration_and_second(paper_setting="SGD 0.01")),
 )
 
 

@@ -187,7 +187,8 @@ def test_time_to_reach_needs_the_clock_and_the_reference():
 CLAIM = next(c for c in report.CLAIMS if c.key == "text-autoregression")
 
 
-def _claim_rows(optex_cost, optex_rate=2.0, target_rate=3.5, panels=("SGD", "Adam"), seed_costs=(1.0, 1.0, 1.0)):
+def _claim_rows(optex_cost, optex_rate=2.0, target_rate=3.5, panels=("SGD 0.01", "SGD 0.01 again"),
+                seed_costs=(1.0, 1.0, 1.0)):
     """Loss 1 / (1 + r t) on the grid t = 0, 2, ...; Vanilla r = 1 (its N T-iteration run too, so Target's
     3.5 T stays inside it), Target costs N seconds per iteration, OptEx ``optex_cost``."""
     frames = []
@@ -216,7 +217,7 @@ def test_text_claim_reproduced_when_faster_per_iteration_and_second_and_behind_t
     assert finding.verdict == "reproduced"
     # OptEx reaches Vanilla's final 1/9 at t = 4 on every seed; Vanilla needs T = 8: 2x per iteration,
     # and 8 s / (1.5 x 4 s) per second; effective speedups at T: 2 and Target's 3.5
-    assert "SGD: per iteration 2.00×" in finding.ours and "per second 1.33×" in finding.ours
+    assert "SGD 0.01: per iteration 2.00×" in finding.ours and "per second 1.33×" in finding.ours
     assert "effective at T 2.00× vs Target 3.50×" in finding.ours
 
 
@@ -308,3 +309,24 @@ def test_surrogate_text_sets_speedups_beside_median_cosine_and_error_and_flags_d
     assert text.endswith("as a vector.") and "In B the cosine ranks" in text
     agreeing = plotting.surrogate_text(_surrogate_rows(), summary.iloc[:1])
     assert agreeing.endswith("In every panel the estimate with the higher cosine also gave the higher speedup.")
+
+
+def test_text_claim_judges_the_papers_setting_and_reports_the_other_optimizer_beside_it():
+    good = _claim_rows(optex_cost=1.5, panels=("Shakespeare, SGD 0.01",))
+    bad = _claim_rows(optex_cost=1.5, optex_rate=0.5, panels=("Shakespeare, Adam 0.001",))
+    finding = CLAIM.evaluate(pd.concat([good, bad], ignore_index=True))
+    assert finding.verdict == "reproduced"
+    assert "Shakespeare, Adam 0.001 (beyond the paper, not judged): per iteration n/a, 3 of 3 seeds censored" \
+        in finding.ours
+    assert CLAIM.evaluate(bad).verdict == "not yet run"
+
+
+def test_optimizer_contrast_text_says_when_the_cosine_does_not_rank_the_panels():
+    summary = pd.DataFrame({"panel": ["SGD", "Adam"], "optex_of_target": [0.9, 0.05], "cosine_gp": [0.08, 0.43]})
+    text = plotting.optimizer_contrast_text(summary)
+    assert text.startswith("SGD: 90% of Target's effective speedup with a median cosine of 0.08; Adam: 5%")
+    assert "does not explain" in text and "18.0 times the share at 0.08 against 0.43" in text
+    consistent = plotting.optimizer_contrast_text(summary.assign(cosine_gp=[0.5, 0.2]))
+    assert consistent.endswith("The closer OptEx comes to Target, the better its estimate points.")
+    with pytest.raises(ValueError, match="two panels"):
+        plotting.optimizer_contrast_text(summary.iloc[:1])
