@@ -265,3 +265,41 @@ def effective_speedup_table(frame: pd.DataFrame, at: Sequence[int] | None = None
 __all__ = ["PANEL_KEYS", "PLATEAU_DROP", "REFERENCE", "REFERENCE_GROWTH", "effective_speedup",
            "effective_speedup_table",
            "iterations_to_reach", "mean_ci", "plateau", "speedup_table"]
+
+
+def time_to_reach(frame: pd.DataFrame, reference: str = "vanilla", metric: str = "train_loss",
+                  clock: str = "wall_time") -> pd.DataFrame:
+    """The paper's metric in seconds: per (panel, method, seed), the ``clock`` reading (cumulative
+    seconds) at the first recorded row whose ``metric`` is at or below the reference method's final value
+    on the same seed, and ``speedup`` = the reference's own seconds to get there / the method's.
+
+    Rows where ``metric`` was not evaluated (NaN) are skipped, so the answer is on the evaluation grid.
+    A run that never gets there is censored (``reached`` False, ``seconds`` and ``speedup`` NaN). The
+    long reference run (``REFERENCE``) is not a method here.
+    """
+    missing = [c for c in (metric, clock) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"the results have no {' or '.join(missing)} column")
+    frame = frame[(frame["method"] != REFERENCE) & frame[metric].notna()]
+    keys = [c for c in ("panel", "function", "seed") if c in frame.columns]
+    ref = frame[frame["method"] == reference]
+    if ref.empty:
+        raise ValueError(f"reference method {reference!r} is not in the results")
+    targets = {key: float(group.loc[group["iteration"].idxmax(), metric]) for key, group in _groups(ref, keys)}
+
+    def first_seconds(rows: pd.DataFrame, target: float) -> float:
+        hit = rows[(rows[metric] <= target) & (rows["iteration"] > 0)].sort_values("iteration")
+        return float(hit[clock].iloc[0]) if len(hit) else math.nan
+
+    reference_seconds = {key: first_seconds(group, targets[key]) for key, group in _groups(ref, keys)}
+    out = []
+    for key, group in frame.groupby(keys + ["method"]):
+        own = tuple(key[:-1])
+        seconds = first_seconds(group, targets[own])
+        out.append(dict(zip(keys + ["method"], key), target=targets[own], seconds=seconds,
+                        reference_seconds=reference_seconds[own], reached=math.isfinite(seconds),
+                        speedup=reference_seconds[own] / seconds if math.isfinite(seconds) else math.nan))
+    return pd.DataFrame(out)
+
+
+__all__ += ["time_to_reach"]

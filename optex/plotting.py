@@ -1060,10 +1060,11 @@ def training_summary(table: pd.DataFrame, versus: pd.DataFrame, loss: str = "tra
     return pd.DataFrame(rows)
 
 
-def reading_text(summary: pd.DataFrame, parallelism: int) -> str:
+def reading_text(summary: pd.DataFrame, parallelism: int, why: bool = True) -> str:
     """The chapter's conclusion from :func:`training_summary`: per panel, OptEx's effective speedup at T
     against Target's (the ceiling N) and the better LargeBatch's, and the estimators' cosines; then
-    where OptEx beats LargeBatch (interval above 1) and where it does not."""
+    where OptEx beats LargeBatch (interval above 1) and where it does not (with ``why``, and the cosine
+    as the reason)."""
     lines = []
     for row in summary.itertuples():
         lines.append(
@@ -1087,7 +1088,7 @@ def reading_text(summary: pd.DataFrame, parallelism: int) -> str:
         verdict += f"; the two cannot be told apart in {'; '.join(level['panel'])}"
     text.append(verdict + ".")
     losing = summary[summary["ratio"] <= 1]
-    if len(losing):
+    if why and len(losing):
         text += ["", "Where OptEx does not beat LargeBatch (" + "; ".join(losing["panel"]) + "), the median cosine of its "
                  "estimate with the true gradient at the proxy points is "
                  + ", ".join(f"{g:.2f} (last gradient: {c:.2f})" for g, c in zip(losing["cosine_gp"], losing["cosine_last"]))
@@ -1344,3 +1345,216 @@ def rl_cosine_reading(cosines: pd.DataFrame) -> str:
 
 __all__ += ["RL_COLUMNS", "rl_anchor_table", "rl_cosine_display", "rl_cosine_figure", "rl_cosine_reading",
             "rl_cosine_table", "rl_curves", "rl_reading_text", "rl_rows", "rl_settings_table", "rl_threshold_display"]
+
+
+# ------------------------------------------------------------------------------ the text chapter (fig4b)
+def cosine_by_dimension(frame: pd.DataFrame, methods: Sequence[str] = SURROGATES) -> pd.DataFrame:
+    """The estimator's cosine with the true gradient by proxy step, per model size: :func:`proxy_cosines`
+    of each (``panel``, ``d``) group of ``frame`` (rows of :func:`optex.experiments.fig4b.run_sized`).
+    Columns: ``panel``, ``d``, ``size`` (where present), then :func:`proxy_cosines`' own."""
+    missing = [c for c in ("panel", "d") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"the results have no {' or '.join(missing)} column (run them with fig4b.run_sized)")
+    parts = []
+    panels = list(dict.fromkeys(frame["panel"]))  # in the results' order, each panel's sizes by d
+    for (panel, d), group in sorted(frame.groupby(["panel", "d"]), key=lambda item: (panels.index(item[0][0]),
+                                                                                  item[0][1])):
+        cosines = proxy_cosines(group, methods).assign(d=int(d))
+        if "size" in group.columns:
+            cosines["size"] = group["size"].iloc[0]
+        parts.append(cosines)
+    table = pd.concat(parts, ignore_index=True)
+    first = ["panel", "d"] + (["size"] if "size" in table.columns else [])
+    return table[first + [c for c in table.columns if c not in first]]
+
+
+def cosine_dimension_figure(cosines: pd.DataFrame, panels: Sequence[str], methods: Sequence[str] = SURROGATES):
+    """Median cosine (points, interquartile bars) against d (log axis), one panel per base optimizer,
+    one colour per estimator (``methods``) and one marker and line style per proxy step s
+    (``cosines``: :func:`cosine_by_dimension`)."""
+    import matplotlib.pyplot as plt
+
+    styles = ("-", "--", ":", "-.")
+    markers = ("o", "s", "^", "D")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.3), sharey=True, squeeze=False,
+                             layout="constrained")
+    steps = sorted(int(s) for s in cosines["step"].unique())
+    for ax, panel in zip(axes.flat, panels):
+        part = cosines[cosines["panel"] == panel]
+        for name in methods:
+            color = METHOD_STYLE.get(name, {}).get("color")
+            for i, step in enumerate(steps):
+                line = part[(part["method"] == name) & (part["step"] == step)].sort_values("d")
+                if line.empty:
+                    continue
+                spread = [line["median"] - line["q25"], line["q75"] - line["median"]]
+                ax.errorbar(line["d"], line["median"], yerr=spread, color=color, ls=styles[i % len(styles)],
+                            marker=markers[i % len(markers)], capsize=2, lw=1.4,
+                            label=f"{method_label(name)}, s = {step}")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters $d$")
+        ax.set_title(panel, fontsize=9)
+        ax.grid(True, alpha=0.3)
+    axes.flat[0].set_ylabel("cosine with the true gradient")
+    _legend(fig, axes.flat)
+    return fig
+
+
+def cosine_dimension_display(cosines: pd.DataFrame) -> pd.DataFrame:
+    """:func:`cosine_by_dimension` as a table: one row per panel, model size and estimator, the median
+    cosine at each proxy step."""
+    index = ["panel", "d", "size", "method"] if "size" in cosines else ["panel", "d", "method"]
+    wide = cosines.pivot_table(index=index, columns="step", values="median").reset_index()
+    out = pd.DataFrame({"panel": wide["panel"], "d": [f"{int(d):,}" for d in wide["d"]]})
+    if "size" in wide:
+        out["model"] = wide["size"]
+    out["estimator"] = wide["method"].map(method_label)
+    for step in sorted(c for c in wide.columns if isinstance(c, (int, np.integer))):
+        out[f"s = {step}"] = [f"{v:.2f}" if np.isfinite(v) else "—" for v in wide[step]]
+    return out
+
+
+def text_samples(frame: pd.DataFrame, methods: Sequence[str], seed: int, lines: int = 6) -> pd.DataFrame:
+    """The seeded text each ``method`` generated at the end of its run on ``seed`` (the runner's
+    ``sample`` column), cut to its first ``lines`` non-empty lines. Columns: ``panel``, ``method``,
+    ``iteration`` (when the model was sampled), ``text``."""
+    if "sample" not in frame.columns:
+        raise ValueError("the results have no sample column (a language-model run records one in its last row)")
+    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
+        raise ValueError(f"lines must be a positive integer, got {lines!r}")
+    rows = frame[frame["method"].isin(methods) & (frame["seed"] == seed)].dropna(subset=["sample"])
+    if rows.empty:
+        raise ValueError(f"no sample of {', '.join(methods)} on seed {seed} in the results")
+    keys = [c for c in ("panel", "dataset") if c in rows.columns][:1]
+    out = []
+    for _, row in rows.iterrows():
+        kept = [line for line in str(row["sample"]).splitlines() if line.strip()][:lines]
+        out.append({**{k: row[k] for k in keys}, "method": row["method"], "iteration": int(row["iteration"]),
+                    "text": "\n".join(kept)})
+    rank = {"method": {m: i for i, m in enumerate(methods)}}
+    if keys:
+        rank[keys[0]] = {p: i for i, p in enumerate(dict.fromkeys(frame[keys[0]]))}  # panels in the results' order
+    table = pd.DataFrame(out)
+    return table.sort_values([*keys, "method"], key=lambda c: c.map(rank[c.name]), ignore_index=True)
+
+
+def samples_markdown(samples: pd.DataFrame) -> str:
+    """:func:`text_samples` as MyST markdown: a heading line per panel and method, the text in a fenced block."""
+    blocks = []
+    for row in samples.itertuples():
+        panel = f"{row.panel}, " if hasattr(row, "panel") else ""
+        blocks.append(f"**{panel}{method_label(row.method)}** (after $T =$ {row.iteration} iterations):\n\n"
+                      f"```text\n{row.text}\n```")
+    return "\n\n".join(blocks)
+
+
+def cosine_dimension_text(cosines: pd.DataFrame, methods: Sequence[str] = SURROGATES) -> str:
+    """What :func:`cosine_by_dimension` says, per panel: each estimator's median cosine (the median over
+    proxy steps of the per-step medians) at the smallest and the largest d, and at proxy step 1 and the
+    last step for the GP mean (the first method of ``methods``)."""
+    lines = []
+    for panel, part in cosines.groupby("panel", sort=False):
+        sizes = sorted(part["d"].unique())
+        small, large = sizes[0], sizes[-1]
+
+        def median(method: str, d: int, step: int | None = None) -> float:
+            rows = part[(part["method"] == method) & (part["d"] == d)]
+            rows = rows if step is None else rows[rows["step"] == step]
+            return float(np.nanmedian(rows["median"])) if len(rows) else np.nan
+
+        last_step = int(part["step"].max())
+        gp = methods[0]
+        parts = [f"{method_label(m)} {median(m, small):.2f} at $d$ = {small:,} and {median(m, large):.2f} at "
+                 f"$d$ = {large:,}" for m in methods]
+        steps = (f"; at proxy step 1 the {method_label(gp)} estimate's cosine is {median(gp, small, 1):.2f} and "
+                 f"{median(gp, large, 1):.2f}, at step {last_step} {median(gp, small, last_step):.2f} and "
+                 f"{median(gp, large, last_step):.2f}")
+        lines.append(f"- **{panel}**: median cosine {', '.join(parts)}{steps}.")
+    return "\n".join(lines)
+
+
+def plain_log_ticks(fig, ticks: int = 6) -> None:
+    """Label the log-scaled y axes of ``fig`` with about ``ticks`` plain, evenly spaced numbers (3.9, 4.0,
+    4.1) instead of powers of ten: a loss that changes by a few percent spans less than a decade."""
+    from matplotlib.ticker import MaxNLocator, NullLocator, ScalarFormatter
+
+    for ax in fig.axes:
+        if ax.get_yscale() != "log":
+            continue
+        ax.yaxis.set_major_locator(MaxNLocator(ticks))
+        ax.yaxis.set_minor_locator(NullLocator())
+        formatter = ScalarFormatter()
+        formatter.set_scientific(False)
+        ax.yaxis.set_major_formatter(formatter)
+
+
+def surrogate_text(frame: pd.DataFrame, summary: pd.DataFrame) -> str:
+    """GP mean against the last gradient, per panel: their effective speedups at T (``summary``:
+    :func:`training_summary`) beside the median cosine and the median relative error
+    ||estimate - g|| / ||g|| (the median over proxy steps s of the median over iterations and seeds, as
+    in :func:`training_summary`; ``frame``: the tidy results); then whether the higher cosine went with
+    the higher speedup in every panel."""
+    keys = [c for c in ("panel", "dataset") if c in frame.columns][:1]
+    if not keys:
+        raise ValueError("the results have no panel column")
+    columns = {kind: [c for c in frame.columns if c.startswith(f"proxy_{kind}_")] for kind in ("cosine", "rel_error")}
+    if not columns["cosine"] or not columns["rel_error"]:
+        raise ValueError("the results have no proxy_cosine_<s> / proxy_rel_error_<s> columns")
+
+    def median(panel: str, method: str, kind: str) -> float:
+        rows = frame[(frame[keys[0]] == panel) & (frame["method"] == method)][columns[kind]].to_numpy(float)
+        steps = [np.nanmedian(column) for column in rows.T if np.isfinite(column).any()]
+        return float(np.median(steps)) if steps else np.nan
+
+    lines, agree, disagree = [], [], []
+    for row in summary.itertuples():
+        gp = (median(row.panel, "optex", "cosine"), median(row.panel, "optex", "rel_error"))
+        last = (median(row.panel, "last_gradient", "cosine"), median(row.panel, "last_gradient", "rel_error"))
+        lines.append(f"- **{row.panel}**: effective speedup at $T$ OptEx {row.optex:.2f}×, last gradient "
+                     f"{row.last_gradient:.2f}×; median cosine {gp[0]:.2f} and {last[0]:.2f}, median relative "
+                     f"error {gp[1]:.2f} and {last[1]:.2f}.")
+        (agree if (row.optex > row.last_gradient) == (gp[0] > last[0]) else disagree).append(row.panel)
+    if not disagree:
+        verdict = "In every panel the estimate with the higher cosine also gave the higher speedup."
+    else:
+        verdict = (f"In {', '.join(disagree)} the cosine ranks the two estimates the other way round from the "
+                   "speedup: a cosine with one noisy minibatch gradient measures the direction of a proxy step, "
+                   "not its length, and the relative error shows how far each estimate is from that gradient "
+                   "as a vector.")
+    return "\n".join(lines) + "\n\n" + verdict
+
+
+def optimizer_contrast_text(summary: pd.DataFrame) -> str:
+    """Whether the GP estimate's cosine explains how close OptEx comes to Target across the panels
+    (``summary``: :func:`training_summary`): the panels ranked by OptEx's share of Target's effective
+    speedup at T, beside the estimate's median cosine."""
+    if len(summary) < 2:
+        raise ValueError("summary needs at least two panels to contrast")
+    ranked = summary.sort_values("optex_of_target", ascending=False)
+    listing = "; ".join(f"{row.panel}: {100 * row.optex_of_target:.0f}% of Target's effective speedup with a "
+                        f"median cosine of {row.cosine_gp:.2f}" for row in ranked.itertuples())
+    shares, cosines = ranked["optex_of_target"].to_numpy(float), ranked["cosine_gp"].to_numpy(float)
+    consistent = bool(np.all(np.diff(cosines) <= 0))  # the higher share goes with the higher cosine
+    if consistent:
+        return f"{listing}. The closer OptEx comes to Target, the better its estimate points."
+    return (f"{listing}. The cosine does not explain the difference: OptEx comes closest to Target in "
+            f"{ranked['panel'].iloc[0]}, where its estimate points worst "
+            f"({shares[0] / max(shares[-1], 1e-12):.1f} times the share at "
+            f"{cosines[0]:.2f} against {cosines[-1]:.2f}).")
+
+
+def iteration_seconds(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean seconds per sequential iteration inside ``OptEx.step`` and its split (proxy steps, the
+    gradient evaluations, the update), over every iteration t >= 1 and seed, per panel and method.
+    Columns: the panel column present, ``method``, ``seconds``, ``proxy``, ``eval``, ``update``."""
+    keys = [c for c in ("panel", "dataset") if c in frame.columns][:1]
+    steps = frame[frame["iteration"] > 0]
+    table = steps.groupby([*keys, "method"], sort=False)[["time_proxy", "time_eval", "time_update"]].mean()
+    table = table.rename(columns={"time_proxy": "proxy", "time_eval": "eval", "time_update": "update"})
+    table.insert(0, "seconds", table.sum(axis=1))
+    return table.reset_index()
+
+
+__all__ += ["cosine_by_dimension", "cosine_dimension_display", "cosine_dimension_figure", "cosine_dimension_text",
+            "iteration_seconds", "optimizer_contrast_text", "plain_log_ticks", "surrogate_text",
+            "samples_markdown", "text_samples"]

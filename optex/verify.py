@@ -83,7 +83,7 @@ def compare(committed: pd.DataFrame, recomputed: pd.DataFrame, prefix: Prefix) -
             a, b = old.to_numpy(dtype=float), new.to_numpy(dtype=float)
             same = np.isclose(a, b, rtol=prefix.rtol, atol=prefix.atol, equal_nan=True)
         else:
-            same = (old.astype(str) == new.astype(str)).to_numpy()
+            same = ((old.astype(str) == new.astype(str)) | (old.isna() & new.isna())).to_numpy()  # missing alike
         if not same.all():
             row = int(np.flatnonzero(~same)[0])
             where = f"iteration {head['iteration'].iloc[row]}" if "iteration" in head else f"row {row}"

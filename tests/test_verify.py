@@ -177,3 +177,13 @@ def test_compare_treats_nan_alike_and_needs_every_row_and_column():
     assert "rows" in verify.compare(committed.iloc[:1], committed.iloc[:2], prefix)
     assert "lacks column(s) loss" in verify.compare(committed, committed.assign(loss=1.0), prefix)
     assert "column method, iteration 0" in verify.compare(committed, committed.assign(method="target"), prefix)
+
+
+def test_compare_treats_missing_text_alike_whatever_the_column_type():
+    # a language model's sample: read back from CSV as object with NaN, recomputed as strings with NaN
+    committed = pd.DataFrame({"iteration": [0, 1], "sample": pd.Series([np.nan, np.nan], dtype=object)})
+    recomputed = pd.DataFrame({"iteration": [0, 1], "sample": pd.Series([np.nan, np.nan], dtype="str")})
+    prefix = verify.Prefix("vanilla-seed0", lambda: recomputed)
+    assert verify.compare(committed, recomputed, prefix) is None
+    changed = committed.assign(sample=pd.Series([np.nan, "ROMEO:"], dtype=object))
+    assert "column sample, iteration 1" in verify.compare(changed, recomputed, prefix)
