@@ -72,12 +72,15 @@ def _grouped(text: str) -> str:
 
 
 def interval_decimals(low: float, high: float, fallback: int = 2) -> int:
-    """Decimals that show an interval to its first significant digit of half-width (two decimals for
-    a half-width of 0.045, none for 12): the precision a mean with that interval carries."""
+    """Decimals that show an interval to its first significant digit of half-width, or its first two
+    when that digit is 1 or 2 (two decimals for a half-width of 0.045, one for 2.5, none for 12): the
+    precision a mean with that interval carries, without rounding 1.5 ± 2.5 to "2"."""
     half = (high - low) / 2
     if not (_finite(half) and half > 0):
         return fallback
-    return int(min(max(-math.floor(math.log10(half)), 0), 6))
+    exponent = math.floor(math.log10(half))
+    extra = 1 if half / 10 ** exponent < 3 else 0
+    return int(min(max(extra - exponent, 0), 6))
 
 
 def format_interval(mean: float, low: float, high: float, unit: str = "", decimals: int | None = None) -> str:

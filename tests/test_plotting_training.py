@@ -169,7 +169,7 @@ def test_the_display_tables_and_the_reading_quote_the_table():
     assert shown.loc[shown.method == "OptEx", "median cosine, s = 1..N-1"].iloc[1] == "0.89, 0.79, 0.69"
     speedups = effective_speedup(frame, "train_loss", interpolate=True, by=["panel"])
     versus = plotting.versus(speedups, "optex", plotting.best_large_batch(table)).set_index("panel")
-    assert plotting.versus_display(versus, table)["better LargeBatch"].tolist() == ["Large batch (scaled lr)"] * 2
+    assert plotting.versus_display(versus, table)["better LargeBatch"].tolist() == [plotting.method_label("large_batch_scaled")] * 2
     summary = plotting.training_summary(table, versus).set_index("panel")
     assert summary.loc["A", "optex_of_target"] == pytest.approx(3.0 / 4.0, rel=1e-6)
     assert summary.loc["B", "ratio"] == pytest.approx(1.2 / 2.0, rel=1e-6)

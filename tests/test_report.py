@@ -302,7 +302,7 @@ def test_image_classification_claim_is_judged_on_the_paper_optimizer_panels_only
     assert finding.verdict == "reproduced", finding.ours
     assert "MNIST, SGD 0.01: OptEx 2.00×" in finding.ours and "Adam" not in finding.ours
     assert "effective at T: OptEx 3.00×, Target 4.00×" in finding.ours
-    assert "(the better LargeBatch, Large batch (scaled lr): 2.00× effective)" in finding.ours
+    assert "(the better LargeBatch, LargeBatch (scaled lr): 2.00× effective)" in finding.ours
     slow = _training({**good, "optex": 1.0}, "Fashion-MNIST, SGD 0.01")
     assert report.trains_faster()(pd.concat([frame, slow], ignore_index=True)).verdict == "partly"
     assert report.trains_faster()(slow).verdict == "not reproduced"

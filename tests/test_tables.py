@@ -16,7 +16,7 @@ def test_significant_digits(value, text):
 
 def test_intervals_carry_the_precision_of_their_half_width():
     assert tables.format_interval(4.8612, 4.8133, 4.9034) == "4.86 [4.81, 4.90]"
-    assert tables.format_interval(14.4, 12.1, 16.7, "×") == "14× [12, 17]"
+    assert tables.format_interval(14.4, 12.1, 16.7, "×") == "14.4× [12.1, 16.7]"
     assert tables.format_interval(2.0, math.nan, math.nan) == "2.00"
     assert tables.format_interval(math.nan, 1, 2) == "—"
     assert tables.interval_decimals(3.0, 3.0) == 2  # zero width: the default
