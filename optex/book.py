@@ -34,6 +34,7 @@ from .report import FIGURES_DIR, PROFILES, project_root, write_report
 SOURCES = Path("notebooks")
 EXECUTED = Path("book") / "_executed"
 REPORT_TABLE = EXECUTED / "report-table.md"
+ESTIMATOR_TABLE = EXECUTED / "estimator-table.md"  # from the committed results, whatever the profile
 STATUS_TABLE = EXECUTED / "status-table.md"
 STATUS_RECORD = EXECUTED / "status.json"
 LOGS = EXECUTED / "logs"
@@ -276,6 +277,7 @@ def execute(root: Path, profile: str = "paper", device: str = "cpu", backend: st
         print(f"[{index}/{len(selected)}] {name}: {'ok' if outcome.error is None else 'FAILED'} "
               f"in {outcome.seconds:.1f} s", flush=True)
     write_report(root / FIGURES_DIR, root / REPORT_TABLE)
+    _report.write_estimator_table(root / "results", root / ESTIMATOR_TABLE)
     record = write_status(root, outcomes, profile, device, backend, overrides)
     width = max(len(o.name) for o in outcomes)
     print("\n" + "notebook".ljust(width + 2) + "status      time")
@@ -398,7 +400,7 @@ def ensure_mathjax(root: Path) -> bool:
 def build(root: Path, keep_going: bool = True) -> int:
     """``jupyter-book build`` of the executed chapters with ``-W`` (a warning fails the build)."""
     missing = [f"{EXECUTED / n}.ipynb" for n in chapters(root) if not (root / EXECUTED / f"{n}.ipynb").is_file()]
-    missing += [str(table) for table in (REPORT_TABLE, STATUS_TABLE) if not (root / table).is_file()]
+    missing += [str(table) for table in (REPORT_TABLE, ESTIMATOR_TABLE, STATUS_TABLE) if not (root / table).is_file()]
     if missing:
         print(f"error: {', '.join(missing)} missing: run `python -m optex book execute` first", file=sys.stderr)
         return 2

@@ -856,6 +856,80 @@ def report_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + f"\n::::\n\nIn all: {len(table)} claims; {tally}.\n"
 
 
+# ------------------------------------------------------------------------------------------ the surrogate
+ESTIMATOR_FIGURES = ("fig6", "image-classification", "cifar10", "text-autoregression", "rl-dqn")
+SURROGATES = ("optex", "last_gradient")
+_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "shakespeare": "Shakespeare",
+           "sgd": "SGD", "adam": "Adam"}
+
+
+def _setting(figure_id: str, settings: Mapping[str, Any]) -> str:
+    if figure_id == "rl-dqn":
+        return str(settings.get("task", ""))
+    optimizer = f"{_TITLES.get(settings.get('optimizer'), settings.get('optimizer'))} {settings.get('lr'):g}"
+    if "function" in settings:
+        return f"{str(settings['function']).capitalize()}, d = {int(settings['dim']):,}, {optimizer}"
+    return f"{_TITLES.get(settings.get('dataset'), settings.get('dataset'))}, {optimizer}"
+
+
+def estimator_table(results_dir: str | Path, figures: Sequence[str] = ESTIMATOR_FIGURES) -> pd.DataFrame:
+    """Is the GP worth it? For every committed configuration that ran OptEx beside its trivial-surrogate
+    ablation (``last_gradient``, same evaluations and selection): the median over iterations and seeds of
+    the cosine between the proxy gradient and the true gradient at proxy step s = 1..N-1, and of its
+    relative error where the runner records it. The synthetic runner records the cosine averaged over
+    the proxy steps of an iteration (column ``cosine_all``), the RL runner no relative error."""
+    rows = []
+    for figure_id in figures:
+        for manifest in sorted((Path(results_dir) / figure_id).glob("*/manifest.json")):
+            store = ResultStore.at(manifest.parent)
+            record = store.manifest()
+            units = sorted(record["units"])
+            if not set(SURROGATES) <= {u.rsplit("-seed", 1)[0] for u in units}:
+                continue
+            for method in SURROGATES:
+                frames = [store.load(u) for u in units if u.rsplit("-seed", 1)[0] == method]
+                frame = pd.concat([f for f in frames if f is not None], ignore_index=True)
+                row = {"figure": figure_id, "setting": _setting(figure_id, record["settings"]), "method": method,
+                       "seeds": len(frames)}
+                for column in frame.columns:
+                    for prefix, name in (("proxy_cosine_", "cosine_"), ("proxy_rel_error_", "rel_error_")):
+                        if column.startswith(prefix) and column[len(prefix):].isdigit():
+                            row[name + column[len(prefix):]] = float(frame[column].median())
+                if "proxy_cosine" in frame.columns:
+                    row["cosine_all"] = float(frame["proxy_cosine"].median())
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def estimator_markdown(table: pd.DataFrame) -> str:
+    """:func:`estimator_table` as the report's numbered table."""
+    from . import tables
+    from .plotting import method_label
+
+    if table.empty:
+        return "No committed result runs OptEx beside the last-gradient ablation yet."
+    steps = sorted({int(c.rsplit("_", 1)[1]) for c in table.columns if c.startswith("cosine_") and c[7:].isdigit()})
+    columns = [tables.label("Experiment", "setting"), tables.label("Proxy gradient", "method", method_label)]
+    if "cosine_all" in table:
+        columns.append(tables.Column("Cosine, all steps", tables.decimals("cosine_all", 2)))
+    columns += [tables.Column(f"Cosine, step {s}", tables.decimals(f"cosine_{s}", 2)) for s in steps]
+    columns += [tables.Column(f"Rel. error, step {s}", tables.decimals(f"rel_error_{s}", 2)) for s in steps
+                if f"rel_error_{s}" in table]
+    order = {"figure": list(ESTIMATOR_FIGURES), "method": list(SURROGATES)}
+    body = tables.Table(table, columns, by=("figure", "setting", "method"), order=order)
+    return body.myst("estimator-surrogates", "The proxy gradient against the true one at the proxy points: the GP "
+                     "mean (OptEx) and the last true gradient (the trivial surrogate), medians over iterations "
+                     "and seeds of the committed paper-profile results. A dash: not recorded by that runner.")
+
+
+def write_estimator_table(results_dir: str | Path, path: str | Path) -> Path:
+    """Write :func:`estimator_markdown` of the committed results to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(estimator_markdown(estimator_table(results_dir)) + "\n")
+    return path
+
+
 def write_report(figures_dir: str | Path, path: str | Path, claims: Sequence[Claim] = CLAIMS) -> Path:
     """Evaluate ``claims`` from the figures' data and write the report table to ``path``."""
     path = Path(path)
@@ -865,6 +939,6 @@ def write_report(figures_dir: str | Path, path: str | Path, claims: Sequence[Cla
 
 
 __all__ = ["CLAIMS", "Claim", "Finding", "PROFILES", "Page", "Results", "VERDICTS", "changed_since",
-           "collects_more_reward", "evaluate_claims", "faster_per_iteration_and_second", "project_root",
+           "collects_more_reward", "estimator_markdown", "estimator_table", "evaluate_claims", "faster_per_iteration_and_second", "project_root",
            "provenance_note", "publish", "reaches_error_sooner", "report_markdown", "speedup_at_least", "summary",
-           "trails_ideal", "trains_faster", "write_report"]
+           "trails_ideal", "trains_faster", "write_estimator_table", "write_report"]

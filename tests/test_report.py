@@ -316,3 +316,30 @@ def test_cifar10_claim_is_at_most_partly_without_parallel_evaluations():
     assert "CIFAR-10, SGD 0.01: 2.00× [2.00, 2.00] fewer iterations to Vanilla's final val error" in finding.ours
     slow = _training({"vanilla": 1.0, "target": 4.0, "optex": 0.9}, "CIFAR-10, SGD 0.01")
     assert report.reaches_error_sooner()(slow).verdict == "not reproduced"
+
+
+def test_estimator_table_takes_medians_per_proxy_step_of_both_surrogates(tmp_path):
+    """Two seeds of OptEx and of the last-gradient ablation with known cosines: the table's medians equal
+    numpy's over the pooled rows (NaN rows, e.g. cold starts, left out); a configuration without the
+    ablation is not listed."""
+    from optex.experiments import synthetic
+
+    rng = np.random.default_rng(0)
+    config = synthetic.Config(dim=10, iterations=3, seeds=2, methods=("optex", "last_gradient"))
+    store = ResultStore(tmp_path / "results", "fig6", config)
+    pooled = {}
+    for method in ("optex", "last_gradient"):
+        for seed in range(2):
+            cosine = np.r_[np.nan, rng.uniform(-1, 1, 3)]
+            frame = pd.DataFrame({"method": method, "seed": seed, "iteration": range(4), "proxy_cosine": cosine})
+            store.save(f"{method}-seed{seed}", frame, {"commit": "x"})
+            pooled.setdefault(method, []).extend(cosine[1:])
+    alone = ResultStore(tmp_path / "results", "fig6", synthetic.Config(dim=11, seeds=1, methods=("optex",)))
+    alone.save("optex-seed0", pd.DataFrame({"method": "optex", "seed": 0, "iteration": [0], "proxy_cosine": [0.5]}),
+               {"commit": "x"})
+    table = report.estimator_table(tmp_path / "results", figures=("fig6",)).set_index("method")
+    assert len(table) == 2 and set(table["setting"]) == {"Rosenbrock, d = 10, Adam 0.01"}
+    for method, values in pooled.items():
+        assert table.loc[method, "cosine_all"] == pytest.approx(float(np.median(values)))
+    text = report.estimator_markdown(table.reset_index())
+    assert ":name: estimator-surrogates" in text and "| Rosenbrock, d = 10, Adam 0.01 | OptEx |" in text
