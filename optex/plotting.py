@@ -1376,7 +1376,7 @@ def cosine_dimension_figure(cosines: pd.DataFrame, panels: Sequence[str], method
 
     styles = ("-", "--", ":", "-.")
     markers = ("o", "s", "^", "D")
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.3), sharey=True, squeeze=False,
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(3.6 * len(panels), TEXT_WIDTH_IN), 3.3), sharey=True, squeeze=False,
                              layout="constrained")
     steps = sorted(int(s) for s in cosines["step"].unique())
     for ax, panel in zip(axes.flat, panels):
