@@ -155,7 +155,7 @@ glue("cor2-optex-between", Markdown(
 #   {glue:text}`cor2-optex-quadratic:.2f`. {glue:md}`cor2-optex-between`
 #   The gap to Target is the cost of estimating the gradient at the proxy points instead of evaluating
 #   it, and it widens with $N$: later proxy steps are further from the history. Part of it is fixed:
-#   OptEx's first two iterations are plain steps, while its history fills.
+#   OptEx's first iteration is a plain step, while its history is empty.
 # - A measured $a$ above $\tfrac12$ is no contradiction of $\Theta(\sqrt{N})$: Cor. 2 bounds the worst
 #   case over smooth problems with noisy gradients, and these problems are not the worst case.
 # - **LineSearch** spaces its points along the last gradient. That helps while the path is straight

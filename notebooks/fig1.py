@@ -68,7 +68,7 @@ commit = None  # git commit recorded with new results where .git is absent
 functions = ["rosenbrock", "ackley"]
 parallelism = 5  # N
 lr = 0.15  # Adam's learning rate
-shown_iteration = 8  # the iteration t drawn in the static figure (OptEx's first two iterations are cold starts)
+shown_iteration = 8  # the iteration t drawn in the static figure (OptEx's first iteration is a cold start)
 animate = True  # also show an animation of every iteration
 
 # %% tags=["hide-input"]

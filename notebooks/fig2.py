@@ -57,7 +57,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from optex import plotting, report, tables
-from optex.analysis import speedup_table
+from optex.analysis import effective_speedup_table, speedup_table
 from optex.experiments import fig2, synthetic
 
 METHODS = ("vanilla", "linesearch", "target", "optex")
@@ -117,19 +117,25 @@ plt.close(fig)
 # ## Iterations saved
 #
 # {numref}`fig2-speedups` counts the sequential iterations each method needs to reach the gap Vanilla
-# has after all $T$ of its iterations, and divides Vanilla's own count by it. Because OptEx's first two
-# iterations are plain Vanilla steps, its best possible count is $2 + \lceil (T - 2) / N \rceil$, here
-# {glue:text}`fig2-ceiling-iterations` iterations, a ceiling of {glue:text}`fig2-ceiling:.2f`×.
+# has after all $T$ of its iterations, and divides Vanilla's own count by it. Because OptEx's first
+# iteration is a plain Vanilla step (its history is empty), its best possible count is
+# $1 + \lceil (T - 1) / N \rceil$, here {glue:text}`fig2-ceiling-iterations` iterations, a ceiling of
+# {glue:text}`fig2-ceiling:.2f`×. {numref}`fig2-effective` gives the effective speedup, which has no
+# such cap: it compares with a Vanilla run $N$ times as long.
 
 # %% tags=["remove-input"]
 speedups = speedup_table(frame)
 T = int(frame.loc[frame["method"].isin(METHODS), "iteration"].max())
-ceiling_iterations = 2 + int(np.ceil((T - 2) / parallelism))
+ceiling_iterations = 1 + int(np.ceil((T - 1) / parallelism))
 glue("fig2-ceiling-iterations", ceiling_iterations, display=False)
 glue("fig2-ceiling", T / ceiling_iterations, display=False)
 tables.publish(tables.speedups(speedups, [("panel", "Function", panels)], METHODS), "fig2-speedups",
                "Sequential iterations to reach Vanilla's final gap, and the speedup over Vanilla (mean over seeds "
                "with its 95% t-interval; an interval of zero width means every seed gave the same count).")
+tables.publish(tables.effective_speedups(effective_speedup_table(frame), [("panel", "Function", panels)], METHODS),
+               "fig2-effective", "Effective (uncapped) speedup over Vanilla at T/2 and T: Vanilla iterations (from "
+               "a Vanilla run N times as long) to reach the method's best gap at t, over t. Unlike the paper's "
+               "metric it is not capped by the cold-start iteration.")
 by_method = speedups.groupby("method")["speedup"]
 for method, name in (("optex", "optex"), ("target", "target"), ("linesearch", "linesearch")):
     glue(f"fig2-{name}-min", float(by_method.min()[method]), display=False)

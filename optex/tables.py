@@ -229,6 +229,32 @@ def speedups(frame: pd.DataFrame, groups: Sequence[tuple[str, str, Sequence[Any]
                  order={**{column: list(order) for column, _, order in groups}, "method": list(methods)})
 
 
+def effective_speedups(frame: pd.DataFrame, groups: Sequence[tuple[str, str, Sequence[Any]]],
+                       methods: Sequence[str], reference: str = "Vanilla") -> Table:
+    """The effective (uncapped) speedup table (rows of ``optex.analysis.effective_speedup_table``): per
+    group, method and sequential iteration t (T/2 and T), the Vanilla-equivalent iterations over t with
+    its 95% interval; "≥" where some seed is censored (a lower bound), and the plateau flag of the
+    panel (where the reference's curve is flat at its end both metrics are ill-conditioned)."""
+    from .plotting import method_label
+
+    def speedup(table: pd.DataFrame) -> list[str]:
+        cells = interval("effective_speedup", "effective_low", "effective_high", unit="×")(table)
+        return [("≥ " if censored else "") + cell for cell, censored in zip(cells, table["censored"])]
+
+    columns = [*(label(title, column, _title_case) for column, title, _ in groups),
+               label("Method", "method", method_label),
+               Column("Sequential iteration t", decimals("iteration", 0)),
+               Column(f"Effective speedup over {reference} (95% interval)", speedup),
+               Column("Censored seeds", count_of("censored", "seeds"))]
+    if "plateau" in frame:
+        columns.append(Column("Reference on a plateau", lambda t: ["yes" if p else "no" for p in t["plateau"]],
+                              align="left"))
+    shown = [m for m in methods if m != "vanilla"]  # Vanilla's own is 1 by definition
+    return Table(frame[frame["method"].isin(shown)], columns,
+                 by=[column for column, _, _ in groups] + ["method", "iteration"],
+                 order={**{column: list(order) for column, _, order in groups}, "method": shown})
+
+
 def _title_case(value: Any) -> str:
     text = str(value)
     return text[:1].upper() + text[1:]

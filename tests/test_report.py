@@ -343,3 +343,16 @@ def test_estimator_table_takes_medians_per_proxy_step_of_both_surrogates(tmp_pat
         assert table.loc[method, "cosine_all"] == pytest.approx(float(np.median(values)))
     text = report.estimator_markdown(table.reset_index())
     assert ":name: estimator-surrogates" in text and "| Rosenbrock, d = 10, Adam 0.01 | OptEx |" in text
+
+
+def test_speedup_claim_quotes_the_effective_speedup_beside_the_paper_metric():
+    """OptEx's gap at t is Vanilla's at 2t on every seed: the effective speedup at T is 2 exactly."""
+    rows = []
+    for seed in range(3):
+        for t in range(41):
+            rows.append(dict(panel="sphere", method="optex", seed=seed, iteration=t, gap=1.0 / (1 + 2 * t)))
+        for method, horizon in (("vanilla", 40), ("vanilla_long", 200)):
+            rows += [dict(panel="sphere", method=method, seed=seed, iteration=t, gap=1.0 / (1 + t))
+                     for t in range(horizon + 1)]
+    finding = report.speedup_at_least("optex", 1.5)(pd.DataFrame(rows))
+    assert "(effective, uncapped, at T: sphere 2.00× [2.00, 2.00])" in finding.ours

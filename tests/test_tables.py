@@ -58,3 +58,14 @@ def test_code_names_as_titles_and_bad_names_are_refused():
         table.myst("Bad Name", "caption")
     with pytest.raises(ValueError, match="caption"):
         table.myst("good-name", " ")
+
+
+def test_effective_speedups_mark_lower_bounds_and_leave_out_vanilla():
+    frame = pd.DataFrame(dict(function=["sphere"] * 3, method=["vanilla", "optex", "optex"], iteration=[40, 20, 40],
+                              effective_speedup=[1.0, 4.8, 7.0], effective_low=[1.0, 4.8, -2.0],
+                              effective_high=[1.0, 4.8, 16.0], seeds=[5, 5, 5], censored=[0, 0, 1],
+                              plateau=[False, False, True]))
+    lines = tables.effective_speedups(frame, [("function", "Function", ["sphere"])], ["vanilla", "optex"]).markdown()
+    rows = lines.splitlines()[2:]
+    assert rows == ["| Sphere | OptEx | 20 | 4.80× [4.80, 4.80] | 0 of 5 | no |",
+                    "| Sphere | OptEx | 40 | ≥ 7× [−2, 16] | 1 of 5 | yes |"]
