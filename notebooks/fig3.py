@@ -55,7 +55,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from optex import plotting, report
+from optex import plotting, report, tables
 from optex.experiments import rl
 
 FIGURE_ID = "rl-dqn"
@@ -120,7 +120,8 @@ glue("rl-window", rl.WINDOW, display=False)
 glue("rl-history-updates", -(-first.history // first.parallelism), display=False)
 glue("rl-max-steps", f"{int(frame['env_steps'].max()):,}", display=False)
 settings = plotting.rl_settings_table(shown, dims, frame)
-glue("rl-settings", settings.style.hide(axis="index"), display=False)
+tables.publish(tables.frame_table(settings), "rl-settings",
+               "Per task: the Q-network's parameter count $d$ and hidden width, warm-up and training episodes, $k$ (environment steps per update), the reward threshold of {numref}`rl-threshold`, and the mean number of environment steps and updates of a run (over methods and seeds).")
 
 # %% [markdown]
 # ## Setting
@@ -155,15 +156,6 @@ glue("rl-settings", settings.style.hide(axis="index"), display=False)
 # progress made per update matters most.
 # :::
 #
-# ```{glue:figure} rl-settings
-# :name: rl-settings
-# :figwidth: 100%
-#
-# Per task: the Q-network's parameter count $d$ and hidden width, warm-up and training episodes, $k$
-# (environment steps per update), the reward threshold of {numref}`rl-threshold`, and the mean number of
-# environment steps and updates of a run (over methods and seeds).
-# ```
-#
 # ## Cumulative average reward per sequential episode
 
 # %% tags=["hide-input"]
@@ -193,24 +185,16 @@ plt.close(fig)
 
 # %% tags=["remove-input"]
 table = rl.threshold_table(frame)
-glue("rl-threshold", plotting.rl_threshold_display(table).style.hide(axis="index"), display=False)
+tables.publish(tables.frame_table(plotting.rl_threshold_display(table)), "rl-threshold",
+               'Training episodes until the trailing mean return reaches the task\'s threshold (mean over the seeds that reach it, 95% interval, censored seeds); the best trailing mean return a run reached, which says how close a censored method came; and the cumulative average return at the last episode (both: mean and 95% interval over all seeds). "Every return the same": no run of any method left the task\'s floor.')
 anchors = plotting.rl_anchor_table(frame, {rl.panel_name(c): rl.TASKS[c.task].cleanrl for c in shown})
-glue("rl-anchors", anchors.style.hide(axis="index"), display=False)
+tables.publish(tables.frame_table(anchors), "rl-anchors",
+               "CleanRL's DQN returns after 500k steps, the environment steps of our runs, and the mean return of the last 10 episodes of Vanilla and OptEx (mean and 95% interval over seeds).")
 glue("rl-reading", Markdown(plotting.rl_reading_text(table, frame)), display=False)
 finding = report.collects_more_reward()(plotting.rl_rows(frame))
 glue("rl-verdict", finding.verdict, display=False)
 
 # %% [markdown]
-# ```{glue:figure} rl-threshold
-# :name: rl-threshold
-# :figwidth: 100%
-#
-# Training episodes until the trailing mean return reaches the task's threshold (mean over the seeds
-# that reach it, 95% interval, censored seeds); the best trailing mean return a run reached, which says
-# how close a censored method came; and the cumulative average return at the last episode (both: mean
-# and 95% interval over all seeds). "Every return the same": no run of any method left the task's floor.
-# ```
-#
 # {glue:md}`rl-reading`
 #
 # ## Sanity anchors
@@ -221,14 +205,6 @@ glue("rl-verdict", finding.verdict, display=False)
 # numbers; {numref}`rl-anchors` shows where Vanilla and OptEx end. A low return here is the budget, not
 # a broken agent: Vanilla's update is checked bit for bit against a plain `torch.optim` DQN loop in the
 # test suite.
-#
-# ```{glue:figure} rl-anchors
-# :name: rl-anchors
-# :figwidth: 100%
-#
-# CleanRL's DQN returns after 500k steps, the environment steps of our runs, and the mean return of the
-# last 10 episodes of Vanilla and OptEx (mean and 95% interval over seeds).
-# ```
 #
 # ## The estimator when the targets move
 #
@@ -242,7 +218,8 @@ glue("rl-verdict", finding.verdict, display=False)
 
 # %% tags=["hide-input"]
 cosine_table = plotting.rl_cosine_table(frame)
-glue("rl-cosine-table", plotting.rl_cosine_display(cosine_table).style.hide(axis="index"), display=False)
+tables.publish(tables.frame_table(plotting.rl_cosine_display(cosine_table)), "rl-cosine-table",
+               "The estimator's cosine with the true gradient with a stale and with a current history (mean over the proxy updates of a seed, then mean and 95% interval over seeds).")
 fig, cosine_curves = plotting.rl_cosine_figure(frame, titles)
 plotting.save_figure(fig, "rl-dqn-cosine", cosine_curves, page.figures_dir)
 glue("rl-dqn-cosine", fig, display=False)
@@ -256,14 +233,6 @@ glue("rl-cosine-reading", Markdown(plotting.rl_cosine_reading(cosine_table)), di
 # Cosine between the gradient estimate that drove a proxy step and the true minibatch gradient evaluated
 # at the same point (mean over the proxy steps of an episode's updates, smoothed over 5 episodes), per
 # task: mean and 95% band over seeds.
-# ```
-#
-# ```{glue:figure} rl-cosine-table
-# :name: rl-cosine-table
-# :figwidth: 100%
-#
-# The estimator's cosine with the true gradient with a stale and with a current history (mean over the
-# proxy updates of a seed, then mean and 95% interval over seeds).
 # ```
 #
 # {glue:md}`rl-cosine-reading`

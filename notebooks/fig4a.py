@@ -56,7 +56,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from optex import plotting, report
+from optex import plotting, report, tables
 from optex.analysis import effective_speedup
 from optex.experiments import training
 
@@ -152,20 +152,13 @@ plt.close(fig)
 # %% tags=["remove-input"]
 split = plotting.time_split(frame, ["vanilla", "optex", "target", "large_batch"])
 shown_split = split.assign(method=split["method"].map(plotting.method_label)).round(1)
-glue("cifar10-time-split", shown_split.style.hide(axis="index").format(precision=1), display=False)
+tables.publish(tables.frame_table(shown_split), "cifar10-time-split",
+               'Milliseconds per sequential iteration on this CPU (median after the first five iterations): the proxy steps (surrogate and base-optimizer updates), the gradient evaluations and the update of the history.')
 ratio = split.set_index(["panel", "method"])["total"]
 glue("cifar-optex-cost", float((ratio.xs("optex", level="method") / ratio.xs("vanilla", level="method")).median()),
      display=False)
 
 # %% [markdown]
-# ```{glue:figure} cifar10-time-split
-# :name: cifar10-time-split
-# :figwidth: 100%
-#
-# Milliseconds per sequential iteration on this CPU (median after the first five iterations): the proxy
-# steps (surrogate and base-optimizer updates), the gradient evaluations and the update of the history.
-# ```
-#
 # On this CPU an OptEx iteration costs {glue:text}`cifar-optex-cost:.1f` Vanilla iterations (median over
 # the panels), so any per-iteration speedup below that factor is a loss per second here.
 #
@@ -194,30 +187,16 @@ plt.close(fig)
 
 # %% tags=["remove-input"]
 table = plotting.training_speedup_table(frame)
-glue("cifar10-table", plotting.training_table_display(table).style.hide(axis="index"), display=False)
+tables.publish(tables.frame_table(plotting.training_table_display(table)), "cifar10-table",
+               "Per panel and method: the paper's metric on the training loss and on the validation error (iterations to reach Vanilla's value at $T$, speedup with its 95% interval, censored seeds), the effective speedup on the training loss at $T/2$ and $T$, and the surrogates' median cosine at proxy steps $s = 1..N-1$.")
 best = plotting.best_large_batch(table)
 versus = plotting.versus(speedups, "optex", best).set_index("panel")
-glue("cifar10-versus", plotting.versus_display(versus, table).style.hide(axis="index"), display=False)
+tables.publish(tables.frame_table(plotting.versus_display(versus, table)), "cifar10-versus",
+               'OptEx against the better of the two LargeBatch runs: per-seed ratio of effective speedups at $T$.')
 summary = plotting.training_summary(table, versus)
 glue("cifar-reading", Markdown(plotting.reading_text(summary, parallelism)), display=False)
 
 # %% [markdown]
-# ```{glue:figure} cifar10-table
-# :name: cifar10-table
-# :figwidth: 100%
-#
-# Per panel and method: the paper's metric on the training loss and on the validation error (iterations
-# to reach Vanilla's value at $T$, speedup with its 95% interval, censored seeds), the effective speedup on
-# the training loss at $T/2$ and $T$, and the surrogates' median cosine at proxy steps $s = 1..N-1$.
-# ```
-#
-# ```{glue:figure} cifar10-versus
-# :name: cifar10-versus
-# :figwidth: 100%
-#
-# OptEx against the better of the two LargeBatch runs: per-seed ratio of effective speedups at $T$.
-# ```
-#
 # ## The estimator's cosine by proxy step
 
 # %% tags=["hide-input"]

@@ -60,7 +60,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from optex import models, plotting, report
+from optex import models, plotting, report, tables
 from optex.analysis import effective_speedup
 from optex.experiments import fig4b, training
 from optex.models.transformer import transformer_dim
@@ -225,37 +225,18 @@ plt.close(fig)
 
 # %% tags=["remove-input"]
 table = plotting.training_speedup_table(frame, loss="train_loss", error="val_loss")
-glue("text-autoregression-table",
-     plotting.training_table_display(table, loss="train_loss", error="val_loss").style.hide(axis="index"),
-     display=False)
+tables.publish(tables.frame_table(plotting.training_table_display(table, loss="train_loss", error="val_loss")), "text-autoregression-table",
+               'Per panel and method: the paper\'s metric (sequential iterations to reach Vanilla\'s training loss and validation loss at $T$, and the speedup, mean over the seeds that reach it with its 95% interval; "censored": seeds that never do), the effective speedup on the training loss at $T/2$ and $T$ with its 95% interval, and for the two surrogates the median cosine between the proxy step\'s gradient estimate and the true minibatch gradient at proxy steps $s = 1, \\dots, N-1$.')
 best = plotting.best_large_batch(table)
 versus = plotting.versus(speedups, "optex", best).set_index("panel")
-glue("text-autoregression-versus", plotting.versus_display(versus, table).style.hide(axis="index"), display=False)
+tables.publish(tables.frame_table(plotting.versus_display(versus, table)), "text-autoregression-versus",
+               'OptEx against the better of the two LargeBatch runs (chosen per panel by the mean effective speedup at $T$): the per-seed ratio of effective speedups at $T$, mean and 95% interval.')
 summary = plotting.training_summary(table, versus)
 glue("text-reading", Markdown(plotting.reading_text(summary, parallelism, why=False)), display=False)
 glue("text-contrast", plotting.optimizer_contrast_text(summary) if len(summary) > 1 else "", display=False)
 glue("text-surrogates", Markdown(plotting.surrogate_text(frame, summary)), display=False)
 
 # %% [markdown]
-# ```{glue:figure} text-autoregression-table
-# :name: text-autoregression-table
-# :figwidth: 100%
-#
-# Per panel and method: the paper's metric (sequential iterations to reach Vanilla's training loss and
-# validation loss at $T$, and the speedup, mean over the seeds that reach it with its 95% interval;
-# "censored": seeds that never do), the effective speedup on the training loss at $T/2$ and $T$ with its
-# 95% interval, and for the two surrogates the median cosine between the proxy step's gradient estimate
-# and the true minibatch gradient at proxy steps $s = 1, \dots, N-1$.
-# ```
-#
-# ```{glue:figure} text-autoregression-versus
-# :name: text-autoregression-versus
-# :figwidth: 100%
-#
-# OptEx against the better of the two LargeBatch runs (chosen per panel by the mean effective speedup at
-# $T$): the per-seed ratio of effective speedups at $T$, mean and 95% interval.
-# ```
-#
 # {glue:md}`text-reading`
 #
 # In the committed paper-profile results the two optimizers tell different stories. With SGD, the paper's
@@ -298,7 +279,8 @@ fig = plotting.cosine_dimension_figure(cosines, panels)
 report.publish(fig, sweep, data=cosines)
 glue(COSINE_ID, fig, display=False)
 plt.close(fig)
-glue("text-cosine-table", plotting.cosine_dimension_display(cosines).style.hide(axis="index"), display=False)
+tables.publish(tables.frame_table(plotting.cosine_dimension_display(cosines)), "text-cosine-table",
+               'The medians of {numref}`text-cosine-dimension`.')
 glue("text-cosine-reading", Markdown(plotting.cosine_dimension_text(cosines)), display=False)
 
 # %% [markdown]
@@ -309,13 +291,6 @@ glue("text-cosine-reading", Markdown(plotting.cosine_dimension_text(cosines)), d
 # against the number of parameters $d$ ({glue:text}`text-sweep-d`), over the first
 # {glue:text}`text-sweep-T` iterations of {glue:text}`text-sweep-seeds` seed: median (points) and
 # interquartile range (bars), GP mean (OptEx) against the last true gradient.
-# ```
-#
-# ```{glue:figure} text-cosine-table
-# :name: text-cosine-table
-# :figwidth: 100%
-#
-# The medians of {numref}`text-cosine-dimension`.
 # ```
 #
 # {glue:md}`text-cosine-reading`

@@ -71,7 +71,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from myst_nb import glue
 
-from optex import plotting, report
+from optex import plotting, report, tables
 from optex.analysis import effective_speedup
 from optex.experiments import training
 
@@ -190,34 +190,16 @@ plt.close(fig)
 
 # %% tags=["remove-input"]
 table = plotting.training_speedup_table(frame)
-glue("image-classification-table", plotting.training_table_display(table).style.hide(axis="index"), display=False)
+tables.publish(tables.frame_table(plotting.training_table_display(table)), "image-classification-table",
+               'Per panel and method: the paper\'s metric (sequential iterations to reach Vanilla\'s training loss and validation error at $T$, and the speedup over Vanilla, mean over the seeds that reach it with its 95% interval; "censored": seeds that never do), the effective speedup on the training loss at $T/2$ and $T$ with its 95% interval, and for the two surrogates the median cosine between the proxy step\'s gradient estimate and the true minibatch gradient at proxy steps $s = 1, \\dots, N-1$.')
 best = plotting.best_large_batch(table)
 versus = plotting.versus(speedups, "optex", best).set_index("panel")
-glue("image-classification-versus",
-     plotting.versus_display(versus, table).style.hide(axis="index"), display=False)
+tables.publish(tables.frame_table(plotting.versus_display(versus, table)), "image-classification-versus",
+               'OptEx against the better of the two LargeBatch runs (chosen per panel by the mean effective speedup at $T$): the per-seed ratio of effective speedups at $T$, mean and 95% interval.')
 summary = plotting.training_summary(table, versus)
 glue("mnist-reading", Markdown(plotting.reading_text(summary, parallelism)), display=False)
 
 # %% [markdown]
-# ```{glue:figure} image-classification-table
-# :name: image-classification-table
-# :figwidth: 100%
-#
-# Per panel and method: the paper's metric (sequential iterations to reach Vanilla's training loss and
-# validation error at $T$, and the speedup over Vanilla, mean over the seeds that reach it with its 95%
-# interval; "censored": seeds that never do), the effective speedup on the training loss at $T/2$ and $T$
-# with its 95% interval, and for the two surrogates the median cosine between the proxy step's gradient
-# estimate and the true minibatch gradient at proxy steps $s = 1, \dots, N-1$.
-# ```
-#
-# ```{glue:figure} image-classification-versus
-# :name: image-classification-versus
-# :figwidth: 100%
-#
-# OptEx against the better of the two LargeBatch runs (chosen per panel by the mean effective speedup at
-# $T$): the per-seed ratio of effective speedups at $T$, mean and 95% interval.
-# ```
-#
 # ## Is the kernel estimate worth it?
 #
 # OptEx's proxy steps are only as good as its gradient estimate. {numref}`image-classification-cosine`

@@ -833,7 +833,7 @@ def _legend(fig, axes) -> None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
-    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=min(len(entries), 4), frameon=False)
+    fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=min(len(entries), 3), frameon=False)
 
 
 def training_figure(frame: pd.DataFrame, panels: Sequence[str], columns: Sequence[tuple[str, str]],

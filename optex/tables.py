@@ -76,7 +76,7 @@ def interval_decimals(low: float, high: float, fallback: int = 2) -> int:
     when that digit is 1 or 2 (two decimals for a half-width of 0.045, one for 2.5, none for 12): the
     precision a mean with that interval carries, without rounding 1.5 ± 2.5 to "2"."""
     half = (high - low) / 2
-    if not (_finite(half) and half > 0):
+    if not (_finite(half) and half > 1e-9 * max(abs(low), abs(high))):  # zero width, up to rounding noise
         return fallback
     exponent = math.floor(math.log10(half))
     extra = 1 if half / 10 ** exponent < 3 else 0
@@ -197,6 +197,19 @@ class Table:
         if not caption.strip():
             raise ValueError(f"table {name} needs a caption")
         return f"::::{{table}} {' '.join(caption.split())}\n:name: {name}\n:align: center\n\n{self.markdown()}\n::::"
+
+
+def frame_table(frame: pd.DataFrame) -> Table:
+    """A display frame whose columns already carry readers' names (cells mostly text, as the chapters'
+    display helpers make them) as a :class:`Table`: text left-aligned, numbers to three significant digits."""
+    columns = []
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            columns.append(Column(str(name), number(name)))
+        else:
+            columns.append(Column(str(name), text(name), align="left"))
+    return Table(frame.reset_index(drop=True), columns)
 
 
 def _cell(value: Any) -> str:

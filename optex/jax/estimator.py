@@ -373,6 +373,8 @@ class GradientEstimator:
         code's habit). It rescales a float lengthscale; ``"median"`` and ``"auto"`` are scale-invariant
         already.
 
+    Notes
+    -----
     Scale. Gradient rows are stored times exact powers of two when their largest entry lies outside
     2^-40 .. 2^40 (see the module docstring), so gradients of size 1e20 or 1e-20 in float32 give the same
     estimate as unit ones times their scale. The inputs are not rescaled: their squared distances must be

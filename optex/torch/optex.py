@@ -157,7 +157,7 @@ class OptEx:
         (:meth:`check_ranks` does it on demand, e.g. at the end of a run).
     max_grad_norm:
         If set, every gradient fed to the base optimizer (true or estimated) is clipped to this norm;
-        the history keeps the unclipped true gradients. Norms are computed as m |g / m| with m an
+        the history keeps the unclipped true gradients. Norms are computed as ``m * norm(g / m)`` with m an
         exact power of two, so they neither overflow nor underflow; a gradient whose norm is still not
         finite counts as non-finite.
     on_nonfinite:
@@ -187,6 +187,8 @@ class OptEx:
         a checkpoint) and leaves the global generator as it found it. Process s's dropout mask is not
         the mask a sequential run would draw at that step (and vmap and loop draw differently).
 
+    Notes
+    -----
     Non-finite evaluations. A process is non-finite when its point, its loss or any entry of its true
     gradient is not finite (with ``max_grad_norm``: or its gradient norm). It takes no real step, is
     never selected, never enters the history and its buffers are discarded: ``select="last"`` keeps
