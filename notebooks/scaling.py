@@ -138,7 +138,7 @@ tables.publish(scaling.summary_table(summary), "scaling-times",
 # ```{glue:figure} scaling
 # :name: scaling
 #
-# Median seconds per OptEx iteration by setup: one process with `vmap` (1 and 2 threads), one process
+# Median milliseconds per OptEx iteration by setup: one process with `vmap` (1 and 2 threads), one process
 # with `parallel="loop"`, and $W$ single-thread ranks under `torch.distributed` (gloo). Black diamonds:
 # the cost model below. Data: `scaling.csv`.
 # ```

@@ -655,6 +655,7 @@ def save_figure(fig, figure_id: str, data: pd.DataFrame, directory: str | Path) 
     problems = figure_problems(fig, data)
     if problems:
         raise ValueError(f"figure {figure_id}: {'; '.join(problems)}")
+    _fit_text_width(fig)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {fmt: directory / f"{figure_id}.{fmt}" for fmt in FIGURE_FORMATS}
@@ -665,6 +666,22 @@ def save_figure(fig, figure_id: str, data: pd.DataFrame, directory: str | Path) 
     paths["csv"] = directory / f"{figure_id}.csv"
     data.to_csv(paths["csv"], index=False)
     return paths
+
+
+def _fit_text_width(fig, tries: int = 4) -> None:
+    """Narrow ``fig`` until its saved image (150 dpi, tight bounding box) fits the text width: tick labels
+    and titles that overhang the outer axes widen it beyond the figure size."""
+    import io
+
+    from PIL import Image
+
+    for _ in range(tries):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=150, bbox_inches="tight")
+        width = Image.open(buffer).size[0] / 150
+        if width <= TEXT_WIDTH_IN + 0.2:
+            return
+        fig.set_size_inches(fig.get_figwidth() - (width - TEXT_WIDTH_IN) - 0.05, fig.get_figheight())
 
 
 def _stable_metadata(fmt: str) -> dict[str, str | None]:

@@ -278,7 +278,7 @@ def model_table(model: pd.DataFrame) -> "Table":
     frame = model.assign(**{f"{c}_ms": model[c] * 1e3
                             for c in ("evaluation_s", "serial_s", "allgather_s", "predicted_s", "measured_s")})
     return tables.Table(frame, [
-        tables.Column("Ranks W", tables.number("world")),
+        tables.Column("Ranks W", tables.decimals("world", 0)),
         tables.Column("Evaluations E⌈N/W⌉/N (ms)", tables.number("evaluation_s_ms")),
         tables.Column("Serial S (ms)", tables.number("serial_s_ms")),
         tables.Column("All-gather C(W) (ms)", tables.number("allgather_s_ms")),
