@@ -1,6 +1,7 @@
 """Backend-neutral result types."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,3 +47,17 @@ class StepInfo:
     @property
     def time_total(self) -> float:
         return self.time_proxy + self.time_eval + self.time_update
+
+
+def report_nonfinite(info: StepInfo, iteration: int, on_nonfinite: str) -> None:
+    """The one RuntimeWarning (or, with ``on_nonfinite="raise"``, FloatingPointError) naming ``iteration``
+    and its non-finite processes; nothing when every process was finite. Shared by both backends."""
+    if not info.nonfinite:
+        return
+    what = (f"OptEx iteration {iteration}: process(es) {list(info.nonfinite)} evaluated to a non-finite "
+            "loss or gradient; they took no step, were not selected and did not enter the history")
+    if info.skipped:
+        what += "; every process was non-finite, so the iterate and the optimizer state were left unchanged"
+    if on_nonfinite == "raise":
+        raise FloatingPointError(what)
+    warnings.warn(what, RuntimeWarning, stacklevel=4)  # the caller of step()

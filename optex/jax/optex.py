@@ -4,7 +4,6 @@ from __future__ import annotations
 import inspect
 import math
 import time
-import warnings
 from functools import partial
 from typing import Any, Callable, Mapping, Sequence
 
@@ -15,7 +14,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from .. import _validation as check
-from .._types import StepInfo
+from .._types import StepInfo, report_nonfinite
 from . import core
 from .estimator import GradientEstimator
 
@@ -340,15 +339,7 @@ class OptEx:
             nonfinite=tuple(i for i in range(evaluations) if not info.finite[i]), skipped=skipped, **extra)
 
     def _report(self, info: StepInfo) -> None:
-        if not info.nonfinite:
-            return
-        what = (f"OptEx iteration {self.iteration}: process(es) {list(info.nonfinite)} evaluated to a non-finite "
-                "loss or gradient; they took no step, were not selected and did not enter the history")
-        if info.skipped:
-            what += "; every process was non-finite, so the iterate and the optimizer state were left unchanged"
-        if self.on_nonfinite == "raise":
-            raise FloatingPointError(what)
-        warnings.warn(what, RuntimeWarning, stacklevel=3)
+        report_nonfinite(info, self.iteration, self.on_nonfinite)
 
     # ------------------------------------------------------------------ checkpoints
     def _settings(self) -> dict[str, Any]:

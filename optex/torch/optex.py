@@ -5,7 +5,6 @@ import contextlib
 import inspect
 import math
 import time
-import warnings
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -13,7 +12,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from .. import _validation as check
-from .._types import StepInfo
+from .._types import StepInfo, report_nonfinite
 from . import distributed
 from .estimator import GradientEstimator, out_of_band, row_scale, row_top, safe_norm
 
@@ -502,15 +501,7 @@ class OptEx:
         distributed.check_ranks(self._procs[0].detach(), self.group, self.iteration)
 
     def _report(self, info: StepInfo) -> None:
-        if not info.nonfinite:
-            return
-        what = (f"OptEx iteration {self.iteration}: process(es) {list(info.nonfinite)} evaluated to a non-finite "
-                "loss or gradient; they took no step, were not selected and did not enter the history")
-        if info.skipped:
-            what += "; every process was non-finite, so the iterate and the optimizer state were left unchanged"
-        if self.on_nonfinite == "raise":
-            raise FloatingPointError(what)
-        warnings.warn(what, RuntimeWarning, stacklevel=3)
+        report_nonfinite(info, self.iteration, self.on_nonfinite)
 
     def _finite(self, losses: torch.Tensor, top: torch.Tensor, points: torch.Tensor,
                 norms: torch.Tensor) -> torch.Tensor:
