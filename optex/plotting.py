@@ -1298,9 +1298,9 @@ def rl_settings_table(configs: Sequence, dims: Mapping[str, int], frame: pd.Data
         # Counts as text: a numeric column would be shown to three significant digits ("64.0").
         rows.append({"task": panel, "d": f"{dims[panel]:,}", "hidden width": str(config.width),
                      "warm-up episodes": str(config.warmup_episodes), "training episodes": str(config.episodes),
-                     "k (steps per update)": str(config.train_every),
+                     "k": str(config.train_every),
                      "threshold": f"{rl.TASKS[config.task].threshold:g}",
-                     "environment steps per run": f"{ends['env_steps'].mean():,.0f}",
+                     "steps per run": f"{ends['env_steps'].mean():,.0f}",
                      "updates per run": f"{ends['updates'].mean():,.0f}"})
     return pd.DataFrame(rows)
 
@@ -1422,7 +1422,7 @@ def cosine_dimension_display(cosines: pd.DataFrame) -> pd.DataFrame:
     """:func:`cosine_by_dimension` as a table: one row per panel, model size and estimator, the median
     cosine at each proxy step."""
     index = ["panel", "d", "size", "method"] if "size" in cosines else ["panel", "d", "method"]
-    wide = cosines.pivot_table(index=index, columns="step", values="median").reset_index()
+    wide = cosines.pivot_table(index=index, columns="step", values="median", sort=False).reset_index()
     out = pd.DataFrame({"panel": wide["panel"], "d": [f"{int(d):,}" for d in wide["d"]]})
     if "size" in wide:
         out["model"] = wide["size"]

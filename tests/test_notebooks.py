@@ -29,3 +29,11 @@ def test_code_lines_count_code_cells_only_without_comments_or_blank_lines():
 def test_a_chapter_notebook_holds_few_lines_of_code(name):
     count = code_lines((ROOT / "notebooks" / f"{name}.py").read_text())
     assert count <= MAX_CODE_LINES, f"notebooks/{name}.py holds {count} lines of code (at most {MAX_CODE_LINES})"
+
+
+@pytest.mark.parametrize("name", THIN)
+def test_readings_are_pasted_as_blocks_not_inline(name):
+    # The {glue:md} role renders its Markdown inline: a list runs together and a fenced block becomes inline
+    # code. Readings (lists, paragraphs, code blocks) are pasted with the ```{glue:md} directive instead.
+    text = (ROOT / "notebooks" / f"{name}.py").read_text()
+    assert "{glue:md}`" not in text
