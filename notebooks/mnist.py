@@ -39,10 +39,10 @@
 #   parallelism gives for the same evaluations, at the base learning rate and at the scaled one
 #   ($\times N$ for SGD, $\times\sqrt{N}$ for Adam), so that it is never left at a setting that handicaps it.
 #
-# The paper's setting is SGD with learning rate 0.01 and five seeds; $N = 4$ is our assumption (the
-# figure's $N$ is not legible in the available text), as are the width of the network, the minibatch size
-# and $T$. We add Adam with learning rate $10^{-3}$ and three seeds, since that is what most users train
-# with: that row goes **beyond the paper**.
+# The paper's setting is SGD with learning rate 0.01 and five seeds. The figure's $N$ is not legible in
+# the available text: the value this page runs (the `parallelism` parameter) is our assumption, as are the
+# width of the network, the minibatch size and $T$. We add Adam with learning rate $10^{-3}$, since that is
+# what most users train with: those panels go **beyond the paper**.
 #
 # :::{admonition} Runs with or without a GPU
 # :class: tip
@@ -67,65 +67,20 @@ width = None  # the MLP's hidden width; None: the profile's (paper 128, quick 32
 iterations = None  # T; None: the profile's (paper 300, quick 12)
 
 # %% tags=["hide-input"]
-import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
-from myst_nb import glue
 
-from optex import plotting, report, tables
-from optex.analysis import effective_speedup
+from optex import chapters, report
 from optex.experiments import training
 
-FIGURE_ID = "image-classification"
-METHODS = ("vanilla", "vanilla_long", "linesearch", "target", "optex", "large_batch", "large_batch_scaled",
-           "last_gradient")
-SHOWN = ("vanilla", "linesearch", "last_gradient", "large_batch", "large_batch_scaled", "target", "optex")
-SCALES = {
-    "paper": dict(width=128, depth=5, batch_size=64, iterations=300, eval_every=20, eval_size=1000, train_subset=None),
-    "quick": dict(width=32, depth=5, batch_size=32, iterations=12, eval_every=4, eval_size=150, train_subset=1000),
-}
-SEEDS = {"paper": {"sgd": 5, "adam": 3}, "quick": {"sgd": 2, "adam": 2}}
-
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
-if not isinstance(datasets, (list, tuple)) or not datasets:
-    raise ValueError(f"datasets must be a non-empty list of dataset names, got {datasets!r}")
-if not isinstance(optimizers, dict) or not optimizers:
-    raise ValueError(f"optimizers must map optimizer names to learning rates, got {optimizers!r}")
-
-
-
-def configs(scale):
-    out = []
-    for name in datasets:
-        for optimizer, lr in optimizers.items():
-            settings = page.scale(scale, SCALES, width=width, iterations=iterations)
-            settings.setdefault("seeds", SEEDS[scale].get(optimizer, 3))
-            out.append(training.Config(dataset=name, model="mlp", optimizer=optimizer, lr=lr, parallelism=parallelism,
-                                       methods=METHODS, device=device,
-                                       backend=backend, data_dir=data_dir, **settings))
-    return out
-
-
-for scale in report.PROFILES:  # a bad knob fails here, before any work starts
-    configs(scale)
+configs = training.chapter_configs("mnist", page, optimizers, parallelism, datasets=datasets, data_dir=data_dir,
+                                   width=width, iterations=iterations)
 
 # %% tags=["remove-input"]
-results = page.results(FIGURE_ID, training.run_panel, configs)
+results = page.results(training.CHAPTERS["mnist"].figure_id, training.run_panel, configs)
 display(Markdown(report.provenance_note(results)))
-shown_configs = configs(results.profile)
-panels = [training.panel_name(c) for c in shown_configs]
-frame = results.frame
-first = shown_configs[0]
-glue("mnist-d", f"{training.dimension(first):,}", display=False)
-glue("mnist-width", first.width, display=False)
-glue("mnist-depth", first.depth, display=False)
-glue("mnist-batch", first.batch_size, display=False)
-glue("mnist-T", first.iterations, display=False)
-glue("mnist-NT", first.iterations * first.parallelism, display=False)
-glue("mnist-N", first.parallelism, display=False)
-glue("mnist-k", first.eval_every, display=False)
-glue("mnist-eval-size", f"{first.eval_size:,}", display=False)
-glue("mnist-train-size", f"{training.task_for(first).n_train:,}", display=False)
-glue("mnist-profile", results.profile, display=False)
+chapter = chapters.TrainingChapter(results, configs(results.profile), "mnist")
+report.glue_all(chapter.settings())
 
 # %% [markdown]
 # ## Setting
@@ -133,29 +88,26 @@ glue("mnist-profile", results.profile, display=False)
 # The network is the paper's 5-layer MLP with ReLU activations: {glue:text}`mnist-depth` fully connected
 # layers of width {glue:text}`mnist-width` (the paper's width is not legible), $d =$ {glue:text}`mnist-d`
 # parameters. Each run takes $T =$ {glue:text}`mnist-T` sequential iterations with minibatches of
-# {glue:text}`mnist-batch` images drawn from {glue:text}`mnist-train-size` training images (10% of the
-# training set is held out for validation), $N =$ {glue:text}`mnist-N`, a gradient history of $T_0 = 50$
-# pairs and the Matérn-5/2 kernel. Every {glue:text}`mnist-k` iterations the runner records the loss and
-# error on fixed sets of {glue:text}`mnist-eval-size` training, validation and test images, with the
-# network in evaluation mode: deterministic numbers, unlike the noisy loss of the minibatch each step
-# sees. This page shows the {glue:text}`mnist-profile` profile.
+# {glue:text}`mnist-batch` images drawn from {glue:text}`mnist-train-size` training images
+# ({glue:text}`mnist-val-share`% of the training set is held out for validation), $N =$
+# {glue:text}`mnist-N`, a gradient history of $T_0 =$ {glue:text}`mnist-history` pairs and the Matérn-5/2
+# kernel, with {glue:text}`mnist-seeds` seeds. Every {glue:text}`mnist-k` iterations the runner records
+# the loss and error on fixed sets of {glue:text}`mnist-eval-size` training, validation and test images,
+# with the network in evaluation mode: deterministic numbers, unlike the noisy loss of the minibatch each
+# step sees. This page shows the {glue:text}`mnist-profile` profile.
 #
 # ## Error per sequential iteration
 
 # %% tags=["hide-input"]
-fig, curves = plotting.training_figure(frame, panels, [("train_error", "iteration"), ("test_error", "iteration")],
-                                       SHOWN)
-report.publish(fig, results, data=plotting.evaluation_rows(frame, "train_loss"))
-glue(FIGURE_ID, fig, display=False)
-plt.close(fig)
+report.glue_all(chapter.curves([("train_error", "iteration"), ("test_error", "iteration")]))
 
 # %% [markdown]
 # ```{glue:figure} image-classification
 # :name: image-classification
 #
-# Training error (left) and test error (right) of the 5-layer MLP against sequential iterations, with SGD
-# (the paper's setting) and Adam (beyond the paper), $N = 4$. Lines: mean over seeds; bands: 95%
-# t-intervals. The data behind the figure (every evaluation row) is saved next to it as
+# Training error (left) and test error (right) of the 5-layer MLP against sequential iterations, one row
+# per dataset and base optimizer (SGD is the paper's setting), $N =$ {glue:text}`mnist-N`. Lines: mean over
+# seeds; bands: 95% t-intervals. The data behind the figure (every evaluation row) is saved next to it as
 # `image-classification.csv`.
 # ```
 #
@@ -171,13 +123,7 @@ plt.close(fig)
 # 95% band over seeds.
 
 # %% tags=["hide-input"]
-speedups = effective_speedup(frame, "train_loss", interpolate=True, by=["panel"])
-fig, shown_speedups = plotting.effective_speedup_figure(
-    speedups, panels, parallelism, ["linesearch", "last_gradient", "large_batch", "large_batch_scaled", "target",
-                                    "optex"])
-plotting.save_figure(fig, "image-classification-speedup", shown_speedups, page.figures_dir)
-glue("image-classification-speedup", fig, display=False)
-plt.close(fig)
+report.glue_all(chapter.speedup_figure())
 
 # %% [markdown]
 # ```{glue:figure} image-classification-speedup
@@ -189,15 +135,7 @@ plt.close(fig)
 # ```
 
 # %% tags=["remove-input"]
-table = plotting.training_speedup_table(frame)
-tables.publish(tables.frame_table(plotting.training_table_display(table)), "image-classification-table",
-               'Per panel and method: the paper\'s metric (sequential iterations to reach Vanilla\'s training loss and validation error at $T$, and the speedup over Vanilla, mean over the seeds that reach it with its 95% interval; "censored": seeds that never do), the effective speedup on the training loss at $T/2$ and $T$ with its 95% interval, and for the two surrogates the median cosine between the proxy step\'s gradient estimate and the true minibatch gradient at proxy steps $s = 1, \\dots, N-1$.')
-best = plotting.best_large_batch(table)
-versus = plotting.versus(speedups, "optex", best).set_index("panel")
-tables.publish(tables.frame_table(plotting.versus_display(versus, table)), "image-classification-versus",
-               'OptEx against the better of the two LargeBatch runs (chosen per panel by the mean effective speedup at $T$): the per-seed ratio of effective speedups at $T$, mean and 95% interval.')
-summary = plotting.training_summary(table, versus)
-glue("mnist-reading", Markdown(plotting.reading_text(summary, parallelism)), display=False)
+report.glue_all(chapter.speedup_tables())
 
 # %% [markdown]
 # ## Is the kernel estimate worth it?
@@ -208,11 +146,7 @@ glue("mnist-reading", Markdown(plotting.reading_text(summary, parallelism)), dis
 # for the Gaussian-process mean and for the last true gradient.
 
 # %% tags=["hide-input"]
-cosines = plotting.proxy_cosines(frame)
-fig = plotting.proxy_cosine_figure(cosines, panels)
-plotting.save_figure(fig, "image-classification-cosine", cosines, page.figures_dir)
-glue("image-classification-cosine", fig, display=False)
-plt.close(fig)
+report.glue_all(chapter.cosine_figure())
 
 # %% [markdown]
 # ```{glue:figure} image-classification-cosine
@@ -225,7 +159,9 @@ plt.close(fig)
 #
 # ## Reading the result
 #
-# {glue:md}`mnist-reading`
+# ```{glue:md} mnist-reading
+# :format: myst
+# ```
 #
 # Under SGD, LargeBatch at the scaled learning rate takes one step of $N\eta$ along the average of the same
 # $N$ minibatch gradients that Target follows one step of $\eta$ at a time. Where the gradient changes little

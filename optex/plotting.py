@@ -1086,7 +1086,7 @@ def reading_text(summary: pd.DataFrame, parallelism: int, why: bool = True) -> s
     for row in summary.itertuples():
         lines.append(
             f"- **{row.panel}**: OptEx {_interval_text(row.optex, row.optex_low, row.optex_high)} effective speedup "
-            f"at $T$ (paper metric {row.paper_optex:.2f}×), {100 * row.optex_of_target:.0f}% of Target's "
+            f"at $T$ (paper metric {_interval_text(row.paper_optex, np.nan, np.nan)}), {100 * row.optex_of_target:.0f}% of Target's "
             f"{row.target:.2f}× (ceiling {parallelism}); the better LargeBatch, "
             f"{method_label(row.rival)}, {_interval_text(row.large_batch, row.large_batch_low, row.large_batch_high)}, "
             f"so OptEx / LargeBatch = {_interval_text(row.ratio, row.ratio_low, row.ratio_high)}; LineSearch "
@@ -1295,11 +1295,12 @@ def rl_settings_table(configs: Sequence, dims: Mapping[str, int], frame: pd.Data
     for config in configs:
         panel = rl.panel_name(config)
         ends = frame[frame["panel"] == panel].groupby(["method", "seed"])[["env_steps", "updates"]].max()
-        rows.append({"task": panel, "d": f"{dims[panel]:,}", "hidden width": config.width,
-                     "warm-up episodes": config.warmup_episodes, "training episodes": config.episodes,
-                     "k (steps per update)": config.train_every,
+        # Counts as text: a numeric column would be shown to three significant digits ("64.0").
+        rows.append({"task": panel, "d": f"{dims[panel]:,}", "hidden width": str(config.width),
+                     "warm-up episodes": str(config.warmup_episodes), "training episodes": str(config.episodes),
+                     "k": str(config.train_every),
                      "threshold": f"{rl.TASKS[config.task].threshold:g}",
-                     "environment steps per run": f"{ends['env_steps'].mean():,.0f}",
+                     "steps per run": f"{ends['env_steps'].mean():,.0f}",
                      "updates per run": f"{ends['updates'].mean():,.0f}"})
     return pd.DataFrame(rows)
 
@@ -1421,7 +1422,7 @@ def cosine_dimension_display(cosines: pd.DataFrame) -> pd.DataFrame:
     """:func:`cosine_by_dimension` as a table: one row per panel, model size and estimator, the median
     cosine at each proxy step."""
     index = ["panel", "d", "size", "method"] if "size" in cosines else ["panel", "d", "method"]
-    wide = cosines.pivot_table(index=index, columns="step", values="median").reset_index()
+    wide = cosines.pivot_table(index=index, columns="step", values="median", sort=False).reset_index()
     out = pd.DataFrame({"panel": wide["panel"], "d": [f"{int(d):,}" for d in wide["d"]]})
     if "size" in wide:
         out["model"] = wide["size"]
@@ -1456,12 +1457,15 @@ def text_samples(frame: pd.DataFrame, methods: Sequence[str], seed: int, lines: 
 
 
 def samples_markdown(samples: pd.DataFrame) -> str:
-    """:func:`text_samples` as MyST markdown: a heading line per panel and method, the text in a fenced block."""
+    """:func:`text_samples` as MyST markdown: a bold label line per panel and method, then its text in a
+    fenced ``text`` block of its own (fenced with more backticks than any run inside the text), for a
+    block-level paste (``display(Markdown(...))`` or the ``{glue:md}`` directive, not the inline role)."""
     blocks = []
     for row in samples.itertuples():
         panel = f"{row.panel}, " if hasattr(row, "panel") else ""
+        fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", row.text)), default=0))
         blocks.append(f"**{panel}{method_label(row.method)}** (after $T =$ {row.iteration} iterations):\n\n"
-                      f"```text\n{row.text}\n```")
+                      f"{fence}text\n{row.text}\n{fence}")
     return "\n\n".join(blocks)
 
 

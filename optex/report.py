@@ -375,6 +375,20 @@ def publish(fig, results: Results, data: pd.DataFrame | None = None,
     return paths
 
 
+def glue_all(values: Mapping[str, Any]) -> None:
+    """Glue every value of ``values`` under its key for the page's prose (``myst_nb.glue``, not displayed
+    where it is computed); a matplotlib figure is closed once glued, so that the page shows it only where
+    the prose pastes it."""
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from myst_nb import glue
+
+    for key, value in values.items():
+        glue(key, value, display=False)
+        if isinstance(value, Figure):
+            plt.close(value)
+
+
 def backend_agreement(functions: Sequence[str], dim: int = 200, iterations: int = 15) -> pd.DataFrame:
     """Per function: the largest relative difference between the optimality gaps of a small float64
     OptEx run with the torch and with the jax backend from the same theta_0 (empty when only one
@@ -959,6 +973,6 @@ def write_report(figures_dir: str | Path, path: str | Path, claims: Sequence[Cla
 
 
 __all__ = ["CLAIMS", "Claim", "Finding", "PROFILES", "Page", "Results", "VERDICTS", "changed_since",
-           "collects_more_reward", "estimator_markdown", "estimator_table", "evaluate_claims", "faster_per_iteration_and_second", "project_root",
+           "collects_more_reward", "estimator_markdown", "estimator_table", "evaluate_claims", "faster_per_iteration_and_second", "glue_all", "project_root",
            "provenance_note", "publish", "reaches_error_sooner", "report_markdown", "speedup_at_least", "summary",
            "trails_ideal", "trains_faster", "write_estimator_table", "write_report"]

@@ -93,6 +93,21 @@ def format_interval(mean: float, low: float, high: float, unit: str = "", decima
     return f"{fixed(mean, places)}{unit} [{fixed(low, places)}, {fixed(high, places)}]"
 
 
+def format_duration(seconds: float) -> str:
+    """A duration in the unit that reads best, to two significant digits: "0.42 s", "12 s" (below two
+    minutes), "3.5 min", "45 min" (below two hours), "1.2 h"; never "0 min". A dash if not a number."""
+    if not _finite(seconds):
+        return MISSING
+    seconds = float(seconds)
+    if seconds < 0:
+        raise ValueError(f"seconds must be non-negative, got {seconds!r}")
+    size, unit = (1.0, "s") if seconds < 120 else (60.0, "min") if seconds < 7200 else (3600.0, "h")
+    value = seconds / size
+    if value == 0:
+        return f"0 {unit}"
+    return f"{_grouped(f'{value:.2g}' if value < 10 else f'{value:.0f}')} {unit}"
+
+
 # ------------------------------------------------------------------------------------------ columns
 def text(key: str, label: Callable[[Any], str] = str) -> Formatter:
     """The column ``key`` through ``label`` (a display name)."""
@@ -273,5 +288,5 @@ def _title_case(value: Any) -> str:
     return text[:1].upper() + text[1:]
 
 
-__all__ = ["Column", "MISSING", "Table", "count_of", "decimals", "fixed", "format_interval", "interval", "speedups",
+__all__ = ["Column", "MISSING", "Table", "count_of", "decimals", "fixed", "format_duration", "format_interval", "interval", "speedups",
            "interval_decimals", "label", "natural_key", "number", "ordered", "publish", "significant", "text"]

@@ -265,6 +265,29 @@ def test_a_changed_parameter_reaches_the_page_and_its_prose(tmp_path):
     assert float(glued["synthetic-sqrt-n"]["application/papermill.record/text/plain"]) == pytest.approx(3 ** 0.5)
 
 
+def _glued(notebook):
+    """Glue key -> the text a page's prose pastes for it."""
+    outputs = [o for c in notebook.cells for o in c.get("outputs", [])]
+    return {o["metadata"]["scrapbook"]["name"]: o["data"] for o in outputs if o.get("metadata", {}).get("scrapbook")}
+
+
+def test_a_changed_parameter_reaches_the_rl_page_and_its_prose(tmp_path):
+    changes = dict(parallelism=3)
+    context = {report.ENV_OVERRIDES: json.dumps(changes)}
+    outcome = book.execute_chapter(ROOT, "fig3", _parameters(**changes), timeout=600, output_dir=tmp_path,
+                                   context=context)
+    assert outcome.error is None
+    notebook = nbformat.read(tmp_path / "fig3.ipynb", as_version=4)
+    markdown = " ".join("".join(o["data"].get("text/markdown", "")) for c in notebook.cells
+                        for o in c.get("outputs", []) if "data" in o)
+    assert "`parallelism = 3`" in markdown
+    glued = {k: v["application/papermill.record/text/plain"] for k, v in _glued(notebook).items()
+             if "application/papermill.record/text/plain" in v}
+    assert glued["rl-N"] == "3" and glued["rl-history-updates"] == str(-(-50 // 3))
+    assert glued["rl-seeds"] == "2" and glued["rl-t-quantile"] == "'12.71'"  # the quick profile's two seeds
+    assert glued["rl-profile"] == "'quick'" and not glued["rl-compute"].startswith("'0 ")  # never "0 min"
+
+
 # ----------------------------------------------------------------------------------------- page defects
 def _soup(html):
     from bs4 import BeautifulSoup

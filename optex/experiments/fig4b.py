@@ -8,6 +8,7 @@ The runs themselves are :mod:`optex.experiments.training` runs (``dataset="shake
 - :func:`size_configs`: one configuration per model size of :data:`COSINE_SIZES`, everything else kept;
   :func:`cosine_configs`: the same for the two surrogate methods only (OptEx and the last gradient),
   shorter and on fewer seeds: the runs that measure the estimator's cosine against d;
+- :func:`chapter_configs`: the chapter's training and cosine runs by profile, from its parameters;
 - :func:`use_threads`: how many CPU threads torch uses. The book's runs use one: on a small shared CPU
   the element-wise work of these small models is dominated by the threads' synchronisation (a quick
   run measured 2-9 CPU-seconds per unit with two threads under load, 0.2-0.3 with one).
@@ -15,7 +16,7 @@ The runs themselves are :mod:`optex.experiments.training` runs (``dataset="shake
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
@@ -78,5 +79,34 @@ def run_sized(config: training.Config, **kwargs: Any) -> pd.DataFrame:
     return training.run_panel(config, **kwargs).assign(d=training.dimension(config), size=size_label(config))
 
 
-__all__ = ["COSINE_SIZES", "SURROGATE_METHODS", "cosine_configs", "run_sized", "size_configs", "size_label",
-           "use_threads"]
+# The cosine-against-d runs of each profile: a fresh short run of the surrogates at every model size.
+SWEEP = {"paper": dict(iterations=20, seeds=1, sizes=COSINE_SIZES),
+         "quick": dict(iterations=4, seeds=1, sizes=({"depth": 1, "heads": 2, "width": 8},
+                                                     {"depth": 1, "heads": 2, "width": 16}))}
+
+
+def chapter_configs(page: Any, optimizers: Mapping[str, float], parallelism: int, iterations: int | None = None,
+                    data_dir: str = "", sample_seed: int = 0, threads: int = 1
+                    ) -> tuple[Callable[[str], list[training.Config]], Callable[[str], list[training.Config]]]:
+    """The text chapter's training configs and its cosine-against-d configs (:data:`SWEEP`), each by
+    profile (:func:`optex.experiments.training.chapter_configs` with chapter ``"fig4b"``). Sets torch's
+    CPU ``threads`` and checks every parameter here: the backend is torch, and ``sample_seed`` (the
+    run whose generated text the chapter shows) is one of the paper profile's seeds."""
+    use_threads(threads)
+    if page.backend != "torch":
+        raise ValueError(f"backend must be 'torch' for the transformer, got {page.backend!r}")
+    configs = training.chapter_configs("fig4b", page, optimizers, parallelism, data_dir=data_dir, iterations=iterations)
+
+    def sweep(profile: str) -> list[training.Config]:
+        return cosine_configs(configs(profile), **SWEEP[profile])
+
+    for profile in SWEEP:
+        sweep(profile)
+    if isinstance(sample_seed, bool) or not isinstance(sample_seed, int) or \
+            sample_seed not in configs("paper")[0].seed_list:
+        raise ValueError(f"sample_seed must be one of the runs' seeds, got {sample_seed!r}")
+    return configs, sweep
+
+
+__all__ = ["COSINE_SIZES", "SURROGATE_METHODS", "SWEEP", "chapter_configs", "cosine_configs", "run_sized",
+           "size_configs", "size_label", "use_threads"]

@@ -49,7 +49,7 @@ import multiprocessing
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -486,11 +486,54 @@ def compute_cost(frame: pd.DataFrame) -> dict[str, float]:
     return {"seconds": seconds, "every_step_seconds": every_step}
 
 
+# --------------------------------------------------------------------------------------------- the chapter
+# The RL chapter (fig3): its methods (LargeBatch at the scaled learning rate is left out for the update budget)
+# and each profile's sizes, common to every task and per task. The paper profile's are what its committed
+# results were computed with: k (environment steps per update) grows with the length of a task's episodes,
+# and ε reaches its floor half way through the training episodes.
+CHAPTER_METHODS = ("vanilla", "linesearch", "target", "optex", "large_batch", "last_gradient")
+CHAPTER_SCALES = {
+    "paper": dict(seeds=3, target_every=25),
+    "quick": dict(seeds=2, episodes=4, warmup_episodes=3, train_every=4, target_every=5, epsilon_decay_episodes=2,
+                  batch_size=64),
+}
+CHAPTER_TASK_SCALES = {
+    "paper": {"cartpole": dict(episodes=100, train_every=4, epsilon_decay_episodes=50),
+              "acrobot": dict(episodes=50, train_every=10, epsilon_decay_episodes=25),
+              "mountaincar": dict(episodes=30, train_every=10, epsilon_decay_episodes=15),
+              "lunarlander": dict(episodes=50, train_every=20, epsilon_decay_episodes=25)},
+    "quick": {},
+}
+
+
+def chapter_configs(page: Any, tasks: Sequence[str], parallelism: int, episodes: int | None = None,
+                    workers: int = 1) -> Callable[[str], list[Config]]:
+    """The RL chapter's configs by profile: one per task (``tasks``: keys of :data:`TASKS`; the quick
+    profile runs the first only) at the profile's size (:data:`CHAPTER_SCALES`, then
+    :data:`CHAPTER_TASK_SCALES`) with the ``page``'s seeds; ``episodes`` (not None) replaces the training
+    episodes of every task. Both profiles are built here, so that a bad parameter fails at once."""
+    if not isinstance(tasks, (list, tuple)) or not tasks:
+        raise ValueError(f"tasks must be a non-empty list of task names, got {tasks!r}")
+
+    def configs(profile: str) -> list[Config]:
+        chosen = tasks if profile == "paper" else tasks[:1]
+        out = []
+        for task in chosen:
+            scales = {p: {**CHAPTER_SCALES[p], **CHAPTER_TASK_SCALES[p].get(task, {})} for p in CHAPTER_SCALES}
+            settings = page.scale(profile, scales, episodes=episodes)
+            out.append(Config(task=task, methods=CHAPTER_METHODS, parallelism=parallelism, workers=workers, **settings))
+        return out
+
+    for profile in CHAPTER_SCALES:
+        configs(profile)
+    return configs
+
+
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
     """The command line's summary of a run: :func:`threshold_table`."""
     return threshold_table(frame)
 
 
-__all__ = ["Config", "FIGURE_ID", "RL_METHODS", "TASKS", "Task", "WINDOW", "compute_cost", "dimension",
-           "episodes_to_threshold", "make_env", "panel_name", "run", "run_panel", "run_unit", "summary",
+__all__ = ["CHAPTER_METHODS", "CHAPTER_SCALES", "CHAPTER_TASK_SCALES", "Config", "FIGURE_ID", "RL_METHODS", "TASKS", "Task", "WINDOW", "compute_cost", "dimension",
+           "chapter_configs", "episodes_to_threshold", "make_env", "panel_name", "run", "run_panel", "run_unit", "summary",
            "threshold_table", "trailing_return", "verification"]

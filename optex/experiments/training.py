@@ -62,7 +62,7 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -630,6 +630,127 @@ def verification(config: Config) -> list[Prefix]:
     return [Prefix(f"{method}-seed{seed}", lambda m=method: prefix(m)) for method in config.methods]
 
 
-__all__ = ["Config", "FIGURE_ID", "METHODS", "Method", "MODEL_DEFAULTS", "make_optex", "minibatch_index", "run",
-           "run_unit", "run_panel", "panel_name", "task_for", "build_model", "dimension", "verification", "ImageTask",
+# ------------------------------------------------------------------------------------------ the book's chapters
+# The three neural-network chapters (mnist, fig4a, fig4b) run the same methods and differ in their data, model
+# and sizes. A chapter's paper profile is what its committed results were computed with: changing a size here
+# changes their settings hash, so the page would no longer find them.
+CHAPTER_METHODS = ("vanilla", "vanilla_long", "linesearch", "target", "optex", "large_batch", "large_batch_scaled",
+                   "last_gradient")
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One neural-network chapter: its figure id, datasets and model, and the experiment size of each
+    profile (``scales``: profile -> Config fields; ``seeds``: profile -> optimizer -> seeds, ``default_seeds``
+    for an optimizer it does not name)."""
+
+    figure_id: str
+    datasets: tuple[str, ...]
+    model: str
+    scales: Mapping[str, Mapping[str, Any]]
+    seeds: Mapping[str, Mapping[str, int]]
+    default_seeds: Mapping[str, int]
+
+
+CHAPTERS = {
+    "mnist": Chapter(
+        "image-classification", ("mnist", "fashion_mnist"), "mlp",
+        scales={"paper": dict(width=128, depth=5, batch_size=64, iterations=300, eval_every=20, eval_size=1000,
+                              train_subset=None),
+                "quick": dict(width=32, depth=5, batch_size=32, iterations=12, eval_every=4, eval_size=150,
+                              train_subset=1000)},
+        seeds={"paper": {"sgd": 5, "adam": 3}, "quick": {}}, default_seeds={"paper": 3, "quick": 2}),
+    "fig4a": Chapter(
+        "cifar10", ("cifar10",), "cnn",
+        scales={"paper": dict(width=8, batch_size=32, iterations=300, eval_every=25, eval_size=500, train_subset=None),
+                "quick": dict(width=4, batch_size=16, iterations=10, eval_every=5, eval_size=100, train_subset=1000)},
+        seeds={"paper": {"sgd": 5, "adam": 3}, "quick": {}}, default_seeds={"paper": 3, "quick": 2}),
+    "fig4b": Chapter(
+        "text-autoregression", ("shakespeare",), "transformer",
+        scales={"paper": dict(**models.TRANSFORMER_SIZES["cpu"], batch_size=12, iterations=100, eval_every=10,
+                              eval_size=128, train_subset=None),
+                "quick": dict(depth=1, heads=2, width=16, block_size=16, batch_size=4, iterations=8, eval_every=4,
+                              eval_size=16, train_subset=20000)},
+        seeds={"paper": {}, "quick": {}}, default_seeds={"paper": 3, "quick": 2}),
+}
+
+
+def chapter_configs(name: str, page: Any, optimizers: Mapping[str, float], parallelism: int,
+                    datasets: Sequence[str] | None = None, data_dir: str = "",
+                    **knobs: Any) -> Callable[[str], list[Config]]:
+    """The configs of chapter ``name`` (:data:`CHAPTERS`) by profile, for :meth:`optex.report.Page.results`.
+
+    One config per dataset (default: the chapter's) and base optimizer (``optimizers``: name -> learning
+    rate), in that order, at the profile's size with the ``page``'s seeds, device and backend; ``knobs``
+    that are not None (``width``, ``iterations``, ``parallel``, ...) replace the profile's value in both
+    profiles. Both profiles are built here, so that a bad knob fails before any work starts.
+    """
+    chapter = CHAPTERS[check.choice("chapter", name, CHAPTERS)]
+    datasets = chapter.datasets if datasets is None else datasets
+    if not isinstance(datasets, (list, tuple)) or not datasets:
+        raise ValueError(f"datasets must be a non-empty list of dataset names, got {datasets!r}")
+    if not isinstance(optimizers, Mapping) or not optimizers:
+        raise ValueError(f"optimizers must map optimizer names to learning rates, got {optimizers!r}")
+
+    def configs(profile: str) -> list[Config]:
+        out = []
+        for dataset in datasets:
+            for optimizer, lr in optimizers.items():
+                settings = page.scale(profile, chapter.scales, **knobs)
+                settings.setdefault("seeds", chapter.seeds[profile].get(optimizer, chapter.default_seeds[profile]))
+                out.append(Config(dataset=dataset, model=chapter.model, optimizer=optimizer, lr=lr,
+                                  parallelism=parallelism, methods=CHAPTER_METHODS, device=page.device,
+                                  backend=page.backend, data_dir=data_dir, **settings))
+        return out
+
+    for profile in chapter.scales:
+        configs(profile)
+    return configs
+
+
+def seeds_text(configs: Sequence[Config]) -> str:
+    """The seeds of ``configs`` in words: "3" when every panel has as many, else the count per base
+    optimizer ("5 (SGD 0.01), 3 (Adam 0.001)") or, where one optimizer's panels differ, per panel."""
+    counts = {panel_name(c): len(c.seed_list) for c in configs}
+    if len(set(counts.values())) == 1:
+        return str(next(iter(counts.values())))
+    by_optimizer: dict[str, set[int]] = {}
+    for config in configs:
+        by_optimizer.setdefault(f"{OPTIMIZER_TITLES[config.optimizer]} {config.lr:g}", set()).add(len(config.seed_list))
+    if all(len(n) == 1 for n in by_optimizer.values()):
+        return ", ".join(f"{min(n)} ({name})" for name, n in by_optimizer.items())
+    return ", ".join(f"{n} ({name})" for name, n in counts.items())
+
+
+def glue_settings(configs: Sequence[Config], prefix: str, profile: str) -> dict[str, Any]:
+    """The settings a chapter's prose quotes, as glue keys ``<prefix>-<name>`` -> value (text already
+    formatted), read from the first of ``configs`` (the panels differ in dataset and optimizer only):
+    ``d``, the model's sizes (``width``, ``depth``, ``heads``, ``block`` where the model has them),
+    ``batch``, ``T``, ``NT`` (Vanilla's long run), ``N``, ``k``, ``eval-size``, ``train-size``,
+    ``history`` (T0), ``train-share`` and ``val-share`` (percent), ``seeds`` (:func:`seeds_text`),
+    ``methods`` (runs per seed and panel) and ``profile``; for images ``staged`` (the training images of
+    the dataset on disk), for text ``tokens`` (characters predicted per minibatch), ``vocab`` and
+    ``uniform`` (log of the vocabulary size: a uniform guess's loss)."""
+    if not configs:
+        raise ValueError("configs must hold at least one config")
+    first = configs[0]
+    task = task_for(first)
+    values = {"d": f"{dimension(first):,}", "width": first.width, "depth": first.depth, "heads": first.heads,
+              "block": first.block_size, "batch": first.batch_size, "T": first.iterations,
+              "NT": first.iterations * first.parallelism, "N": first.parallelism, "k": first.eval_every,
+              "eval-size": f"{first.eval_size:,}", "train-size": f"{task.n_train:,}", "history": first.history,
+              "train-share": f"{100 * (1 - first.validation):g}", "val-share": f"{100 * first.validation:g}",
+              "seeds": seeds_text(configs), "methods": len(first.methods), "profile": profile}
+    if first.is_text:
+        vocabulary = len(task.dataset.vocabulary)
+        values.update({"tokens": first.batch_size * first.block_size, "vocab": vocabulary,
+                       "uniform": f"{math.log(vocabulary):.2f}"})
+    else:
+        values["staged"] = f"{len(task.dataset.train_labels):,}"
+    return {f"{prefix}-{key}": value for key, value in values.items() if value is not None}
+
+
+__all__ = ["CHAPTERS", "CHAPTER_METHODS", "Chapter", "Config", "FIGURE_ID", "METHODS", "Method", "MODEL_DEFAULTS",
+           "chapter_configs", "glue_settings", "make_optex", "minibatch_index", "run", "run_unit", "run_panel",
+           "panel_name", "seeds_text", "task_for", "build_model", "dimension", "verification", "ImageTask",
            "TextTask"]
