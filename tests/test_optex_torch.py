@@ -604,20 +604,3 @@ def test_bad_step_arguments_are_rejected():
     with pytest.raises(ValueError, match="loss_fn"):
         opx.step("not a function")
     assert opx.iteration == 0
-
-
-@pytest.mark.parametrize("proxy", ["kernel", "target", "linesearch", "last_gradient"])
-def test_optimizer_states_never_share_storage(proxy):
-    # The torch backend reuses retired optimizer states and work buffers between iterations: no two
-    # processes' states may alias, and the iterate's state must survive the next iteration's proxy chain.
-    opt = OptEx(torch.linspace(-1.0, 1.0, 40), torch.optim.Adam, parallelism=4, history=10, proxy=proxy, lr=0.05)
-    loss = lambda x, batch: ((x - 0.3) ** 2).sum() + 0.1 * torch.sin(5 * x).sum()  # noqa: E731
-    for _ in range(6):
-        before = {k: v.clone() for k, v in opt.optimizer.state[opt._procs[0]].items()} if opt.iteration else None
-        opt.step(loss)
-        pointers = [t.untyped_storage().data_ptr() for state in opt.optimizer.state.values()
-                    for t in state.values() if isinstance(t, torch.Tensor) and t.numel() > 1]
-        assert len(pointers) == len(set(pointers))
-        if before is not None:
-            after = opt.optimizer.state[opt._procs[0]]
-            assert not all(torch.equal(before[k], after[k]) for k in ("exp_avg", "exp_avg_sq"))

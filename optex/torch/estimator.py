@@ -160,7 +160,6 @@ class GradientEstimator:
         self._lengthscale: torch.Tensor | float | None = None
         self._single = False
         self._dirty = True
-        self._scratches: dict[str, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -197,16 +196,6 @@ class GradientEstimator:
         self._D = torch.zeros(t0, t0, dtype=small, device=like.device)  # |x_i - x_j|^2
         self._S = torch.zeros(t0, t0, dtype=small, device=like.device)  # g_i . g_j
         self._set_xexp(torch.zeros((), **opts))  # k, the common power-of-two exponent of _X
-
-    def _scratch(self, name: str, rows: int) -> torch.Tensor:
-        """A rows x d work tensor like the history's, kept between calls (on CPU a fresh d-sized
-        allocation costs page faults); its contents never outlive the call that fills it."""
-        like = self._X
-        buffer = self._scratches.get(name)
-        if buffer is None or buffer.shape != (rows, like.shape[1]) or buffer.dtype != like.dtype \
-                or buffer.device != like.device:
-            buffer = self._scratches[name] = torch.empty((rows, like.shape[1]), dtype=like.dtype, device=like.device)
-        return buffer
 
     def _set_xexp(self, xexp: torch.Tensor) -> None:
         """The inputs' common exponent k and the factors derived from it (2^-k; 4^k in the small dtype)."""
@@ -263,7 +252,7 @@ class GradientEstimator:
         # need: computing |x-y|^2 = |x|^2 + |y|^2 - 2 x.y from raw vectors would cancel catastrophically
         # in float32 when |x| >> |x - y| (e.g. d = 1e5, theta in [-1, 1]^d, steps of 0.01).
         anchor = thetas[-1]
-        rows = torch.sub(thetas, anchor, out=self._scratch("rows", thetas.shape[0]))
+        rows = thetas - anchor
         # The common exponent k of the centred inputs moves only when the new rows leave the band
         # around it, so in the ordinary range it stays 0 and every factor below is exactly 1.
         spread = _exponent(row_top(rows.view(1, -1)))[0, 0]
@@ -275,18 +264,17 @@ class GradientEstimator:
         rows.mul_(down)
         old = self._count
         if old:
-            shift = self._scratch("shift", 1)[0]
-            torch.sub(anchor, self._anchor, out=shift).mul_(down).neg_()
-            torch.addcmul(shift, self._X[:old], ratio, out=self._X[:old])
+            shift = (anchor - self._anchor) * down
+            torch.addcmul(-shift, self._X[:old], ratio, out=self._X[:old])
             self._sq[:old] = torch.linalg.vector_norm(self._X[:old], dim=1).pow(2).to(small) * up
-        self._anchor.copy_(anchor)
+        self._anchor = anchor.clone()
         n = thetas.shape[0]
         if self._next + n <= self.history:  # contiguous slots: slices, no index copies
             slots: Any = slice(self._next, self._next + n)
         else:
             slots = (self._next + torch.arange(n, device=thetas.device)) % self.history
         gscale = row_scale(grads, top)
-        scaled = torch.mul(grads, gscale, out=self._scratch("scaled", grads.shape[0]))
+        scaled = grads * gscale
         self._X[slots] = rows
         self._G[slots] = scaled
         self._gscale[slots] = gscale.reciprocal().view(-1).to(small)
@@ -422,8 +410,7 @@ class GradientEstimator:
             query = thetas / float(self._scale()) if self.normalize else thetas
             return self.kernel(query, self._raw()).to_dense().to(self._D.dtype)
         small = self._D.dtype
-        q = self._scratch("query", thetas.shape[0])
-        torch.sub(thetas, self._anchor, out=q).mul_(self._xdown)
+        q = (thetas - self._anchor) * self._xdown
         up = self._xup
         inner = (q @ self._X[:n].T).to(small) * up
         sq = torch.linalg.vector_norm(q, dim=1).pow(2).to(small) * up
@@ -445,25 +432,12 @@ class GradientEstimator:
     def mean(self, thetas: torch.Tensor) -> torch.Tensor:
         """Posterior mean mu(theta) of the gradient, m x d (or d for a single d-vector)."""
         thetas, single = self._queries(thetas)
-        out = self._mean_rows(thetas, torch.empty((thetas.shape[0], self._dim), dtype=self._G.dtype,
-                                                  device=self._G.device))
-        return out[0] if single else out
-
-    @torch.no_grad()
-    def _mean_into(self, theta: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """mu(theta) for one d-vector of the history's dtype, written into the d-vector ``out`` (OptEx's
-        proxy loop: no d-sized allocation); the same arithmetic as :meth:`mean`."""
-        self._fit()
-        self._mean_rows(theta.unsqueeze(0), out.unsqueeze(0))
-        return out
-
-    def _mean_rows(self, thetas: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if self._single:
-            out.copy_((self._G[:1] * self._gscale[:1].to(self._G.dtype)).expand(thetas.shape[0], -1))
+            out = (self._G[:1] * self._gscale[:1].to(self._G.dtype)).expand(thetas.shape[0], -1).clone()
         else:
             weights = torch.cholesky_solve(self._cross(thetas).T, self._L)  # n x m: solved in history space
-            torch.mm((weights.T * self._gscale[: self._count]).to(self._G.dtype), self._G[: self._count], out=out)
-        return out
+            out = (weights.T * self._gscale[: self._count]).to(self._G.dtype) @ self._G[: self._count]
+        return out[0] if single else out
 
     @torch.no_grad()
     def variance(self, thetas: torch.Tensor) -> torch.Tensor:

@@ -33,25 +33,8 @@ def _check_optimizer(optimizer: Any, kwargs: dict) -> None:
         check.positive_float("lr", kwargs["lr"])
 
 
-def _clone_state(state: Mapping[str, Any], into: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A copy of one parameter's optimizer state; tensors are copied into ``into``'s tensors of the same
-    shape, dtype and device where it has them (a retired state: no fresh d-sized allocation)."""
-    into = into or {}
-    out = {}
-    for k, v in state.items():
-        old = into.get(k)
-        if not isinstance(v, torch.Tensor):
-            out[k] = v
-        elif isinstance(old, torch.Tensor) and (old.shape, old.dtype, old.device) == (v.shape, v.dtype, v.device):
-            out[k] = old.copy_(v)
-        else:
-            out[k] = v.clone()
-    return out
-
-
-def _stacked(rows: Sequence[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-    """The proxy gradients as one matrix (they may already be one: the kernel proxy's work buffer)."""
-    return rows if isinstance(rows, torch.Tensor) else torch.stack(list(rows))
+def _clone_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
 
 
 def _clone_tree(tree: Any) -> Any:
@@ -257,10 +240,6 @@ class OptEx:
             raise ValueError(f"proxy='linesearch' needs an optimizer with a learning rate 'lr'; {optimizer.__name__} has none")
         self.estimator = GradientEstimator(kernel, lengthscale, noise, history) if self.proxy == "kernel" else None
         self._last_grad: torch.Tensor | None = None
-        # Reused between iterations instead of fresh d-sized allocations (on CPU each one costs page
-        # faults): a retired optimizer state, the N proxy points and the N-1 proxy gradients.
-        self._spare: dict[str, Any] | None = None
-        self._work: dict[str, torch.Tensor] = {}
         self.iteration = 0
 
     def _process_count(self) -> int:
@@ -345,28 +324,24 @@ class OptEx:
     def _copy_process(self, src: int, dst: int) -> None:
         self._procs[dst].data.copy_(self._procs[src].data)
         state = self.optimizer.state
-        old = state.pop(self._procs[dst], None) or self._spare
         if self._procs[src] in state:
-            state[self._procs[dst]] = _clone_state(state[self._procs[src]], into=old)
-            self._spare = None
+            state[self._procs[dst]] = _clone_state(state[self._procs[src]])
         else:
-            self._spare = old
+            state.pop(self._procs[dst], None)
 
     def _adopt(self, src: int) -> None:
-        """Process ``src`` becomes the iterate: its point is copied, its optimizer state moved (not cloned);
-        the iterate's previous state is kept as the spare the next copy writes into."""
+        """Process ``src`` becomes the iterate: its point is copied, its optimizer state moved (not cloned)."""
         self._procs[0].data.copy_(self._procs[src].data)
         state = self.optimizer.state
         moved = state.pop(self._procs[src], None)
-        retired = state.pop(self._procs[0], None)
-        if moved is not None:
+        if moved is None:
+            state.pop(self._procs[0], None)
+        else:
             state[self._procs[0]] = moved
-        self._spare = retired or self._spare
 
     def _discard_work(self) -> None:
         for p in self._procs[1:]:
-            retired = self.optimizer.state.pop(p, None)
-            self._spare = retired or self._spare
+            self.optimizer.state.pop(p, None)
 
     def _optimizer_step(self, grads: Mapping[int, torch.Tensor]) -> None:
         """One base-optimizer step for each process in ``grads`` (others are left untouched)."""
@@ -385,14 +360,6 @@ class OptEx:
             yield
         finally:
             group["lr"] = lr
-
-    def _buffer(self, name: str, rows: int) -> torch.Tensor:
-        """A rows x d work tensor kept between iterations (its contents do not outlive the iteration)."""
-        like = self._procs[0]
-        buffer = self._work.get(name)
-        if buffer is None or buffer.shape[0] != rows or buffer.dtype != like.dtype or buffer.device != like.device:
-            buffer = self._work[name] = torch.empty((rows, self.dim), dtype=like.dtype, device=like.device)
-        return buffer
 
     def _sync(self) -> float:
         if self.device.type == "cuda":
@@ -610,7 +577,7 @@ class OptEx:
                 target.copy_(updated[name][chosen])
 
     def _finish(self, *, losses: torch.Tensor, grads: torch.Tensor, points: torch.Tensor,
-                updated: dict[str, torch.Tensor] | None, mus: Sequence[torch.Tensor] | torch.Tensor, times: list[float], select: str,
+                updated: dict[str, torch.Tensor] | None, mus: list[torch.Tensor], times: list[float], select: str,
                 work: int | None, trace: bool, linesearch: bool = False, compare: bool = False) -> StepInfo:
         """Selection, the selected process's real step, history, buffers and bookkeeping.
 
@@ -622,7 +589,7 @@ class OptEx:
         norms = safe_norm(grads, top)
         est = est_top = wide = None
         if compare:
-            est = _stacked(mus).to(grads.dtype)
+            est = torch.stack(mus).to(grads.dtype)
             est_top = row_top(est)
             wide = out_of_band(torch.cat([top[: est.shape[0]], est_top]))
         flags, chosen, wide = self._choose(select, self._finite(losses, top, points, norms), losses, norms, wide)
@@ -646,7 +613,7 @@ class OptEx:
         return self._result(losses=losses, norms=norms, chosen=chosen, evaluations=losses.shape[0], flags=flags,
                             times=times, compare=comparison, trace=traced)
 
-    def _replay(self, process: int, s: int, mus: Sequence[torch.Tensor] | torch.Tensor, linesearch: bool) -> None:
+    def _replay(self, process: int, s: int, mus: list[torch.Tensor], linesearch: bool) -> None:
         """Bring ``process`` (holding theta_{t-1} and its state) to process s's point and state."""
         if linesearch:
             with self._scaled_lr(process, s):
@@ -655,7 +622,7 @@ class OptEx:
             for mu in mus[:s]:
                 self._optimizer_step({process: mu})
 
-    def _trace(self, points: torch.Tensor, grads: torch.Tensor, mus: Sequence[torch.Tensor] | torch.Tensor, flags: list[bool],
+    def _trace(self, points: torch.Tensor, grads: torch.Tensor, mus: list[torch.Tensor], flags: list[bool],
                linesearch: bool) -> dict[str, Any]:
         """Every process's real step, taken on the work process from theta_{t-1} (process 0 untouched)."""
         stepped = points.clone()
@@ -665,7 +632,7 @@ class OptEx:
                 self._replay(1, s, mus, linesearch)
                 self._optimizer_step({1: grads[s]})
                 stepped[s] = self._procs[1].detach()
-        return {"points": points.clone(), "mus": _stacked(mus).clone() if len(mus) else None, "stepped": stepped}
+        return {"points": points.clone(), "mus": torch.stack(mus).clone() if mus else None, "stepped": stepped}
 
     def _vanilla_iteration(self, loss_fn: LossFn, batches: Sequence[Any] | None, trace: bool) -> StepInfo:
         times = [self._sync()] * 2
@@ -679,23 +646,21 @@ class OptEx:
         """OptEx (Eq. 5: proxy steps driven by mu) or its trivial-surrogate ablation (the last gradient)."""
         times = [self._sync()]
         n = self.parallelism
-        points = self._buffer("points", n)
+        points = torch.empty((n, self.dim), dtype=self._procs[0].dtype, device=self.device)
         points[0] = self._procs[0].detach()
         mus = []
         if n > 1:
             self._copy_process(0, 1)
         work = self._procs[1].detach()
-        kernel = self._buffer("mus", n - 1) if self.proxy == "kernel" else None
         for s in range(1, n):
-            mus.append(self.estimator._mean_into(work, kernel[s - 1]) if kernel is not None else self._last_grad)
+            mus.append(self.estimator.mean(work) if self.proxy == "kernel" else self._last_grad)
             self._optimizer_step({1: mus[-1]})
             points[s] = work
         times.append(self._sync())
         losses, grads, updated = self._evaluate(loss_fn, points, batches, self._buffers)
         times.append(self._sync())
-        return self._finish(losses=losses, grads=grads, points=points, updated=updated,
-                            mus=mus if kernel is None else kernel, times=times, select=self.select,
-                            work=n - 1 if n > 1 else None, trace=trace, compare=n > 1)
+        return self._finish(losses=losses, grads=grads, points=points, updated=updated, mus=mus, times=times,
+                            select=self.select, work=n - 1 if n > 1 else None, trace=trace, compare=bool(mus))
 
     def _target_iteration(self, loss_fn: LossFn, batches: Sequence[Any] | None, trace: bool) -> StepInfo:
         # Proxy steps with the true gradient on the batch the same process later uses; those N-1
@@ -733,7 +698,7 @@ class OptEx:
         updated = None if self._buffers is None else {k: torch.cat([u[k] for u in chain]) for k in self._buffers}
         times.append(self._sync())
         return self._finish(losses=losses, grads=grads, points=points, updated=updated,
-                            mus=grads[: len(points) - 1], times=times, select=self.select,
+                            mus=list(grads[: len(points) - 1]), times=times, select=self.select,
                             work=len(points) - 1, trace=trace)
 
     def _linesearch_iteration(self, loss_fn: LossFn, batches: Sequence[Any] | None, trace: bool) -> StepInfo:
