@@ -181,15 +181,26 @@ def _failure(output: Path, fallback: str) -> str:
     return fallback
 
 
+INJECTED_TAG = "injected-parameters"  # papermill's tag of the cell it adds under the parameters cell
+CAPTION_TAG = "injected-parameters-caption"
+INJECTED_CAPTION = ("*The values this page was executed with* (`python -m optex book execute` passed them; the "
+                    "cell below overrides the defaults above):")
+
+
 def _finish(output: Path) -> None:
-    """Hide the cell papermill injected (the page shows the parameters cell and its defaults)."""
+    """Caption the cell papermill injected under the parameters cell, so that the page shows the
+    defaults and, right under them, the values it was executed with."""
     import nbformat
 
     notebook = nbformat.read(output, as_version=4)
-    for cell in notebook.cells:
+    for index, cell in reversed(list(enumerate(notebook.cells))):
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
-        if "injected-parameters" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
+        if INJECTED_TAG in tags:
+            tags[:] = [t for t in tags if t != "remove-cell"]
+            before = notebook.cells[index - 1] if index else None
+            if before is None or CAPTION_TAG not in before.get("metadata", {}).get("tags", []):
+                notebook.cells.insert(index, nbformat.v4.new_markdown_cell(INJECTED_CAPTION,
+                                                                           metadata={"tags": [CAPTION_TAG]}))
     nbformat.write(notebook, output)
 
 
@@ -474,12 +485,63 @@ def check_html(root: Path) -> list[str]:
 
 _RAW_FLOAT = re.compile(r"\d\.\d{5,}")
 _RAW_TEX = re.compile(r"\\\(|\\\)|\$|\\[a-zA-Z]+")
+_RAW_MATH = re.compile(r"\$|\\\(|\\\[")  # a math delimiter MathJax never saw
+MAX_TABLE_COLUMNS = 7  # more do not fit the text column at a readable size
+_EQUAL_RANGE = re.compile(r"between (−?-?[\d.,\u2009]+)(\S*) and \1\2(?!\d|\.\d)")
+_ZERO_DURATION = re.compile(r"(?<![\d.])0(?:\.0+)? ?(?:seconds?|minutes?|min|hours?|h)\b")
+_TEXT_BLOCKS = ("p", "li", "td", "th", "caption", "figcaption", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6")
+_NOT_PROSE = ("script", "style", "code", "pre", "kbd", "samp", "mjx-container", "math")
+
+
+def _prose(soup: Any) -> Any:
+    """A copy of the page's main content without code, scripts and typeset math: what a reader reads
+    as text (Sphinx writes math as ``\\(...\\)`` inside ``.math`` for MathJax, which is not raw)."""
+    from bs4 import BeautifulSoup
+
+    main = soup.select_one("main, article") or soup.body or soup
+    copy = BeautifulSoup(str(main), "html.parser")
+    for element in copy.find_all(_NOT_PROSE):
+        element.decompose()
+    for element in copy.select(".math, .highlight, .MathJax, .cell_input"):
+        element.decompose()
+    return copy
+
+
+def prose_problems(soup: Any) -> list[str]:
+    """Markup that did not render and text a reader should not meet, in a page's prose: a literal
+    ``$``/``\\(`` math delimiter, a paragraph that is a Markdown list shown as text ("- " lines), an
+    interval whose ends are the same ("between 4.00 and 4.00"), a duration of zero units ("0 minutes")."""
+    problems = []
+    prose = _prose(soup)
+    for paragraph in prose.find_all("p"):
+        text = paragraph.get_text()
+        if text.lstrip().startswith("- ") or "\n- " in text:
+            problems.append(f"a Markdown list shown as text (paragraph starts {text.strip()[:60]!r}): emit it as "
+                            "block Markdown (a {glue:md} on its own line)")
+    for element in prose.find_all(string=_RAW_MATH):
+        block = element.find_parent(_TEXT_BLOCKS) or element
+        text = " ".join(block.get_text(" ").split())
+        problems.append(f"raw math delimiter in the text {text[:80]!r}: glue it as Markdown read as MyST, or "
+                        "write it without markup")
+    text = " ".join(prose.get_text(" ").split())
+    for match in _EQUAL_RANGE.finditer(text):
+        problems.append(f"an interval with equal ends {match.group(0)!r}: use optex.tables.format_range")
+    for match in _ZERO_DURATION.finditer(text):
+        problems.append(f"a duration of zero units {text[max(match.start() - 30, 0):match.end()]!r}: use "
+                        "optex.tables.format_duration")
+    for table in prose.find_all("table"):
+        header = table.find("tr")
+        width = len(header.find_all(["th", "td"])) if header is not None else 0
+        if width > MAX_TABLE_COLUMNS:
+            problems.append(f"a table of {width} columns (more than {MAX_TABLE_COLUMNS} do not fit the text column; "
+                            f"starts {table.get_text(' ')[:60].strip()!r})")
+    return list(dict.fromkeys(problems))
 
 
 def page_problems(soup: Any) -> list[str]:
     """Defects a reader meets on one built page: a table shown as a figure, a table without a
     numbered caption, code names or raw floats in a table, a button to a placeholder or nowhere, raw
-    TeX in the page's title or in the navigation."""
+    TeX in the page's title or in the navigation, and :func:`prose_problems`."""
     problems = []
     for figure in soup.find_all("figure"):
         if figure.find("table") is not None:
@@ -505,6 +567,7 @@ def page_problems(soup: Any) -> list[str]:
     for link in soup.select("nav a, .bd-sidebar a") if not typeset else []:
         if _RAW_TEX.search(link.get_text()):
             problems.append(f"raw TeX in the navigation of a page without MathJax: {link.get_text().strip()!r}")
+    problems += prose_problems(soup)
     return sorted(set(problems))
 
 
@@ -605,4 +668,4 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
 
 
 __all__ = ["add_commands", "build", "chapters", "check_book", "check_html", "execute", "execute_chapter",
-           "figure_ids", "toc_files"]
+           "figure_ids", "page_problems", "prose_problems", "toc_files"]

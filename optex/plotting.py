@@ -94,16 +94,82 @@ def thin_space_in_math(text: str) -> str:
                    for part in _MATH.split(text))
 
 
+# ------------------------------------------------------------------------------------------ value ranges
+Bounds = tuple[float | None, float | None]
+UNBOUNDED: Bounds = (None, None)
+# The range a quantity can take, by the name of its column (exact names first, then the patterns
+# below): a 95% band of a mean never leaves it. Error rates are fractions (errors / count) in 0..1.
+VALUE_BOUNDS: Mapping[str, Bounds] = MappingProxyType({
+    "gap": (0.0, None), "speedup": (0.0, None), "vanilla_equivalent": (0.0, None), "steps": (0.0, None),
+    "error": (0.0, None), "rel_error": (0.0, None), "scaled_std": (0.0, None), "std": (0.0, None),
+    "cosine": (-1.0, 1.0), "accuracy": (0.0, 1.0),
+})
+_BOUND_PATTERNS: tuple[tuple[re.Pattern, Bounds], ...] = (
+    (re.compile(r"^(?:train|val|test)_error$"), (0.0, 1.0)),  # a misclassification rate
+    (re.compile(r"(?:^|_)accuracy$"), (0.0, 1.0)),
+    (re.compile(r"(?:^|_)cosine(?:_\w+)?$"), (-1.0, 1.0)),
+    (re.compile(r"(?:^|_)loss$"), (0.0, None)),
+    (re.compile(r"(?:^|_)rel_error(?:_\d+)?$"), (0.0, None)),
+)
+# Episode returns by gymnasium environment: CartPole-v1 pays 1 per step for at most 500 steps, Acrobot-v1
+# -1 per step for at most 500, MountainCar-v0 -1 per step for at most 200; LunarLander has no fixed range.
+RETURN_BOUNDS: Mapping[str, Bounds] = MappingProxyType({
+    "CartPole-v1": (0.0, 500.0), "Acrobot-v1": (-500.0, 0.0), "MountainCar-v0": (-200.0, 0.0),
+})
+
+
+def value_bounds(column: str) -> Bounds:
+    """The range of the quantity in ``column`` (:data:`VALUE_BOUNDS`, then the name patterns), or
+    :data:`UNBOUNDED` where the name does not say (a return depends on the task: :func:`return_bounds`)."""
+    if column in VALUE_BOUNDS:
+        return VALUE_BOUNDS[column]
+    return next((bounds for pattern, bounds in _BOUND_PATTERNS if pattern.search(column)), UNBOUNDED)
+
+
+def return_bounds(task: str) -> Bounds:
+    """The range of an episode's return (and of any average of returns) on an RL ``task`` of
+    :data:`optex.experiments.rl.TASKS`: :data:`RETURN_BOUNDS` of its environment, else unbounded."""
+    from .experiments.rl import TASKS
+
+    return RETURN_BOUNDS.get(TASKS[task].env_id, UNBOUNDED) if task in TASKS else UNBOUNDED
+
+
+def _resolve_bounds(bounds: Bounds | None, y: str) -> Bounds:
+    if bounds is None:
+        return value_bounds(y)
+    if len(bounds) != 2 or (None not in bounds and bounds[0] > bounds[1]):
+        raise ValueError(f"bounds must be (low, high) with low <= high (None: open), got {bounds!r}")
+    return tuple(bounds)
+
+
+def clip_to_bounds(values: Any, bounds: Bounds) -> np.ndarray:
+    """``values`` limited to ``bounds`` (``None``: open on that side); NaN stays NaN."""
+    low, high = bounds
+    return np.clip(np.asarray(values, dtype=float), -np.inf if low is None else low, np.inf if high is None else high)
+
+
+def fill_band(ax, x: Any, low: Any, high: Any, bounds: Bounds = UNBOUNDED, **kwargs: Any):
+    """``ax.fill_between`` of a band clipped to the quantity's range ``bounds``: the one way the book
+    shades an interval, so that a normal-approximation band never shows an error rate below 0 or a
+    cosine above 1."""
+    return ax.fill_between(x, clip_to_bounds(low, bounds), clip_to_bounds(high, bounds), **kwargs)
+
+
 # ------------------------------------------------------------------------------------------ summaries
 def band(frame: pd.DataFrame, x: str = "iteration", y: str = "gap", by: Iterable[str] = ("method",),
-         log: bool = True, level: float = 0.95) -> pd.DataFrame:
+         log: bool = True, level: float = 0.95, bounds: Bounds | None = None) -> pd.DataFrame:
     """Centre and ``level`` t-interval of ``y`` over seeds, per group ``by`` and value of ``x``.
 
     With ``log=True`` the statistics are taken of log10(y) and mapped back, i.e. the centre is the
     geometric mean and the band is multiplicative. On a log axis this is the honest summary: an
     arithmetic band over values that span decades is dominated by the largest seed and can dip below
     zero. Non-positive values are dropped under ``log`` (they cannot be drawn there).
+
+    The interval is clipped to ``bounds`` = (low, high), the range ``y`` can take (``None`` on a side:
+    open; default: :func:`value_bounds` of the column name): with few seeds a t-interval of a mean
+    near 0 % error reaches below it.
     """
+    limits = _resolve_bounds(bounds, y)
     keys = list(by) + [x]
     rows = []
     for key, group in frame.groupby(keys, sort=True):
@@ -113,6 +179,7 @@ def band(frame: pd.DataFrame, x: str = "iteration", y: str = "gap", by: Iterable
         centre, low, high = mean_ci(values, level)
         if log:
             centre, low, high = (10.0 ** v for v in (centre, low, high))
+        low, high = (float(v) for v in clip_to_bounds([low, high], limits))
         rows.append(dict(zip(keys, key), center=centre, low=low, high=high, seeds=int(np.isfinite(values).sum())))
     return pd.DataFrame(rows)
 
@@ -163,7 +230,8 @@ def coinciding(summary: pd.DataFrame, hue: str, x: str, rtol: float = 0.02) -> l
 # ------------------------------------------------------------------------------------------ drawing
 def band_plot(ax, frame: pd.DataFrame, x: str = "iteration", y: str = "gap", hue: str = "method",
               log: bool = True, level: float = 0.95, methods: Iterable[str] | None = None,
-              styles: Mapping[Any, Mapping[str, str]] | None = None, note_overlap: bool | str = True) -> pd.DataFrame:
+              styles: Mapping[Any, Mapping[str, str]] | None = None, note_overlap: bool | str = True,
+              bounds: Bounds | None = None) -> pd.DataFrame:
     """Draw one line (centre over seeds) and one shaded ``level`` band per ``hue`` value on ``ax``.
 
     ``methods`` fixes the drawing order and the subset; ``styles`` maps each ``hue`` value to its look
@@ -172,7 +240,8 @@ def band_plot(ax, frame: pd.DataFrame, x: str = "iteration", y: str = "gap", hue
     (``note_overlap=True``) or marked ``≡`` in their legend labels (``"legend"``; the legend title then
     says what the mark means). Returns the plotted summary (see :func:`band`).
     """
-    summary = band(frame, x, y, (hue,), log, level)
+    limits = _resolve_bounds(bounds, y)
+    summary = band(frame, x, y, (hue,), log, level, limits)
     order = [m for m in (list(methods) if methods is not None else list(dict.fromkeys(frame[hue])))
              if m in set(summary[hue])]
     look = (lambda v: styles[v]) if styles is not None else method_style
@@ -186,18 +255,75 @@ def band_plot(ax, frame: pd.DataFrame, x: str = "iteration", y: str = "gap", hue
         text = style["label"] + (marks.get(name, "") if note_overlap == "legend" else "")
         ax.plot(part[x], part["center"], label=text, color=style["color"], ls=style["linestyle"],
                 marker=style["marker"], markevery=(index * step // max(len(order), 1), step), ms=4.5)
-        ax.fill_between(part[x], part["low"], part["high"], color=style["color"], alpha=0.15, lw=0)
+        fill_band(ax, part[x], part["low"], part["high"], limits, color=style["color"], alpha=0.15, lw=0)
     if log:
         ax.set_yscale("log")
         _readable_log_axis(ax)
     ax.grid(True, which="major", alpha=0.3)
     if groups and note_overlap is True:
-        text = "coincide:\n" + "\n".join(", ".join(look(v)["label"] for v in g) for g in groups)
         (x0, y0), ha, va = _emptiest_corner(ax)
-        note = ax.text(x0, y0, text, transform=ax.transAxes, fontsize=7.5, ha=ha, va=va,
-                       bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.7", alpha=0.9))
-        note.set_in_layout(False)
+        if len(groups) == 1 and len(groups[0]) == len(order) > 2:  # the legend already lists them all
+            note = PanelNote(ax, "", [["all curves coincide"]], x0, y0, ha=ha, va=va)
+        else:
+            counts = " and ".join(str(len(g)) for g in groups)
+            short = f"{counts} curves coincide" if len(groups) == 1 else f"coincide: {counts} curves"
+            note = PanelNote(ax, "coincide:", [[look(v)["label"] for v in g] for g in groups], x0, y0, ha=ha, va=va,
+                             short=short)
+        ax.add_artist(note)
     return summary
+
+
+class PanelNote(matplotlib.text.Text):
+    """A boxed note in a corner of its axes that stays inside them: at every draw its ``groups`` (lists
+    of names, one line each after the ``header``) are wrapped at their separators to the axes' width
+    then, which constrained layout may have narrowed after the note was placed. Where the wrapped
+    names would still be wider than the axes or cover more than ``max_height`` of them, the note says
+    only how many curves coincide (``short``; the staggered markers show which)."""
+
+    def __init__(self, ax, header: str, groups: Sequence[Sequence[str]], x: float, y: float, ha: str = "left",
+                 va: str = "bottom", fontsize: float = MIN_FONT_PT, separator: str = ", ", short: str | None = None,
+                 max_height: float = 0.45) -> None:
+        self._header, self._groups, self._separator = header, [list(g) for g in groups], separator
+        self._short, self._max_height = short, max_height
+        super().__init__(x, y, self._lines(None), transform=ax.transAxes, fontsize=fontsize, ha=ha, va=va,
+                         bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.7", alpha=0.9), clip_on=False)
+        self.set_in_layout(False)
+        self._note_axes = ax
+
+    def _lines(self, width: float | None, renderer: Any = None) -> str:
+        """The note with each group wrapped to ``width`` pixels (None: one line per group)."""
+        lines = [self._header] if self._header else []
+        for group in self._groups:
+            line = ""
+            for index, name in enumerate(group):
+                piece = name + (self._separator.rstrip() if index < len(group) - 1 else "")
+                candidate = f"{line} {piece}" if line else piece
+                if line and width is not None and self._extent(candidate, renderer)[0] > width:
+                    lines.append(line)
+                    candidate = piece
+                line = candidate
+            lines.append(line)
+        return "\n".join(lines)
+
+    def _extent(self, text: str, renderer: Any) -> tuple[float, float]:
+        """Width and height in pixels of ``text`` in this note's font (without the box)."""
+        kept, self._text = self._text, text
+        try:
+            extent = super().get_window_extent(renderer)
+            return extent.width, extent.height
+        finally:
+            self._text = kept
+
+    def draw(self, renderer: Any) -> None:
+        box = self._note_axes.get_window_extent(renderer)
+        pad = 2 * (0.2 + 0.1) * self.get_fontsize() * self.get_figure(root=True).dpi / 72  # box pad and edge
+        width = 0.94 * box.width - pad
+        text = self._lines(width, renderer)
+        wide, high = self._extent(text, renderer)
+        if self._short is not None and (wide > width or high + pad > self._max_height * box.height):
+            text = self._short
+        self._text = text  # not set_text: a draw must not mark the figure stale
+        super().draw(renderer)
 
 
 def _emptiest_corner(ax) -> tuple[tuple[float, float], str, str]:
@@ -467,11 +593,12 @@ def error_decay_figure(gp: pd.DataFrame, sources: Sequence[str], labels: Mapping
             error = band(rows, x="history", y="error", by=("source",))
             spread = band(rows, x="history", y="scaled_std", by=("source",))
             axes[0].plot(error["history"], error["center"], **_line_kwargs(style), markevery=3)
-            axes[0].fill_between(error["history"], error["low"], error["high"], color=style["color"], alpha=0.2, lw=0)
+            fill_band(axes[0], error["history"], error["low"], error["high"], value_bounds("error"), color=style["color"],
+                      alpha=0.2, lw=0)
             axes[0].plot(spread["history"], spread["center"], color=style["color"], ls="--", lw=1)
             local = band(local_exponents(rows), x="history", y="slope", by=("source",), log=False)
             axes[1].plot(local["history"], local["center"], **_line_kwargs(style))
-            axes[1].fill_between(local["history"], local["low"], local["high"], color=style["color"], alpha=0.2, lw=0)
+            fill_band(axes[1], local["history"], local["low"], local["high"], color=style["color"], alpha=0.2, lw=0)
             axes[1].axhline(reference(source), color=style["color"], ls=":", lw=1.2)
         axes[0].set_xscale("log")
         axes[0].set_yscale("log")
@@ -688,7 +815,9 @@ def _stable_metadata(fmt: str) -> dict[str, str | None]:
     return {"Date": None} if fmt == "svg" else {}
 
 
-__all__ = ["FIG6_TITLES", "fig6_label", "fig6_styles", "GAP_LABEL", "ITERATION_LABEL", "METHOD_STYLE", "MIN_FONT_PT", "TEXT_WIDTH_IN", "band", "band_plot",
+__all__ = ["FIG6_TITLES", "fig6_label", "fig6_styles", "GAP_LABEL", "ITERATION_LABEL", "METHOD_STYLE", "MIN_FONT_PT", "TEXT_WIDTH_IN",
+           "RETURN_BOUNDS", "UNBOUNDED", "VALUE_BOUNDS", "band", "band_plot", "clip_to_bounds", "fill_band",
+           "return_bounds", "value_bounds",
            "best_so_far_on_grid", "check_figure_id", "coinciding", "cost_figure", "curve_grid", "draw_iteration",
            "error_decay_figure", "figure_problems", "gradient_fields", "iteration_animation", "iteration_grid",
            "legend_labels", "local_exponents", "method_label", "method_style", "panel_grid", "relative_error_figure",
@@ -1018,15 +1147,14 @@ def training_speedup_table(frame: pd.DataFrame, loss: str = "train_loss", error:
 
 
 def training_table_display(table: pd.DataFrame, loss: str = "train_loss", error: str = "val_error") -> pd.DataFrame:
-    """:func:`training_speedup_table` as the chapter shows it: labels, intervals and cosines as text."""
+    """:func:`training_speedup_table` as the chapter shows it: labels, intervals and cosines as text, in
+    seven columns (the paper's metric and its iterations share a cell) so that it fits the text column."""
     out = pd.DataFrame({"panel": table["panel"], "method": table["method"].map(method_label)})
     for metric in (loss, error):
         name = AXIS_LABELS.get(metric, metric)
-        out[f"iterations to Vanilla's {name}"] = [f"{v:.0f}" if np.isfinite(v) else "never" for v in
-                                                  table[f"{metric}_iterations"]]
-        out[f"speedup ({name}, paper metric)"] = [
-            text + (f" ({int(c)} censored)" if c else "") for text, c in
-            zip(table[f"paper_{metric}"], table[f"{metric}_censored"])]
+        out[f"speedup ({name}, paper metric); iterations to Vanilla's"] = [
+            text + (f" ({int(c)} censored)" if c else "") + "; " + (f"{v:.0f}" if np.isfinite(v) else "never")
+            for text, c, v in zip(table[f"paper_{metric}"], table[f"{metric}_censored"], table[f"{metric}_iterations"])]
     for name, title in (("half", "T/2"), ("end", "T")):
         if f"effective_text_{name}" in table:
             out[f"effective speedup at {title}"] = table[f"effective_text_{name}"]
@@ -1150,7 +1278,8 @@ def rl_rows(frame: pd.DataFrame) -> pd.DataFrame:
 def rl_curves(frame: pd.DataFrame, titles: Mapping[str, str], methods: Sequence[str], cols: int = 2):
     """The cumulative average return against training episodes, one panel per task (``titles``: panel ->
     panel title, e.g. with d), mean over seeds and 95% t-band per method. Returns the figure and the
-    plotted summary (``panel`` and :func:`band`'s columns)."""
+    plotted summary (``panel`` and :func:`band`'s columns). Bands stay within the task's range of returns
+    (:func:`return_bounds`)."""
     import matplotlib.pyplot as plt
 
     panels = list(titles)
@@ -1162,7 +1291,10 @@ def rl_curves(frame: pd.DataFrame, titles: Mapping[str, str], methods: Sequence[
     summaries = []
     for ax, panel in zip(axes.flat, panels):
         part = trained[trained["panel"] == panel]
-        summary = band_plot(ax, part, x="training_episode", y="cum_avg_return", log=False, methods=methods)
+        tasks = set(part["task"]) if "task" in part else set()
+        bounds = return_bounds(tasks.pop()) if len(tasks) == 1 else UNBOUNDED  # a return's range is the task's
+        summary = band_plot(ax, part, x="training_episode", y="cum_avg_return", log=False, methods=methods,
+                            bounds=bounds)
         summaries.append(summary.assign(panel=panel))
         ax.set_title(titles[panel], fontsize=9)
         ax.set_xlabel("sequential (training) episode")
@@ -1295,13 +1427,12 @@ def rl_settings_table(configs: Sequence, dims: Mapping[str, int], frame: pd.Data
     for config in configs:
         panel = rl.panel_name(config)
         ends = frame[frame["panel"] == panel].groupby(["method", "seed"])[["env_steps", "updates"]].max()
-        # Counts as text: a numeric column would be shown to three significant digits ("64.0").
-        rows.append({"task": panel, "d": f"{dims[panel]:,}", "hidden width": str(config.width),
-                     "warm-up episodes": str(config.warmup_episodes), "training episodes": str(config.episodes),
-                     "k": str(config.train_every),
+        rows.append({"task": panel, "d": f"{dims[panel]:,}", "hidden width": config.width,
+                     "episodes: warm-up + training": f"{config.warmup_episodes} + {config.episodes}",
+                     "k (steps per update)": config.train_every,
                      "threshold": f"{rl.TASKS[config.task].threshold:g}",
-                     "steps per run": f"{ends['env_steps'].mean():,.0f}",
-                     "updates per run": f"{ends['updates'].mean():,.0f}"})
+                     "environment steps / updates per run": f"{ends['env_steps'].mean():,.0f} / "
+                                                            f"{ends['updates'].mean():,.0f}"})
     return pd.DataFrame(rows)
 
 

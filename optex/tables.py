@@ -93,19 +93,34 @@ def format_interval(mean: float, low: float, high: float, unit: str = "", decima
     return f"{fixed(mean, places)}{unit} [{fixed(low, places)}, {fixed(high, places)}]"
 
 
+def format_range(low: float, high: float, decimals: int = 2, unit: str = "", equal: str = "in every case") -> str:
+    """The spread of a quantity over cases (seeds, functions) for prose: ``between 1.90 and 2.40``, or
+    ``4.00 in every case`` (``equal``) when both ends print the same, never "between 4.00 and 4.00"."""
+    if not (_finite(low) and _finite(high)):
+        return MISSING
+    low_text, high_text = (fixed(v, decimals) + unit for v in sorted((float(low), float(high))))
+    return f"{low_text} {equal}" if low_text == high_text else f"between {low_text} and {high_text}"
+
+
 def format_duration(seconds: float) -> str:
-    """A duration in the unit that reads best, to two significant digits: "0.42 s", "12 s" (below two
-    minutes), "3.5 min", "45 min" (below two hours), "1.2 h"; never "0 min". A dash if not a number."""
+    """A duration in the unit that suits it: ``12 s``, ``3.5 min``, ``1.2 h`` (two significant digits,
+    whole numbers from 10 on), never "0 minutes" or "0.0 hours"; a dash when unknown."""
     if not _finite(seconds):
         return MISSING
     seconds = float(seconds)
     if seconds < 0:
-        raise ValueError(f"seconds must be non-negative, got {seconds!r}")
-    size, unit = (1.0, "s") if seconds < 120 else (60.0, "min") if seconds < 7200 else (3600.0, "h")
-    value = seconds / size
-    if value == 0:
-        return f"0 {unit}"
-    return f"{_grouped(f'{value:.2g}' if value < 10 else f'{value:.0f}')} {unit}"
+        raise ValueError(f"a duration cannot be negative, got {seconds!r} s")
+    seconds = float(f"{seconds:.2g}")  # rounded first, so that 59.9 s is "1.0 min", not "60 s"
+    for size, unit in ((3600.0, "h"), (60.0, "min")):
+        if seconds >= size:
+            return f"{_duration_number(seconds / size)} {unit}"
+    return f"{_duration_number(seconds)} s"
+
+
+def _duration_number(value: float) -> str:
+    if value >= 10 or value == 0:
+        return _grouped(f"{value:.0f}")
+    return significant(value, 2)
 
 
 # ------------------------------------------------------------------------------------------ columns
@@ -216,11 +231,14 @@ class Table:
 
 def frame_table(frame: pd.DataFrame) -> Table:
     """A display frame whose columns already carry readers' names (cells mostly text, as the chapters'
-    display helpers make them) as a :class:`Table`: text left-aligned, numbers to three significant digits."""
+    display helpers make them) as a :class:`Table`: text left-aligned, integers whole, other numbers to three
+    significant digits."""
     columns = []
     for name in frame.columns:
         column = frame[name]
-        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        if pd.api.types.is_integer_dtype(column):  # a count or a setting: whole, never "64.0"
+            columns.append(Column(str(name), decimals(name, 0)))
+        elif pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
             columns.append(Column(str(name), number(name)))
         else:
             columns.append(Column(str(name), text(name), align="left"))
@@ -288,5 +306,6 @@ def _title_case(value: Any) -> str:
     return text[:1].upper() + text[1:]
 
 
-__all__ = ["Column", "MISSING", "Table", "count_of", "decimals", "fixed", "format_duration", "format_interval", "interval", "speedups",
+__all__ = ["Column", "MISSING", "Table", "count_of", "decimals", "fixed", "format_duration", "format_interval",
+           "format_range", "interval", "speedups",
            "interval_decimals", "label", "natural_key", "number", "ordered", "publish", "significant", "text"]

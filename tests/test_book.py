@@ -123,12 +123,19 @@ def _parameters(**changes):
     return dict(dict(profile="quick", device="cpu", backend="torch", recompute=False, commit=None), **changes)
 
 
-def test_execution_injects_parameters_and_hides_the_injected_cell(tiny_project):
+def test_execution_shows_the_injected_values_captioned_right_under_the_defaults(tiny_project):
     outcome = book.execute_chapter(tiny_project, "tiny", _parameters(), timeout=300)
     assert outcome.error is None
-    notebook = nbformat.read(tiny_project / "book" / "_executed" / "tiny.ipynb", as_version=4)
-    injected = [c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert len(injected) == 1 and "remove-cell" in injected[0].metadata.tags
+    path = tiny_project / "book" / "_executed" / "tiny.ipynb"
+    notebook = nbformat.read(path, as_version=4)
+    tags = [c.metadata.get("tags", []) for c in notebook.cells]
+    defaults = next(i for i, t in enumerate(tags) if "parameters" in t)
+    assert book.CAPTION_TAG in tags[defaults + 1] and book.INJECTED_TAG in tags[defaults + 2]
+    injected = notebook.cells[defaults + 2]
+    assert "remove-cell" not in injected.metadata.tags and 'profile = "quick"' in injected.source
+    assert "executed with" in notebook.cells[defaults + 1].source
+    book._finish(path)  # a second pass adds no second caption
+    assert len(nbformat.read(path, as_version=4).cells) == len(notebook.cells)
     assert "ran with quick" in notebook.cells[-1].outputs[0]["text"]
 
 
@@ -312,6 +319,28 @@ def test_page_checks_find_each_class_of_defect():
     assert book.page_problems(good) == []
 
 
+def test_prose_checks_find_raw_markup_equal_ranges_zero_durations_and_wide_tables():
+    row = "<tr>" + "".join(f"<th>c{i}</th>" for i in range(8)) + "</tr>"
+    page = _soup(f"""<html><body><main>
+      <p>- <strong>MNIST</strong>: OptEx 2.1× effective speedup at $T$</p>
+      <p>The error falls as \\(T^{{-1}}\\) here.</p>
+      <p>Across the functions $a$ lies between 4.00 and 4.00.</p>
+      <p>The runs took 0 minutes in all, or 0.0 hours.</p>
+      <table id="t"><caption><span class="caption-number">Table 1 </span>x</caption>{row}</table>
+      </main></body></html>""")
+    problems = " | ".join(book.prose_problems(page))
+    for expected in ("a Markdown list shown as text", "raw math delimiter in the text '- MNIST",
+                     "raw math delimiter in the text 'The error falls", "equal ends 'between 4.00 and 4.00'",
+                     "took 0 minutes'", "0.0 hours'", "a table of 8 columns"):
+        assert expected in problems, expected
+    good = _soup("""<html><body><main>
+      <p>OptEx at <span class="math notranslate nohighlight">\\(T\\)</span> costs <code>$HOME</code>.</p>
+      <ul><li><p><strong>MNIST</strong>: OptEx 2.1×</p></li></ul>
+      <p>Across the functions a lies between 4 and 4.5, in 12 s, or 10 minutes (0.2 h is not zero).</p>
+      <div class="cell_input"><pre>x = "$T$"</pre></div></main></body></html>""")
+    assert book.prose_problems(good) == []
+
+
 def test_check_reports_figures_wider_than_the_text(built):
     Image.new("RGB", (1600, 300)).save(built / "book" / "_executed" / "figures" / "fig-a.png")
     assert any("text width" in p for p in book.check_html(built))
@@ -321,3 +350,37 @@ def test_check_reports_a_quick_build_over_budget(built):
     record = {"notebooks": {"ch": dict(status="ok", seconds=book.QUICK_BUDGET_S + 1, profile="quick")}}
     (built / book.STATUS_RECORD).write_text(json.dumps(record))
     assert any("over the" in p for p in book.check_html(built))
+
+
+def _book_extension():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("optex_book", ROOT / "book" / "_ext" / "optex_book.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_block_markdown_glued_alone_in_a_paragraph_becomes_blocks():
+    from docutils import nodes
+    from docutils.frontend import get_default_settings
+    from docutils.utils import new_document
+
+    extension = _book_extension()
+    assert extension.is_block_markdown("- **MNIST**: 2.1×\n- **CIFAR-10**: 1.2×")
+    assert extension.is_block_markdown("One reading.\n\nAnother.")
+    assert not extension.is_block_markdown("OptEx − Vanilla at $T$ is 4.2 (2 of 3 seeds)")
+    document = new_document("page", get_default_settings())
+
+    def pasted():
+        holder = nodes.container(classes=[extension.BLOCK_PASTE], glue_key="reading")
+        holder += nodes.bullet_list("", nodes.list_item("", nodes.paragraph(text="MNIST")))
+        return holder
+
+    document += nodes.paragraph("", "", pasted())
+    document += nodes.paragraph("", "", nodes.Text("In short: "), pasted())
+    warnings = []
+    extension.logger.warning = lambda message, *args, **kwargs: warnings.append(message % args)
+    extension._lift_block_pastes(None, document)
+    assert [type(n).__name__ for n in document.children] == ["bullet_list", "paragraph", "bullet_list"]
+    assert len(warnings) == 1 and "reading" in warnings[0] and "inside a sentence" in warnings[0]

@@ -283,18 +283,6 @@ def test_rl_chapter_glues_its_settings_and_durations_from_a_run(tmp_path, publis
 
 
 # -------------------------------------------------------------------------------------- shared helpers
-@pytest.mark.parametrize("seconds, text", [(0, "0 s"), (0.0421, "0.042 s"), (3.46, "3.5 s"), (12.4, "12 s"),
-                                           (119, "119 s"), (210, "3.5 min"), (2700, "45 min"), (16560, "4.6 h"),
-                                           (float("nan"), tables.MISSING)])
-def test_format_duration_picks_the_unit_and_never_says_zero_minutes(seconds, text):
-    assert tables.format_duration(seconds) == text
-
-
-def test_format_duration_refuses_a_negative_duration():
-    with pytest.raises(ValueError, match="non-negative"):
-        tables.format_duration(-1)
-
-
 def test_glue_all_glues_every_value_and_closes_figures(monkeypatch):
     import matplotlib.pyplot as plt
     import myst_nb

@@ -182,3 +182,112 @@ def test_sweep_styles_are_distinct_and_ordered_dark_to_light():
     lightness = [np.mean(matplotlib.colors.to_rgb(s["color"])) for s in styles.values()]
     assert lightness == sorted(lightness)
     assert len({s["marker"] for s in styles.values()}) == 4
+
+
+# ------------------------------------------------------------------------------------ value ranges
+def test_bounds_follow_the_column_name_where_it_is_unambiguous():
+    assert plotting.value_bounds("test_error") == (0.0, 1.0)
+    assert plotting.value_bounds("val_error") == (0.0, 1.0)
+    assert plotting.value_bounds("rel_error") == (0.0, None)
+    assert plotting.value_bounds("cosine") == (-1.0, 1.0)
+    assert plotting.value_bounds("proxy_cosine_2") == (-1.0, 1.0)
+    assert plotting.value_bounds("train_loss") == (0.0, None)
+    assert plotting.value_bounds("gap") == (0.0, None)
+    assert plotting.value_bounds("cum_avg_return") == plotting.UNBOUNDED  # depends on the task
+    assert plotting.return_bounds("cartpole") == (0.0, 500.0)
+    assert plotting.return_bounds("mountaincar") == (-200.0, 0.0)
+    with pytest.raises(ValueError, match="low <= high"):
+        plotting.band(_frame([[1.0]]), bounds=(1.0, 0.0))
+
+
+def _band_extent(ax):
+    """Lowest and highest y of the shaded bands drawn on ``ax``."""
+    ys = np.concatenate([path.vertices[:, 1] for band in ax.collections for path in band.get_paths()])
+    return ys.min(), ys.max()
+
+
+def test_a_band_that_would_leave_the_quantity_range_is_clipped_to_it():
+    """Three seeds near 0 % error and near a cosine of 1: the t-interval of the mean crosses the bound
+    (checked), the drawn band and the summary stop at it."""
+    errors = np.array([[0.0, 0.02, 0.0], [0.0, 0.0, 0.03]]).T  # seeds x iterations
+    rows = [dict(method="optex", seed=s, iteration=t, test_error=v) for s, row in enumerate(errors) for t, v in
+            enumerate(row)]
+    frame = pd.DataFrame(rows)
+    assert (plotting.band(frame, y="test_error", log=False, bounds=plotting.UNBOUNDED)["low"] < 0).all()
+    fig, ax = plt.subplots()
+    summary = plotting.band_plot(ax, frame, y="test_error", log=False)
+    assert summary["low"].min() == 0.0 and _band_extent(ax)[0] >= 0.0
+    cosines = frame.rename(columns={"test_error": "cosine"}).assign(cosine=lambda f: 1 - f["cosine"])
+    assert (plotting.band(cosines, y="cosine", log=False, bounds=plotting.UNBOUNDED)["high"] > 1).all()
+    ax.clear()
+    plotting.band_plot(ax, cosines, y="cosine", log=False)
+    assert _band_extent(ax)[1] <= 1.0
+    plt.close(fig)
+
+
+def test_rl_curves_keep_the_return_band_within_the_task_range():
+    """CartPole pays at most 500 per episode: seeds at 500, 500 and 470 give a t-band above 500."""
+    rows = [dict(panel="CartPole", task="cartpole", method=m, seed=s, episode=e, training_episode=e,
+                 cum_avg_return=v, **{"return": v}) for m in ("vanilla", "optex")
+            for s, v in enumerate((500.0, 500.0, 470.0)) for e in (1, 2, 3)]
+    fig, _ = plotting.rl_curves(pd.DataFrame(rows), {"CartPole": "CartPole"}, ["vanilla", "optex"])
+    assert _band_extent(fig.axes[0])[1] <= 500.0
+    plt.close(fig)
+
+
+def test_every_band_in_the_library_and_notebooks_is_shaded_through_the_clipping_helper():
+    import ast
+    from pathlib import Path
+
+    root = Path(plotting.__file__).resolve().parents[1]
+    callers = []
+    for path in [*sorted((root / "optex").rglob("*.py")), *sorted((root / "notebooks").glob("*.py"))]:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for function in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.Module))]:
+            body = function.body if isinstance(function, ast.FunctionDef) else [
+                n for n in function.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+            for node in (n for stmt in body for n in ast.walk(stmt)):
+                if isinstance(node, ast.Attribute) and node.attr in ("fill_between", "fill_betweenx"):
+                    callers.append((path.relative_to(root).as_posix(), getattr(function, "name", "<module>")))
+    assert sorted(set(callers)) == [("optex/plotting.py", "fill_band")]
+
+
+# ------------------------------------------------------------------------------------ overlap notes
+def _coinciding_frame(methods):
+    return pd.concat([_frame([[1.0, 0.5, 0.2, 0.1], [1.1, 0.6, 0.3, 0.1]]).assign(method=m) for m in methods]
+                     + [_frame([[3.0, 2.0, 1.5, 1.2], [3.1, 2.1, 1.6, 1.3]]).assign(method="vanilla")])
+
+
+@pytest.mark.parametrize("ncols, height, methods, named", [
+    (3, plotting.PANEL_HEIGHT_IN, ("target", "optex", "linesearch", "large_batch", "last_gradient"), True),
+    (3, plotting.PANEL_HEIGHT_IN, ("target", "optex"), True),
+    (2, plotting.PANEL_HEIGHT_IN, ("large_batch_scaled", "vanilla_long"), True),
+    (4, 1.5, ("large_batch", "large_batch_scaled", "target", "optex"), False)])  # Fig. 4a's panels: too small
+def test_the_overlap_note_lies_inside_its_panel_in_a_laid_out_figure(ncols, height, methods, named):
+    """Long lists of coinciding methods in panels a third or a quarter of the text width: after
+    constrained layout has placed the figure legend, every note's box (with its padding) is inside its
+    axes; where the names cannot fit, the note counts the curves instead."""
+    frame = _coinciding_frame(methods)
+    fig = plotting.curve_grid(frame.assign(panel="a"), ["a"] * ncols, ncols=ncols, height=height,
+                              methods=("vanilla",) + tuple(methods))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        (note,) = ax.texts
+        text = note.get_text().replace("\n", " ")
+        if named:
+            assert all(plotting.method_label(m) in text for m in methods), text
+        else:
+            assert text == f"{len(methods)} curves coincide"
+        box, inside = note.get_bbox_patch().get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+        assert box.height <= 0.5 * inside.height
+    plt.close(fig)
+
+
+def test_when_every_curve_coincides_the_note_says_so_briefly():
+    frame = pd.concat([_frame([[1.0, 0.5], [1.1, 0.6]]).assign(method=m) for m in ("vanilla", "target", "optex")])
+    fig, ax = plt.subplots()
+    plotting.band_plot(ax, frame)
+    assert [t.get_text() for t in ax.texts] == ["all curves coincide"]
+    plt.close(fig)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from optex import report
+from optex import report, tables
 from optex.results import ResultStore, provenance
 
 
@@ -342,7 +342,26 @@ def test_estimator_table_takes_medians_per_proxy_step_of_both_surrogates(tmp_pat
     for method, values in pooled.items():
         assert table.loc[method, "cosine_all"] == pytest.approx(float(np.median(values)))
     text = report.estimator_markdown(table.reset_index())
-    assert ":name: estimator-surrogates" in text and "| Rosenbrock, d = 10, Adam 0.01 | OptEx |" in text
+    gp, last = (tables.fixed(table.loc[m, "cosine_all"], 2) for m in ("optex", "last_gradient"))
+    assert ":name: estimator-surrogates" in text
+    assert f"| Rosenbrock, d = 10, Adam 0.01 | cosine | {gp}\u00a0/\u00a0{last} |" in text
+
+
+def test_estimator_table_fits_the_text_column_one_cell_per_step_for_both_surrogates():
+    """Per-step cosines and relative errors of three proxy steps: rows per experiment and measure, each
+    cell "GP / last gradient", six columns at most (nine before)."""
+    rows = [dict(figure="cifar10", setting="CIFAR-10, SGD 0.01", method=method, seeds=3,
+                 **{f"cosine_{s}": base + s / 10 for s in (1, 2, 3)}, **{f"rel_error_{s}": 1 + base for s in (1, 2, 3)})
+            for method, base in (("optex", 0.5), ("last_gradient", -0.25))]
+    rows.append(dict(figure="fig6", setting="Rosenbrock", method="optex", seeds=1, cosine_all=0.9))
+    rows.append(dict(figure="fig6", setting="Rosenbrock", method="last_gradient", seeds=1, cosine_all=0.8))
+    text = report.estimator_markdown(pd.DataFrame(rows)).replace("\u00a0/\u00a0", " / ")  # one line per cell
+    header = next(line for line in text.splitlines() if line.startswith("| Experiment"))
+    assert header.count("|") - 1 <= 6
+    assert "| CIFAR-10, SGD 0.01 | cosine | 0.60 / −0.15 | 0.70 / −0.05 | 0.80 / 0.05 | — |" in text
+    assert "| CIFAR-10, SGD 0.01 | relative error | 1.50 / 0.75 | 1.50 / 0.75 | 1.50 / 0.75 | — |" in text
+    assert "| Rosenbrock | cosine | — | — | — | 0.90 / 0.80 |" in text
+    assert "Rosenbrock | relative error" not in text  # nothing recorded: no row
 
 
 def test_speedup_claim_quotes_the_effective_speedup_beside_the_paper_metric():

@@ -69,3 +69,33 @@ def test_effective_speedups_mark_lower_bounds_and_leave_out_vanilla():
     rows = lines.splitlines()[2:]
     assert rows == ["| Sphere | OptEx | 20 | 4.80× [4.80, 4.80] | 0 of 5 | no |",
                     "| Sphere | OptEx | 40 | ≥ 7× [−2, 16] | 1 of 5 | yes |"]
+
+
+@pytest.mark.parametrize("seconds, text", [(0.04, "0.040 s"), (3.44, "3.4 s"), (12.4, "12 s"), (59.9, "1.0 min"),
+                                           (210, "3.5 min"), (599, "10 min"), (3599, "1.0 h"), (4320, "1.2 h"),
+                                           (90000, "25 h"), (math.nan, "—")])
+def test_durations_pick_a_unit_and_never_print_zero_of_it(seconds, text):
+    assert tables.format_duration(seconds) == text
+
+
+def test_no_duration_from_a_tenth_of_a_second_to_a_day_reads_zero():
+    for seconds in (0.1, 0.7, 1, 29, 30, 89, 1799, 5399, 7199, 86400):
+        number = tables.format_duration(seconds).split()[0]
+        assert float(number) > 0, seconds
+    with pytest.raises(ValueError, match="negative"):
+        tables.format_duration(-1)
+
+
+def test_ranges_with_equal_ends_say_so_instead_of_between():
+    assert tables.format_range(1.9, 2.4) == "between 1.90 and 2.40"
+    assert tables.format_range(2.4, 1.9, unit="×") == "between 1.90× and 2.40×"
+    assert tables.format_range(4.0, 4.0) == "4.00 in every case"
+    assert tables.format_range(3.999, 4.001, equal="on every seed") == "4.00 on every seed"
+    assert tables.format_range(math.nan, 1.0) == "—"
+
+
+def test_a_display_frame_shows_integer_columns_whole_and_others_to_three_digits():
+    frame = pd.DataFrame({"hidden width": [64, 128], "k (steps per update)": [4, 10], "rate": [0.01234, 2.0],
+                          "task": ["CartPole-v1", "Acrobot-v1"]})
+    cells = tables.frame_table(frame).cells()
+    assert cells == [["64", "4", "0.0123", "CartPole-v1"], ["128", "10", "2.00", "Acrobot-v1"]]

@@ -8,10 +8,17 @@
   the repository and Binder buttons are hidden: never a link to a placeholder.
 - ``<title>`` is plain text (a heading's ``$N$`` becomes ``N``), and MathJax is loaded on every page, so
   that math in the navigation (a chapter titled with ``$N$``) is typeset on pages without math of their own.
+- Glued Markdown (``{glue:md}`` role and directive) is read as MyST, not CommonMark, so that ``$T$`` in a
+  reading text is math; a ``{glue:md}`key``` that stands alone in a paragraph and holds block Markdown
+  (a list, several paragraphs, a fenced block) is rendered as blocks in place of that paragraph, and one
+  inside a sentence is a warning (the build fails): a list never shows as literal "- " lines.
+- ``book/_static/optex.css``: display math and wide tables scroll sideways inside the text column
+  instead of being clipped, code cells wrap.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -20,6 +27,9 @@ from sphinx.config import Config
 from sphinx.util import logging
 
 logger = logging.getLogger(__name__)
+STYLESHEET = "optex.css"  # in book/_static/
+BLOCK_PASTE = "optex-block-paste"  # class of the container a block {glue:md} leaves until _lift_block_pastes
+_BLOCK_MARKDOWN = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s|\n\s*\n|^\s*(?:```|:::|#+\s)", re.MULTILINE)
 
 MATHJAX = Path("node_modules") / "mathjax" / "es5"
 ENTRY = "tex-mml-chtml.js"
@@ -29,6 +39,7 @@ LAZY = ("a11y", "adaptors", "input", "output", "sre", "ui")
 
 
 def _configure(app: Sphinx, config: Config) -> None:
+    config.html_static_path = [*config.html_static_path, str(Path(__file__).resolve().parents[1] / "_static")]
     source = Path(app.confdir) / MATHJAX
     if (source / ENTRY).is_file():
         config.mathjax_path = f"{STATIC}/{ENTRY}"
@@ -87,8 +98,85 @@ def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
             shutil.copytree(source / folder, target / folder, dirs_exist_ok=True)
 
 
+def is_block_markdown(text: str) -> bool:
+    """Whether Markdown ``text`` needs block parsing: a list item, a blank line between paragraphs, a
+    fenced block, a directive or a heading."""
+    return bool(_BLOCK_MARKDOWN.search(text))
+
+
+def _glue_roles():
+    """The ``{glue:md}`` role and directive with MyST as the default format, the role block-aware."""
+    from docutils import nodes
+    from myst_nb.core.render import MimeData
+    from myst_nb.core.variables import RetrievalError
+    from myst_nb.ext.glue.directives import PasteMarkdownDirective
+    from myst_nb.ext.glue.roles import PasteMarkdownRole
+    from myst_nb.ext.glue.utils import glue_warning, retrieve_glue_data
+
+    class MarkdownRole(PasteMarkdownRole):
+        def run(self):
+            key, _, fmt = self.text.rpartition(":") if ":" in self.text else (self.text, "", "")
+            fmt = fmt or "myst"
+            try:
+                result = retrieve_glue_data(self.document, key)
+            except RetrievalError as exc:
+                return [], [glue_warning(str(exc), self.document, self.line)]
+            text = result.data.get("text/markdown")
+            if text is None:
+                return [], [glue_warning(f"No text/markdown found in {key!r} data", self.document, self.line)]
+            cell_key = result.nb_renderer.renderer.nb_config.cell_metadata_key
+            mime = MimeData("text/markdown", text, cell_metadata={cell_key: {"markdown_format": fmt}},
+                            output_metadata=result.metadata, line=self.line)
+            if not is_block_markdown(text):
+                pasted = result.nb_renderer.render_markdown_inline(mime)
+                for node in pasted:
+                    self.set_source_info(node)
+                return pasted, []
+            holder = nodes.container(classes=[BLOCK_PASTE], glue_key=key)
+            holder += result.nb_renderer.render_markdown(mime)
+            self.set_source_info(holder)
+            return [holder], []
+
+    class MarkdownDirective(PasteMarkdownDirective):
+        def run(self):
+            self.options.setdefault("format", "myst")
+            return super().run()
+
+    return MarkdownRole(), MarkdownDirective
+
+
+def _lift_block_pastes(app: Sphinx, doctree) -> None:
+    """A paragraph that is only a block ``{glue:md}`` becomes those blocks; one that also holds text is
+    a warning (block Markdown cannot sit inside a sentence), its blocks left after the paragraph."""
+    from docutils import nodes
+
+    for holder in list(doctree.findall(lambda n: isinstance(n, nodes.container) and BLOCK_PASTE in n["classes"])):
+        paragraph = holder.parent
+        if not isinstance(paragraph, nodes.paragraph):
+            holder.replace_self(holder.children)
+            continue
+        others = [c for c in paragraph.children if c is not holder]
+        if any(c.astext().strip() for c in others):
+            logger.warning("{glue:md}`%s` holds a list or several paragraphs but sits inside a sentence: give it a "
+                           "paragraph of its own", holder["glue_key"], location=paragraph)
+            paragraph.remove(holder)
+            paragraph.parent.insert(paragraph.parent.index(paragraph) + 1, holder.children)
+        else:
+            paragraph.replace_self(holder.children)
+
+
+def _register_glue(app: Sphinx, config: Config) -> None:
+    """After every extension's setup (myst_nb adds the glue domain), before the domains are made."""
+    role, directive = _glue_roles()
+    app.add_role_to_domain("glue", "md", role, override=True)
+    app.add_directive_to_domain("glue", "md", directive, override=True)
+
+
 def setup(app: Sphinx) -> dict[str, object]:
     app.set_html_assets_policy("always")
     app.connect("config-inited", _configure)
+    app.connect("config-inited", _register_glue)
     app.connect("doctree-read", _plain_titles)
+    app.connect("doctree-read", _lift_block_pastes)
+    app.add_css_file(STYLESHEET)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
