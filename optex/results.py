@@ -198,18 +198,50 @@ def versions() -> dict[str, str]:
     return out
 
 
+# Vector instruction sets, widest first: BLAS and XLA kernels pick their code path (and with it the order in
+# which float32 sums reduce) by the widest one the CPU offers.
+_VECTOR_FLAGS = (("avx512f", "AVX512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"), ("asimd", "NEON"))
+
+
+def cpu_instructions(cpuinfo: str | None = None) -> str:
+    """The CPU's vendor and widest vector instruction set, e.g. ``"AuthenticAMD AVX2"`` (Linux reads
+    ``/proc/cpuinfo``; elsewhere, or when it is unreadable, the machine type alone, e.g. ``"arm64"``).
+
+    Two machines with the same string run the same BLAS code path, so float32 results agree to the last
+    few bits; across strings the reduction order differs and they agree only to about 1e-4 (see
+    :mod:`optex.verify`)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    widest = next((name for flag, name in _VECTOR_FLAGS if flag in flags), None)
+    if widest is None:
+        return platform.machine() or "unknown"
+    return f"{fields.get('vendor_id') or fields.get('CPU implementer') or platform.machine()} {widest}"
+
+
 def provenance(device: str, backend: str, commit: str | None = None) -> dict[str, Any]:
-    """Where a result came from: code version, machine, libraries, torch's thread count and date.
+    """Where a result came from: code version, machine (its CPU's vector instructions included),
+    libraries, torch's thread count and date.
 
     The thread count matters for reproduction: float32 sums reduce in a thread-dependent order, and
     quantities built from near-cancelling sums (the median distance behind the lengthscale) move by
-    ~1e-4 between thread counts. ``book verify`` recomputes with the recorded count."""
+    ~1e-4 between thread counts. ``book verify`` recomputes with the recorded count. The instruction
+    set matters the same way (a BLAS kernel's order of summation follows its vector width), which
+    ``book verify`` reads to choose its tolerance."""
     torch = sys.modules.get("torch")
     return {
         "commit": commit or git_commit(),
         "device": device,
         "backend": backend,
         "platform": platform.platform(),
+        "instructions": cpu_instructions(),
         "versions": versions(),
         "threads": torch.get_num_threads() if torch is not None else None,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -465,5 +497,5 @@ def run_units(store: ResultStore | None, units: Sequence[Unit], *, device: str, 
 
 
 __all__ = ["CHECKPOINT_SUFFIX", "COMMITTED_DIR", "DamagedResultError", "DamagedResultWarning", "EXECUTION_FIELDS", "ResultStore", "Unit",
-           "atomic_write", "config_from_manifest", "config_hash", "git_commit", "is_committed", "process_rank", "provenance",
+           "atomic_write", "config_from_manifest", "config_hash", "cpu_instructions", "git_commit", "is_committed", "process_rank", "provenance",
            "remove_stale_temporaries", "run_units", "runner_of", "scientific_settings", "versions"]

@@ -69,6 +69,59 @@ def test_rounding_differences_between_cpus_are_within_the_tolerance(committed, m
     assert _entry(root, store)["status"] == "passed"
 
 
+def _record_instructions(store, value):
+    """Rewrite the manifest as if every unit had been made on a CPU with instructions ``value``."""
+    manifest = store.manifest()
+    for record in manifest["units"].values():
+        record["instructions"] = value
+    store._manifest_path().write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+
+
+def test_units_record_the_cpu_instructions_and_the_same_cpu_is_held_to_the_strict_tolerance(committed, monkeypatch):
+    root, store = committed
+    assert {r["instructions"] for r in store.manifest()["units"].values()} == {results.cpu_instructions()}
+    original = synthetic.run_unit
+    monkeypatch.setattr(synthetic, "run_unit", lambda c, m, s, *a: original(c, m, s, *a).assign(
+        lengthscale=lambda f: f["lengthscale"] * (1 + 5e-4)))
+    entry = _entry(root, store)
+    assert entry["instructions"]["same"] and entry["status"] == "failed"
+    assert "column lengthscale" in entry["reason"]
+
+
+def test_on_other_cpu_instructions_diagnostics_are_measured_and_the_rest_held_to_the_cross_tolerance(
+        committed, monkeypatch):
+    root, store = committed
+    _record_instructions(store, "GenuineIntel AVX512")
+    original = synthetic.run_unit
+    # What another instruction set did to the committed text runs: a neighbouring lengthscale candidate
+    # (0.29 relative) and the loss 1.7e-4 off.
+    monkeypatch.setattr(synthetic, "run_unit", lambda c, m, s, *a: original(c, m, s, *a).assign(
+        lengthscale=lambda f: f["lengthscale"] * 1.29, gap=lambda f: f["gap"] * (1 + 1.7e-4)))
+    entry = _entry(root, store)
+    assert entry["status"] == "passed", entry["reason"]
+    assert entry["instructions"] == {"recorded": ["GenuineIntel AVX512"], "here": results.cpu_instructions(),
+                                     "same": False}
+    assert entry["spread"]["lengthscale"] == pytest.approx(0.29)
+    monkeypatch.setattr(synthetic, "run_unit", lambda c, m, s, *a: original(c, m, s, *a).assign(
+        gap=lambda f: f["gap"] * (1 + 5e-3)))  # beyond rounding: a changed computation still fails
+    entry = _entry(root, store)
+    assert entry["status"] == "failed" and "column gap" in entry["reason"]
+
+
+def test_units_made_before_instructions_were_recorded_count_as_another_cpu(committed):
+    root, store = committed
+    _record_instructions(store, None)
+    entry = _entry(root, store)
+    assert entry["status"] == "passed" and entry["instructions"]["recorded"] == ["unrecorded"]
+    assert not entry["instructions"]["same"]
+
+
+def test_cpu_instructions_name_the_vendor_and_the_widest_vector_set():
+    assert results.cpu_instructions("vendor_id\t: GenuineIntel\nflags\t\t: fpu sse4_2 avx avx2 avx512f\n"
+                                    "vendor_id\t: GenuineIntel\n") == "GenuineIntel AVX512"
+    assert results.cpu_instructions("vendor_id : AuthenticAMD\nflags : fpu avx avx2 fma\n") == "AuthenticAMD AVX2"
+
+
 def test_a_damaged_committed_file_is_reported_as_such(committed):
     root, store = committed
     path = store.dir / "optex-seed1.csv"
