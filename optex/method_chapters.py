@@ -94,7 +94,8 @@ class Fig1Chapter:
         rows = [dict(function=f, method=m, drift=self.drifts.loc[f, m], gap=self.final_gaps.loc[f, m])
                 for m in DRIFT_METHODS for f in self.functions]
         tables.publish(tables.Table(pd.DataFrame(rows), [
-            tables.label("Function", "function", str.capitalize), tables.label("Method", "method", plotting.method_label),
+            tables.label("Function", "function", str.capitalize),
+            tables.label("Method", "method", plotting.method_label),
             tables.Column("Median relative drift", tables.decimals("drift", 3)),
             tables.Column(f"Gap after {self.last} iterations", tables.number("gap"))], by=["function"],
             order={"function": self.functions}), "fig1-drift-table",
@@ -257,14 +258,15 @@ class Thm1Chapter:
                                   coverage=coverage[s]) for s in wide.index])
         tables.publish(tables.Table(rows, [
             tables.label("Field", "field"),
-            tables.Column("Error exponent (95% interval)", tables.interval("exponent_error", "low_error", "high_error")),
+            tables.Column("Error exponent (95% interval)",
+                          tables.interval("exponent_error", "low_error", "high_error")),
             tables.Column("Std exponent (95% interval)", tables.interval("exponent_std", "low_std", "high_std")),
             tables.Column("Cor. 1 (reconstructed)", tables.decimals("cor1", 2)),
             tables.Column("Lowest coverage of the bound", tables.decimals("coverage", 3))]), "thm1-exponents",
-            f"Decay exponents $a$ in error $\\propto T^{{-a}}$ and posterior std $\\propto T^{{-a}}$, fitted on log-log "
-            f"axes for $T \\ge$ {self.fit_from} (mean and 95% t-interval over seeds), beside Cor. 1's exponent for the "
-            f"error as reconstructed; and the smallest fraction, over $T$ and seeds, of query points that satisfy "
-            f"the bound {{eq}}`eq-thm1-bound` with $1 - \\delta$ = {1 - delta:.2f}.")
+            f"Decay exponents $a$ in error $\\propto T^{{-a}}$ and posterior std $\\propto T^{{-a}}$, fitted on "
+            f"log-log axes for $T \\ge$ {self.fit_from} (mean and 95% t-interval over seeds), beside Cor. 1's "
+            "exponent for the error as reconstructed; and the smallest fraction, over $T$ and seeds, of query points "
+            f"that satisfy the bound {{eq}}`eq-thm1-bound` with $1 - \\delta$ = {1 - delta:.2f}.")
         values: dict[str, Any] = {}
         for source in wide.index:
             key = source.removeprefix("gp-")
@@ -349,7 +351,8 @@ class ScalingChapter:
     def times_table(self) -> None:
         """Publish ``scaling-times`` (:func:`optex.experiments.scaling.summary_table`)."""
         tables.publish(scaling.summary_table(self.summary), "scaling-times",
-                       "Median milliseconds per OptEx iteration by setup, split as in {numref}`scaling` (rank 0's view).")
+                       "Median milliseconds per OptEx iteration by setup, split as in {numref}`scaling` "
+                       "(rank 0's view).")
 
     def model_table(self) -> dict[str, Any]:
         """Publish ``scaling-model`` (:func:`optex.experiments.scaling.model_table`) and return
