@@ -76,62 +76,35 @@ lengthscale = "auto"  # a number, "median" or "auto" (leave-one-out on a grid)
 noise = 1e-3  # sigma^2
 
 # %% tags=["hide-input"]
-import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
-from myst_nb import glue
 
-from optex import plotting, report, tables
+from optex import method_chapters, report
 from optex.experiments import estimator
 
-FIGURE_ID = "estimator"
-COST_ID = "estimator-cost"
-
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
-if not isinstance(field_histories, (list, tuple)) or not field_histories:
-    raise ValueError(f"field_histories must be a non-empty list of history sizes, got {field_histories!r}")
-
-
-def configs(scale):
-    return [estimator.Config(profile=scale, function=function, field_histories=tuple(field_histories), kernel=kernel,
-                             lengthscale=lengthscale, noise=noise, seeds=page.seeds, device=device, backend=backend)]
-
-
-for scale in report.PROFILES:
-    configs(scale)
+configs = estimator.chapter_configs(page, function, field_histories, kernel, lengthscale, noise)
 
 # %% tags=["remove-input"]
-results = page.results(FIGURE_ID, estimator.run, configs)
-frame = results.frame
+results = page.results(estimator.FIGURE_ID, estimator.run, configs)
 display(Markdown(report.provenance_note(results)))
+chapter = method_chapters.EstimatorChapter(results, configs(results.profile))
 
 # %% [markdown]
 # ## Watching the surrogate learn a gradient field
 #
-# {numref}`estimator` fits the estimator to $T'$ exact gradients of the 2-D {glue:md}`estimator-function`
+# {numref}`estimator` fits the estimator to $T'$ exact gradients of the 2-D {glue:text}`estimator-function`
 # function at points drawn uniformly in the window, for growing $T'$. White arrows (black outline) are the
 # true gradient, blue arrows the posterior mean $\mu(\theta)$ (same scale), and the shading the posterior
 # standard deviation $\Sigma(\theta)$ of each coordinate: dark where the surrogate is unsure.
 
 # %% tags=["hide-input"]
-field, history = frame[frame["part"] == "field"], frame[frame["part"] == "history"]
-seed = int(field["seed"].min())
-shown = field[field["seed"] == seed]
-fig = plotting.gradient_fields(shown, history[history["seed"] == seed], sorted(field["history"].unique()))
-report.publish(fig, results, data=shown)
-glue(FIGURE_ID, fig, display=False)
-plt.close(fig)
-errors = estimator.field_error(frame).groupby("history")[["rel_error", "std"]].mean()
-glue("estimator-function", Markdown(function.capitalize()), display=False)
-glue("estimator-error-first", float(errors["rel_error"].iloc[0]), display=False)
-glue("estimator-error-last", float(errors["rel_error"].iloc[-1]), display=False)
-glue("estimator-size-first", int(errors.index[0]), display=False)
-glue("estimator-size-last", int(errors.index[-1]), display=False)
+report.glue_all(chapter.field_figure())
 
 # %% [markdown]
 # ```{glue:figure} estimator
 # :name: estimator
 #
-# The gradient field of the 2-D {glue:md}`estimator-function` function (white arrows) and the estimator's
+# The gradient field of the 2-D {glue:text}`estimator-function` function (white arrows) and the estimator's
 # posterior mean (blue) after $T'$ evaluated gradients at the orange points; shading: posterior standard
 # deviation. Matérn-5/2 kernel, lengthscale chosen by leave-one-out error.
 # ```
@@ -153,20 +126,7 @@ glue("estimator-size-last", int(errors.index[-1]), display=False)
 # $\sqrt{d}$, random histories and queries).
 
 # %% tags=["remove-input"]
-prop = frame[frame["part"] == "prop41"]
-columns = {"mean_vs_library": "Mean: dense vs library", "var_vs_library": "Variance: dense vs library",
-           "mean_vs_closed_form": "Mean: dense vs closed form", "var_vs_closed_form": "Variance: dense vs closed form",
-           "off_diagonal": "Largest off-diagonal of the dense $\\Sigma^2$"}
-tables.publish(tables.Table(prop.groupby("kernel")[list(columns)].max().reset_index(), [
-    tables.label("Kernel", "kernel"), *(tables.Column(title, tables.number(key, 2)) for key, title in columns.items())],
-    by=["kernel"]), "estimator-prop41", "Largest absolute difference, over dimensions, history sizes, query points and "
-    "seeds, between the dense multi-output posterior and the decoupled forms, per kernel.")
-largest = prop[(prop["dim"] == prop["dim"].max()) & (prop["history"] == prop["history"].max())]
-glue("estimator-prop41-max", float(prop[list(columns)].to_numpy().max()), display=False)
-glue("estimator-prop41-cases", len(prop), display=False)
-glue("estimator-prop41-dim", int(prop["dim"].max()), display=False)
-glue("estimator-prop41-history", int(prop["history"].max()), display=False)
-glue("estimator-prop41-speed", float(largest["dense_s"].median() / largest["separable_s"].median()), display=False)
+report.glue_all(chapter.prop41_table())
 
 # %% [markdown]
 # Across {glue:text}`estimator-prop41-cases` random cases the largest difference of any kind is
@@ -189,28 +149,8 @@ glue("estimator-prop41-speed", float(largest["dense_s"].median() / largest["sepa
 # with non-negative coefficients, fitted on relative error.
 
 # %% tags=["hide-input"]
-coefficients, predictions = estimator.cost_model(frame)
-cost_n = int(frame.loc[frame["part"] == "cost", "parallelism"].iloc[0])
-fig = plotting.cost_figure(predictions, cost_n)
-plotting.save_figure(fig, COST_ID, predictions, page.figures_dir)
-glue(COST_ID, fig, display=False)
-glue("estimator-cost-n", cost_n, display=False)
-plt.close(fig)
-
-coef = coefficients.set_index(["operation", "term"])["coefficient"]
-errors = predictions.groupby("operation")["rel_error"].median()
-glue("estimator-cost-estimate-error", float(errors["estimate"]) * 100, display=False)
-glue("estimator-cost-update-error", float(errors["update"]) * 100, display=False)
-glue("estimator-cost-td-ns", float(coef["estimate", "T0 d"]) * 1e9, display=False)
-glue("estimator-cost-t2-ns", float(coef["estimate", "T0^2"]) * 1e9, display=False)
-glue("estimator-cost-ntd-ns", float(coef["update", "N T0 d"]) * 1e9, display=False)
-glue("estimator-cost-t3-ns", float(coef["update", "T0^3"]) * 1e9, display=False)
-glue("estimator-cost-overhead-us", float(coef["estimate", "constant"]) * 1e6, display=False)
-biggest = predictions[(predictions["operation"] == "estimate")
-                      & (predictions["dim"] == predictions["dim"].max())].sort_values("history")
-glue("estimator-cost-big-dim", int(biggest["dim"].iloc[-1]), display=False)
-glue("estimator-cost-big-history", int(biggest["history"].iloc[-1]), display=False)
-glue("estimator-cost-big-ms", float(biggest["measured_s"].iloc[-1]) * 1e3, display=False)
+report.glue_all(chapter.cost_figure())
+report.glue_all(chapter.cost_fit())
 
 # %% [markdown]
 # ```{glue:figure} estimator-cost

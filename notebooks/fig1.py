@@ -72,38 +72,17 @@ shown_iteration = 8  # the iteration t drawn in the static figure (OptEx's first
 animate = True  # also show an animation of every iteration
 
 # %% tags=["hide-input"]
-import matplotlib.pyplot as plt
-import pandas as pd
-from IPython.display import HTML, Markdown, display
-from myst_nb import glue
+from IPython.display import Markdown, display
 
-from optex import plotting, report, tables
+from optex import method_chapters, report
 from optex.experiments import fig1
 
-FIGURE_ID = "fig1"
-METHODS = fig1.METHODS
-
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
-if not isinstance(functions, (list, tuple)) or not functions:
-    raise ValueError(f"functions must be a non-empty list of function names, got {functions!r}")
-if not isinstance(animate, bool):
-    raise ValueError(f"animate must be True or False, got {animate!r}")
-
-
-def configs(scale):
-    return [fig1.Config(profile=scale, functions=tuple(functions), parallelism=parallelism, lr=lr, device=device)]
-
-
-for scale in report.PROFILES:
-    configs(scale)
+configs = fig1.chapter_configs(page, functions, parallelism, lr)
 
 # %% tags=["remove-input"]
-results = page.results(FIGURE_ID, fig1.run, configs)
-trace = results.frame
-last = int(trace["iteration"].max())
-if isinstance(shown_iteration, bool) or not isinstance(shown_iteration, int) or not 3 <= shown_iteration <= last:
-    raise ValueError(f"shown_iteration must be an integer from 3 to {last} (the trace's length), "
-                     f"got {shown_iteration!r}")
+results = page.results(fig1.FIGURE_ID, fig1.run, configs)
+chapter = method_chapters.Fig1Chapter(results, configs(results.profile), shown_iteration, animate)
 display(Markdown(report.provenance_note(results)))
 
 # %% [markdown]
@@ -117,12 +96,7 @@ display(Markdown(report.provenance_note(results)))
 # ({eq}`eq-fig1-parallel`), and the star the point that continues.
 
 # %% tags=["hide-input"]
-fig = plotting.iteration_grid(trace, functions, METHODS, shown_iteration, parallelism)
-report.publish(fig, results, data=trace[trace["iteration"] == shown_iteration])
-glue(FIGURE_ID, fig, display=False)
-plt.close(fig)
-glue("fig1-iteration", shown_iteration, display=False)
-glue("fig1-n", parallelism, display=False)
+report.glue_all(chapter.iteration_figure())
 
 # %% [markdown]
 # ```{glue:figure} fig1
@@ -143,24 +117,7 @@ glue("fig1-n", parallelism, display=False)
 # divided by the length of that exact stretch. It is zero for Target by construction.
 
 # %% tags=["remove-input"]
-drifts = report.proxy_drift(trace).groupby(["function", "method"])["drift"].median().unstack()
-final = trace[(trace["kind"] == "iterate") & (trace["iteration"] == last)].pivot(
-    index="function", columns="method", values="gap")
-rows = [dict(function=f, method=m, drift=drifts.loc[f, m], gap=final.loc[f, m])
-        for m in ("target", "linesearch", "optex") for f in functions]
-tables.publish(tables.Table(pd.DataFrame(rows), [
-    tables.label("Function", "function", str.capitalize), tables.label("Method", "method", plotting.method_label),
-    tables.Column("Median relative drift", tables.decimals("drift", 3)),
-    tables.Column(f"Gap after {last} iterations", tables.number("gap"))], by=["function"],
-    order={"function": functions}), "fig1-drift-table",
-    "Median over iterations $t \\ge 3$ of $\\lVert \\theta^{(N-1)}_{t-1} - \\theta^{\\mathrm{exact}}_{N-1} \\rVert$ "
-    "divided by the length of the exact stretch, and the optimality gap after the whole trace.")
-for function in functions:
-    glue(f"fig1-{function}-optex-drift", float(drifts.loc[function, "optex"]), display=False)
-    glue(f"fig1-{function}-linesearch-drift", float(drifts.loc[function, "linesearch"]), display=False)
-    for method in METHODS:
-        glue(f"fig1-{function}-{method}-gap", float(final.loc[function, method]), display=False)
-glue("fig1-iterations", last, display=False)
+report.glue_all(chapter.drift_table())
 
 # %% [markdown]
 # ## What the pictures say
@@ -186,7 +143,4 @@ glue("fig1-iterations", last, display=False)
 # and what it costs, is the subject of {ref}`chapter-estimator`.
 
 # %% tags=["remove-input"]
-if animate:
-    display(Markdown(f"**Every iteration from $t = 3$ on**, Target and OptEx on {functions[0]} (use the controls "
-                     "to step through):"))
-    display(HTML(plotting.iteration_animation(trace, functions[0], ("target", "optex"), range(3, last + 1))))
+display(*chapter.animation())

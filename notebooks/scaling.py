@@ -41,23 +41,13 @@ parallelism = 4  # N
 worlds = [1, 2]  # the rank counts W timed
 
 # %% tags=["hide-input"]
-import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
-from myst_nb import glue
 
-from optex import plotting, report, tables
+from optex import method_chapters, report
 from optex.experiments import scaling
 
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
-
-
-def figure(scale):
-    return scaling.Config(profile=scale, parallelism=parallelism, worlds=tuple(worlds), device=device,
-                          backend=backend)
-
-
-for scale in report.PROFILES:  # a bad knob fails here, before any work starts
-    figure(scale)
+configs = scaling.chapter_configs(page, parallelism, worlds)  # a bad knob fails here, before any work starts
 
 # %% [markdown]
 # ## Launching
@@ -105,16 +95,10 @@ for scale in report.PROFILES:  # a bad knob fails here, before any work starts
 # blocks of different sizes, which XLA may compile to differently ordered sums).
 
 # %% tags=["remove-input"]
-results = page.results("scaling", scaling.run, lambda scale: [figure(scale)])
+results = page.results(scaling.FIGURE_ID, scaling.run, configs)
 display(Markdown(report.provenance_note(results)))
-frame = results.frame
-summary = scaling.summary(frame)
-model = scaling.cost_model(frame)
-dim = int(frame["dim"].iloc[0])
-glue("scaling-d", f"{dim:,}", display=False)
-glue("scaling-n", parallelism, display=False)
-glue("scaling-megabytes", f"{parallelism * dim * 4 / 1e6:.1f}", display=False)
-glue("scaling-load", f"{frame['load_average'].max():.1f}", display=False)
+chapter = method_chapters.ScalingChapter(results, configs(results.profile))
+report.glue_all(chapter.settings())
 
 # %% [markdown]
 # ## What one iteration costs
@@ -126,13 +110,8 @@ glue("scaling-load", f"{frame['load_average'].max():.1f}", display=False)
 # which the ranks share (the all-gather included).
 
 # %% tags=["hide-input"]
-fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
-plotting.scaling_plot(ax, summary, model)
-report.publish(fig, results)
-glue("scaling", fig, display=False)
-plt.close(fig)
-tables.publish(scaling.summary_table(summary), "scaling-times",
-               "Median milliseconds per OptEx iteration by setup, split as in {numref}`scaling` (rank 0's view).")
+report.glue_all(chapter.figure())
+chapter.times_table()
 
 # %% [markdown]
 # ```{glue:figure} scaling
@@ -156,11 +135,8 @@ tables.publish(scaling.summary_table(summary), "scaling-times",
 # all-gather is measured at each $W$ (extrapolated from the largest measured $W$ elsewhere).
 
 # %% tags=["hide-input"]
-tables.publish(scaling.model_table(model), "scaling-model",
-               "The cost model against the measured distributed times; rows without a measurement are predictions.")
-serial_share = float(model["serial_s"].iloc[0] / model["predicted_s"].iloc[0])
-glue("scaling-serial", f"{100 * serial_share:.0f}", display=False)
-display(Markdown(scaling.model_reading(model)))
+report.glue_all(chapter.model_table())
+display(chapter.model_reading())
 
 # %% [markdown]
 # On one rank the serial part is {glue:text}`scaling-serial`% of an iteration: that fraction bounds

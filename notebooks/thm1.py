@@ -94,38 +94,18 @@ delta = 0.05  # the bound of Thm. 1 holds with probability 1 - delta
 fit_from = 32  # the decay exponents are fitted on history sizes from this one up
 
 # %% tags=["hide-input"]
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
-from myst_nb import glue
 
-from optex import plotting, report, tables
+from optex import method_chapters, report
 from optex.experiments import thm1
 
-FIGURE_ID = "thm1"
-SYNTHETIC_ID = "thm1-synthetic"
-LABELS = {"gp-rbf": "GP, RBF", "gp-matern32": "GP, Matérn-3/2", "gp-matern52": "GP, Matérn-5/2",
-          "sphere": "Sphere", "ackley": "Ackley", "rosenbrock": "Rosenbrock", "levy": "Levy"}
-
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
-if isinstance(fit_from, bool) or not isinstance(fit_from, int) or fit_from < 1:
-    raise ValueError(f"fit_from must be a positive integer, got {fit_from!r}")
-
-
-def configs(scale):
-    return [thm1.Config(profile=scale, dim=dim, gp_lengthscale=gp_lengthscale, grad_noise=grad_noise, delta=delta,
-                        seeds=page.seeds, device=device, backend=backend)]
-
-
-for scale in report.PROFILES:
-    configs(scale)
+configs = thm1.chapter_configs(page, dim, gp_lengthscale, grad_noise, delta)
 
 # %% tags=["remove-input"]
-results = page.results(FIGURE_ID, thm1.run, configs)
-frame = results.frame.copy()
-frame["scaled_std"] = frame["std"] * np.sqrt(frame["dim"])
+results = page.results(thm1.FIGURE_ID, thm1.run, configs)
 display(Markdown(report.provenance_note(results)))
+chapter = method_chapters.Thm1Chapter(results, configs(results.profile), fit_from)
 
 # %% [markdown]
 # ## Error and posterior spread on sampled fields
@@ -136,12 +116,7 @@ display(Markdown(report.provenance_note(results)))
 # $-\Delta \log(\text{error}) / \Delta \log T$, with the rates of Cor. 1 (reconstructed) as dotted lines.
 
 # %% tags=["hide-input"]
-gp = frame[frame["kind"] == "gp"]
-sources = [s for s in thm1.SOURCES if s in set(gp["source"])]
-fig = plotting.error_decay_figure(gp, sources, LABELS, lambda s: thm1.cor1_exponent(s.removeprefix("gp-"), dim))
-report.publish(fig, results, data=gp)
-glue(FIGURE_ID, fig, display=False)
-plt.close(fig)
+report.glue_all(chapter.error_figure())
 
 # %% [markdown]
 # ```{glue:figure} thm1
@@ -155,55 +130,8 @@ plt.close(fig)
 # ```
 
 # %% tags=["remove-input"]
-exponents = pd.concat([thm1.decay_exponents(frame, "error", fit_from), thm1.decay_exponents(frame, "std", fit_from)])
-wide = exponents.pivot(index="source", columns="quantity")
-order = [s for s in thm1.SOURCES if s in wide.index]
-coverage = frame.groupby("source")["coverage"].min()
-rows = pd.DataFrame([dict(field=LABELS[s], **{f"{c}_{q}": wide.loc[s, (c, q)] for c in ("exponent", "low", "high")
-                                               for q in ("error", "std")},
-                          cor1=wide.loc[s, ("cor1", "error")] if s.startswith("gp-") else None,
-                          coverage=coverage[s]) for s in order])
-tables.publish(tables.Table(rows, [
-    tables.label("Field", "field"),
-    tables.Column("Error exponent (95% interval)", tables.interval("exponent_error", "low_error", "high_error")),
-    tables.Column("Std exponent (95% interval)", tables.interval("exponent_std", "low_std", "high_std")),
-    tables.Column("Cor. 1 (reconstructed)", tables.decimals("cor1", 2)),
-    tables.Column("Lowest coverage of the bound", tables.decimals("coverage", 3))]), "thm1-exponents",
-    f"Decay exponents $a$ in error $\\propto T^{{-a}}$ and posterior std $\\propto T^{{-a}}$, fitted on log-log axes "
-    f"for $T \\ge$ {fit_from} (mean and 95% t-interval over seeds), beside Cor. 1's exponent for the error as "
-    f"reconstructed; and the smallest fraction, over $T$ and seeds, of query points that satisfy the bound "
-    f"{{eq}}`eq-thm1-bound` with $1 - \\delta$ = {1 - delta:.2f}.")
-for source in order:
-    key = source.removeprefix("gp-")
-    glue(f"thm1-{key}-error-exponent", float(wide.loc[source, ("exponent", "error")]), display=False)
-    glue(f"thm1-{key}-coverage", float(coverage[source]), display=False)
-bound = thm1.beta(dim, delta)
-gp_sources = [s for s in order if s.startswith("gp-")]
-last = gp[gp["history"] == gp["history"].max()].groupby("source")
-ratio = (last["error"].mean() / last["scaled_std"].mean())
-glue("thm1-fit-from", fit_from, display=False)
-glue("thm1-largest-history", int(gp["history"].max()), display=False)
-glue("thm1-calibration-low", float(ratio.min()), display=False)
-glue("thm1-calibration-high", float(ratio.max()), display=False)
-glue("thm1-gp-coverage-min", float(coverage[gp_sources].min()), display=False)
-glue("thm1-confidence", 1 - delta, display=False)
-glue("thm1-beta", bound, display=False)
-holds = bool(coverage[gp_sources].min() >= 1 - delta)
-verdict = "so the bound holds" if holds else "so on some fields the bound fails more often than the theorem allows"
-glue("thm1-bound-verdict", Markdown(verdict), display=False)
-fitted = wide.loc[gp_sources, ("exponent", "error")]
-reference = wide.loc[gp_sources, ("cor1", "error")]
-glue("thm1-versus-cor1", Markdown(
-    "all faster than the reconstructed Cor. 1 exponents, as an upper bound on the rate allows"
-    if bool((fitted > reference).all()) else
-    "not all faster than the reconstructed Cor. 1 exponents (" + ", ".join(
-        LABELS[s] for s in gp_sources if fitted[s] <= reference[s]) + " is slower), which the bound does not allow"),
-    display=False)
-tail = gp[gp["history"] >= gp["history"].max() / 2]
-for source in gp_sources:
-    runs = tail[tail["source"] == source].sort_values("history")
-    slopes = [-np.polyfit(np.log(r["history"]), np.log(r["error"]), 1)[0] for _, r in runs.groupby("seed")]
-    glue(f"thm1-{source.removeprefix('gp-')}-tail-exponent", float(np.mean(slopes)), display=False)
+report.glue_all(chapter.exponent_table())
+report.glue_all(chapter.findings())
 
 # %% [markdown]
 # ## What the sampled fields show
@@ -211,14 +139,14 @@ for source in gp_sources:
 # - **The bound of Thm. 1.** On every sampled field and at every $T$, at least
 #   {glue:text}`thm1-gp-coverage-min:.3f` of the query points satisfy {eq}`eq-thm1-bound`
 #   ($\beta$ = {glue:text}`thm1-beta:.1f`) against the required {glue:text}`thm1-confidence:.2f`,
-#   {glue:md}`thm1-bound-verdict`. At the largest history the measured error is
+#   {glue:text}`thm1-bound-verdict`. At the largest history the measured error is
 #   {glue:text}`thm1-calibration-low:.2f` to {glue:text}`thm1-calibration-high:.2f` times
 #   $\sqrt{d}\,\Sigma_T$, its predicted size: when the model is right, the posterior spread is an honest
 #   error bar.
 # - **The error falls as a power of $T$.** Fitted over $T \ge$ {glue:text}`thm1-fit-from`, the exponents
 #   are {glue:text}`thm1-rbf-error-exponent:.2f` (RBF), {glue:text}`thm1-matern32-error-exponent:.2f`
 #   (Matérn-3/2) and {glue:text}`thm1-matern52-error-exponent:.2f` (Matérn-5/2):
-#   {glue:md}`thm1-versus-cor1`.
+#   {glue:text}`thm1-versus-cor1`.
 # - **The local exponent drifts towards the reconstructed rates.** With few points the noise hardly
 #   matters and the estimate improves like an interpolant, fast. Once the noise dominates, each new
 #   point adds less, and the local exponent falls: fitted on the last doubling of $T$ (up to
@@ -233,12 +161,7 @@ for source in gp_sources:
 # to the RMS gradient norm since their gradients differ in size by orders of magnitude.
 
 # %% tags=["hide-input"]
-synthetic = frame[frame["kind"] == "synthetic"]
-fig = plotting.relative_error_figure(synthetic, [s for s in order if not s.startswith("gp-")], LABELS)
-plotting.save_figure(fig, SYNTHETIC_ID, synthetic, page.figures_dir)
-glue(SYNTHETIC_ID, fig, display=False)
-plt.close(fig)
-glue("thm1-rosenbrock-coverage-pct", float(coverage.get("rosenbrock", np.nan)) * 100, display=False)
+report.glue_all(chapter.synthetic_figure())
 
 # %% [markdown]
 # ```{glue:figure} thm1-synthetic

@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -324,5 +324,25 @@ def run(config: Config, results_dir: str | Path | None = "results", figure_id: s
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["Backend", "Config", "FIGURE_ID", "PARTS", "PROFILES", "cost_model", "dense_posterior", "field_error",
-           "kernel_matrix", "run", "separable_posterior", "true_gradient", "verification"]
+def chapter_configs(page: Any, function: str = "ackley", field_histories: Sequence[int] = (10, 40, 160),
+                    kernel: str = "matern52", lengthscale: float | str = "auto",
+                    noise: float = 1e-3) -> Callable[[str], list[Config]]:
+    """The configs of the estimator chapter by profile, for :meth:`optex.report.Page.results`: one
+    :class:`Config` with the field's function and history sizes (a non-empty list), the estimator's
+    kernel, lengthscale and noise, and the ``page``'s seeds, device and backend. Both profiles are built
+    here, so that a bad value fails before any work starts."""
+    if not isinstance(field_histories, (list, tuple)) or not field_histories:
+        raise ValueError(f"field_histories must be a non-empty list of history sizes, got {field_histories!r}")
+
+    def configs(profile: str) -> list[Config]:
+        return [Config(profile=profile, function=function, field_histories=tuple(field_histories), kernel=kernel,
+                       lengthscale=lengthscale, noise=noise, seeds=page.seeds, device=page.device,
+                       backend=page.backend)]
+
+    for profile in PROFILES:
+        configs(profile)
+    return configs
+
+
+__all__ = ["Backend", "Config", "FIGURE_ID", "PARTS", "PROFILES", "chapter_configs", "cost_model", "dense_posterior",
+           "field_error", "kernel_matrix", "run", "separable_posterior", "true_gradient", "verification"]

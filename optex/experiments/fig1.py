@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -156,5 +156,23 @@ def verification(config: Config) -> list[Prefix]:
             for f in config.functions for m in config.methods]
 
 
-__all__ = ["Config", "FIGURE_ID", "FUNCTIONS", "KINDS", "METHODS", "exact_path", "run", "run_unit",
-           "verification"]
+def chapter_configs(page: Any, functions: Sequence[str] = FUNCTIONS, parallelism: int = 5,
+                    lr: float = 0.15) -> Callable[[str], list[Config]]:
+    """The configs of the Fig. 1 chapter by profile, for :meth:`optex.report.Page.results`: one
+    :class:`Config` with the traced ``functions`` (a non-empty list), N and Adam's learning rate, on the
+    ``page``'s device (the traces are deterministic: the page's seeds are not used). Both profiles are
+    built here, so that a bad value fails before any work starts."""
+    if not isinstance(functions, (list, tuple)) or not functions:
+        raise ValueError(f"functions must be a non-empty list of function names, got {functions!r}")
+
+    def configs(profile: str) -> list[Config]:
+        return [Config(profile=profile, functions=tuple(functions), parallelism=parallelism, lr=lr,
+                       device=page.device)]
+
+    for profile in PROFILES:
+        configs(profile)
+    return configs
+
+
+__all__ = ["Config", "FIGURE_ID", "FUNCTIONS", "KINDS", "METHODS", "chapter_configs", "exact_path", "run",
+           "run_unit", "verification"]

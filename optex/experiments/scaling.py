@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -315,5 +315,19 @@ def verification(config: Config) -> list[Prefix]:
             for u in config.units()]
 
 
-__all__ = ["Config", "FIGURE_ID", "PROFILES", "cost_model", "model_reading", "model_table", "run", "run_unit", "setup_name", "summary",
-           "summary_table", "verification"]
+def chapter_configs(page: Any, parallelism: int = 4, worlds: Sequence[int] = (1, 2)) -> Callable[[str], list[Config]]:
+    """The configs of the scaling chapter by profile, for :meth:`optex.report.Page.results`: one
+    :class:`Config` with N and the rank counts W timed, on the ``page``'s device and backend. Both
+    profiles are built here, so that a bad value fails before any work starts."""
+
+    def configs(profile: str) -> list[Config]:
+        return [Config(profile=profile, parallelism=parallelism, worlds=tuple(worlds), device=page.device,
+                       backend=page.backend)]
+
+    for profile in PROFILES:
+        configs(profile)
+    return configs
+
+
+__all__ = ["Config", "FIGURE_ID", "PROFILES", "chapter_configs", "cost_model", "model_reading", "model_table", "run",
+           "run_unit", "setup_name", "summary", "summary_table", "verification"]

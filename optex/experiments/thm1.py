@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -210,5 +210,21 @@ def decay_exponents(frame: pd.DataFrame, column: str = "error", min_history: int
     return pd.DataFrame(rows)
 
 
-__all__ = ["Config", "FIGURE_ID", "GP_KERNELS", "PROFILES", "SOURCES", "beta", "cor1_exponent", "decay_exponents",
-           "run", "run_unit", "sample_field", "spectral_sample", "verification"]
+def chapter_configs(page: Any, dim: int = 2, gp_lengthscale: float = 0.5, grad_noise: float = 0.1,
+                    delta: float = 0.05) -> Callable[[str], list[Config]]:
+    """The configs of the Thm. 1 chapter by profile, for :meth:`optex.report.Page.results`: one
+    :class:`Config` with the chapter's d, lengthscale and noise of the sampled fields and delta, and the
+    ``page``'s seeds, device and backend. Both profiles are built here, so that a bad value fails before
+    any work starts."""
+
+    def configs(profile: str) -> list[Config]:
+        return [Config(profile=profile, dim=dim, gp_lengthscale=gp_lengthscale, grad_noise=grad_noise, delta=delta,
+                       seeds=page.seeds, device=page.device, backend=page.backend)]
+
+    for profile in PROFILES:
+        configs(profile)
+    return configs
+
+
+__all__ = ["Config", "FIGURE_ID", "GP_KERNELS", "PROFILES", "SOURCES", "beta", "chapter_configs", "cor1_exponent",
+           "decay_exponents", "run", "run_unit", "sample_field", "spectral_sample", "verification"]
