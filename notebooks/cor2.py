@@ -70,36 +70,18 @@ lr = 0.01  # Adam's learning rate on the synthetic functions
 target_ratio = 0.05  # stability part: a run converges if its gap falls to this fraction of the initial gap
 
 # %% tags=["hide-input"]
-import matplotlib.pyplot as plt
-import numpy as np
 from IPython.display import Markdown, display
-from myst_nb import glue
 
-from optex import plotting, report, tables
+from optex import chapters, report
 from optex.experiments import cor2
 
-FIGURE_ID = "cor2"
-STABILITY_ID = "cor2-stability"
-METHODS = cor2.METHODS
-
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
-if not isinstance(panels, (list, tuple)) or not panels:
-    raise ValueError(f"panels must be a non-empty list of panel names, got {panels!r}")
-
-
-def configs(scale):
-    return [cor2.Config(profile=scale, panels=tuple(panels), quadratic_noise=quadratic_noise, quadratic_lr=quadratic_lr,
-                        lr=lr, target_ratio=target_ratio, seeds=page.seeds, device=device, backend=backend)]
-
-
-for scale in report.PROFILES:
-    configs(scale)
+configs = cor2.chapter_configs(page, panels, quadratic_noise, quadratic_lr, lr, target_ratio)
 
 # %% tags=["remove-input"]
-results = page.results(FIGURE_ID, cor2.run, configs)
-config = configs(results.profile)[0]
-reach = cor2.iterations_to_target(results.frame, config.target_ratio)
+results = page.results(cor2.FIGURE_ID, cor2.run, configs)
 display(Markdown(report.provenance_note(results)))
+chapter = chapters.Cor2Chapter(results, configs(results.profile)[0], panels)
 
 # %% [markdown]
 # ## Speedup against $N$
@@ -108,11 +90,7 @@ display(Markdown(report.provenance_note(results)))
 # rates: $N$ (Target's ceiling) and $\sqrt{N}$ (Cor. 2).
 
 # %% tags=["hide-input"]
-fig = plotting.speedup_against_n(cor2.with_vanilla_as_n1(reach), panels, METHODS,
-                                 lambda panel: panel.capitalize() + (" (noisy, SGD)" if panel == "quadratic" else " (Adam)"))
-report.publish(fig, results, data=reach)
-glue(FIGURE_ID, fig, display=False)
-plt.close(fig)
+report.glue_all(chapter.curves())
 
 # %% [markdown]
 # ```{glue:figure} cor2
@@ -123,27 +101,7 @@ plt.close(fig)
 # ```
 
 # %% tags=["remove-input"]
-exponents = cor2.speedup_exponents(reach)
-tables.publish(tables.Table(exponents[exponents["method"].isin(METHODS)], [
-    tables.label("Problem", "panel", str.capitalize), tables.label("Method", "method", plotting.method_label),
-    tables.Column("Exponent $a$ (95% interval)", tables.interval("exponent", "low", "high")),
-    tables.Column("Censored runs", tables.number("censored"))], by=["panel", "method"],
-    order={"panel": panels, "method": METHODS}), "cor2-exponents",
-    "Fitted exponents $a$ of {eq}`eq-cor2-fit` (mean over seeds with 95% t-interval; no interval when every seed "
-    "gives the same value), and the number of ($N$, seed) runs that never reached the target.")
-by_method = exponents.set_index(["panel", "method"])["exponent"]
-optex, target = by_method.xs("optex", level="method"), by_method.xs("target", level="method")
-glue("cor2-optex-min", float(optex.min()), display=False)
-glue("cor2-optex-max", float(optex.max()), display=False)
-glue("cor2-optex-quadratic", float(optex.get("quadratic", np.nan)), display=False)
-glue("cor2-target-min", float(target.min()), display=False)
-glue("cor2-target-max", float(target.max()), display=False)
-glue("cor2-linesearch-quadratic", float(by_method.xs("linesearch", level="method").get("quadratic", np.nan)),
-     display=False)
-between = bool(((optex > 0.5) & (optex < target.reindex(optex.index))).all())
-glue("cor2-optex-between", Markdown(
-    "All lie above Cor. 2's ½ and below Target's exponent on the same problem." if between else
-    "Not all lie between Cor. 2's ½ and Target's exponent on the same problem: see the table."), display=False)
+report.glue_all(chapter.exponents())
 
 # %% [markdown]
 # ## Reading the exponents
@@ -152,7 +110,7 @@ glue("cor2-optex-between", Markdown(
 #   $N$ exact steps per iteration are worth $N$ iterations, up to the rounding of iteration counts.
 # - **OptEx** has $a$ between {glue:text}`cor2-optex-min:.2f` and {glue:text}`cor2-optex-max:.2f` across
 #   the problems; on the noisy quadratic, the setting of the theorems, $a$ =
-#   {glue:text}`cor2-optex-quadratic:.2f`. {glue:md}`cor2-optex-between`
+#   {glue:text}`cor2-optex-quadratic:.2f`. {glue:text}`cor2-optex-between`
 #   The gap to Target is the cost of estimating the gradient at the proxy points instead of evaluating
 #   it, and it widens with $N$: later proxy steps are further from the history. Part of it is fixed:
 #   OptEx's first iteration is a plain step, while its history is empty.
@@ -171,24 +129,7 @@ glue("cor2-optex-between", Markdown(
 # for each $\eta$, the largest $N$ such that it and every smaller $N$ converge on most seeds.
 
 # %% tags=["hide-input"]
-stability = reach[reach["part"] == "stability"]
-largest = cor2.largest_converging(reach)
-share = stability.groupby(["lr", "parallelism"])["reached"].mean().unstack()
-# Geometric mean over the seeds whose run stayed finite (a point is missing where every seed diverged).
-finite_gap = stability.assign(final_gap=stability["final_gap"].where(np.isfinite(stability["final_gap"])))
-final = (finite_gap.groupby(["lr", "parallelism"])["final_gap"]
-         .apply(lambda v: float(np.exp(np.log(v).mean()))).unstack())
-fig = plotting.stability_figure(share, final, largest)
-plotting.save_figure(fig, STABILITY_ID, stability, page.figures_dir)
-glue(STABILITY_ID, fig, display=False)
-plt.close(fig)
-glue("cor2-target-ratio", config.target_ratio, display=False)
-ends = largest.sort_values("lr").iloc[[0, -1]]
-glue("cor2-lr-small", float(ends["lr"].iloc[0]), display=False)
-glue("cor2-lr-large", float(ends["lr"].iloc[1]), display=False)
-for name, value in zip(("small", "large"), ends["largest_n"]):
-    glue(f"cor2-n-{name}", Markdown("none" if not np.isfinite(value) else str(int(value))), display=False)
-glue("cor2-stability-max-n", int(largest["tried"].max()), display=False)
+report.glue_all(chapter.stability())
 
 # %% [markdown]
 # ```{glue:figure} cor2-stability
@@ -200,15 +141,11 @@ glue("cor2-stability-max-n", int(largest["tried"].max()), display=False)
 # ```
 
 # %% tags=["remove-input"]
-largest = largest.assign(text=[("none" if not np.isfinite(v) else f"{int(v)}" + (" (all tried)" if v == t else ""))
-                               for v, t in zip(largest["largest_n"], largest["tried"])])
-tables.publish(tables.Table(largest, [tables.Column(r"SGD learning rate $\eta$", tables.number("lr")),
-                                      tables.Column("Largest converging $N$", tables.text("text"))], by=["lr"]),
-               "cor2-largest-table", "The largest $N$ that converges, per learning rate.")
+chapter.largest_table()
 
 # %% [markdown]
 # In this run the largest $N$ that converges (out of {glue:text}`cor2-stability-max-n` tried) falls from
-# {glue:md}`cor2-n-small` at $\eta$ = {glue:text}`cor2-lr-small:g` to {glue:md}`cor2-n-large` at
+# {glue:text}`cor2-n-small` at $\eta$ = {glue:text}`cor2-lr-small:g` to {glue:text}`cor2-n-large` at
 # $\eta$ = {glue:text}`cor2-lr-large:g`. The right panel shows the mechanism: beyond the threshold the gap the run
 # settles at grows quickly with $N$, because the last proxy points are far from every evaluated gradient
 # and the errors of the successive proxy steps add up. This is the practical reason for the paper's

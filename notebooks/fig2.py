@@ -48,49 +48,19 @@ lr = 0.01  # Adam's learning rate
 noise_ratios = [0.1, 1.0]  # gradient noise sigma / RMS gradient coordinate at theta_0, noisy variant
 
 # %% tags=["hide-input"]
-import dataclasses
-
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
-from myst_nb import glue
 
-from optex import plotting, report, tables
-from optex.analysis import effective_speedup_table, speedup_table
-from optex.experiments import fig2, synthetic
-
-METHODS = ("vanilla", "linesearch", "target", "optex")
-NOISY_METHODS = ("vanilla", "optex", "large_batch")
-SEEDS = {"paper": dict(seeds=5), "quick": dict(seeds=2)}
+from optex import chapters, report
+from optex.experiments import fig2
 
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
-if not isinstance(noise_ratios, (list, tuple)) or not noise_ratios or min(noise_ratios) <= 0:
-    raise ValueError(f"noise_ratios must be a non-empty list of positive numbers, got {noise_ratios!r}")
-
-
-def figure(scale, noise_ratio=0.0):
-    chosen = tuple(panels) if noise_ratio == 0 else tuple(p for p in panels if p != "ackley-10x")
-    return fig2.Config(profile=scale, panels=chosen, methods=METHODS if noise_ratio == 0 else NOISY_METHODS,
-                       parallelism=parallelism, lr=lr, noise_ratio=noise_ratio, device=device, backend=backend,
-                       **page.scale(scale, SEEDS))
-
-
-for scale in report.PROFILES:  # a bad knob fails here, before any work starts
-    figure(scale)
-    for ratio in noise_ratios:
-        figure(scale, ratio)
-glue("fig2-n", parallelism, display=False)
-
-
-def title(panel, rows):
-    return f"{panel.removesuffix('-10x').capitalize()}, $d = {rows['dim'].iloc[0]:,}$"
-
+configs, noisy_configs = fig2.chapter_configs(page, panels, parallelism, lr, noise_ratios)
 
 # %% tags=["remove-input"]
-results = page.results("fig2", fig2.run, lambda scale: [figure(scale)])
+results = page.results("fig2", fig2.run, configs)
 display(Markdown(report.provenance_note(results)))
-frame = results.frame
+chapter = chapters.Fig2Chapter(results, panels, parallelism)
+report.glue_all(chapter.settings())
 
 # %% [markdown]
 # ## Optimality gap per sequential iteration
@@ -100,10 +70,7 @@ frame = results.frame
 # $N$ gradients side by side; Vanilla evaluates one.
 
 # %% tags=["hide-input"]
-fig = plotting.curve_grid(frame, panels, title=title, methods=METHODS)
-report.publish(fig, results)
-glue("fig2", fig, display=False)
-plt.close(fig)
+report.glue_all(chapter.curves())
 
 # %% [markdown]
 # ```{glue:figure} fig2
@@ -124,28 +91,7 @@ plt.close(fig)
 # such cap: it compares with a Vanilla run $N$ times as long.
 
 # %% tags=["remove-input"]
-speedups = speedup_table(frame)
-T = int(frame.loc[frame["method"].isin(METHODS), "iteration"].max())
-ceiling_iterations = 1 + int(np.ceil((T - 1) / parallelism))
-glue("fig2-ceiling-iterations", ceiling_iterations, display=False)
-glue("fig2-ceiling", T / ceiling_iterations, display=False)
-tables.publish(tables.speedups(speedups, [("panel", "Function", panels)], METHODS), "fig2-speedups",
-               "Sequential iterations to reach Vanilla's final gap, and the speedup over Vanilla (mean over seeds "
-               "with its 95% t-interval; an interval of zero width means every seed gave the same count).")
-tables.publish(tables.effective_speedups(effective_speedup_table(frame), [("panel", "Function", panels)], METHODS),
-               "fig2-effective", "Effective (uncapped) speedup over Vanilla at T/2 and T: Vanilla iterations (from "
-               "a Vanilla run N times as long) to reach the method's best gap at t, over t. Unlike the paper's "
-               "metric it is not capped by the cold-start iteration.")
-by_method = speedups.groupby("method")["speedup"]
-glue("fig2-target-min", float(by_method.min()["target"]), display=False)
-for method in ("optex", "linesearch"):
-    glue(f"fig2-{method}-range", tables.format_range(by_method.min()[method], by_method.max()[method], 2, "×",
-                                                     equal="on every panel"), display=False)
-pivot = speedups.pivot_table(index="panel", columns="method", values="speedup")
-glue("fig2-linesearch-ahead", int((pivot["linesearch"] >= pivot["optex"]).sum()), display=False)
-glue("fig2-panels", int(len(pivot)), display=False)
-glue("fig2-verdict-2x", report.speedup_at_least("optex", 2.0)(frame).verdict, display=False)
-glue("fig2-verdict-target", report.trails_ideal("optex", "target", within=2.0)(frame).verdict, display=False)
+report.glue_all(chapter.speedup_tables())
 
 # %% [markdown]
 # ## Against wall-clock time
@@ -158,13 +104,7 @@ glue("fig2-verdict-target", report.trails_ideal("optex", "target", within=2.0)(f
 # seeds before the mean and band are taken.
 
 # %% tags=["hide-input"]
-fig = plotting.curve_grid(frame, panels, title=title, x="wall_time", methods=METHODS, best_so_far=True,
-                          xlabel="optimizer wall-clock time (s)", ylabel="best gap so far")
-report.publish(fig, dataclasses.replace(results, figure_id="fig2-wallclock"))
-glue("fig2-wallclock", fig, display=False)
-plt.close(fig)
-wall = frame[frame["iteration"] == T].groupby(["panel", "method"])["wall_time"].mean().unstack()
-glue("fig2-wall-ratio", float((wall["optex"] / wall["vanilla"]).median()), display=False)
+report.glue_all(chapter.wallclock())
 
 # %% [markdown]
 # ```{glue:figure} fig2-wallclock
@@ -188,27 +128,11 @@ glue("fig2-wall-ratio", float((wall["optex"] / wall["vanilla"]).median()), displ
 # on every function), at the fractions given in the parameters.
 
 # %% tags=["remove-input"]
-noisy = page.results("fig2-noisy", fig2.run, lambda scale: [figure(scale, r) for r in noise_ratios])
+noisy = page.results("fig2-noisy", fig2.run, noisy_configs)
 display(Markdown(report.provenance_note(noisy)))
-nframe = noisy.frame
-shown = [p for p in panels if p in set(nframe["panel"])]
-cases = [(ratio, panel) for ratio in sorted(noise_ratios) for panel in shown]
 
 # %% tags=["hide-input"]
-fig = plotting.curve_grid(nframe, cases, by=("noise_ratio", "panel"), methods=NOISY_METHODS, ncols=len(shown),
-                          title=lambda case, rows: f"{case[1].capitalize()}, noise {case[0]:g}×", height=2.0)
-report.publish(fig, noisy)
-glue("fig2-noisy", fig, display=False)
-plt.close(fig)
-noisy_speed = pd.concat([speedup_table(nframe[nframe["noise_ratio"] == r]).assign(noise_ratio=r) for r in noise_ratios])
-tables.publish(tables.speedups(noisy_speed, [("noise_ratio", "Noise level (× RMS gradient)", sorted(noise_ratios)),
-                                             ("panel", "Function", shown)], NOISY_METHODS), "fig2-noisy-table",
-               "Speedup over Vanilla in reaching Vanilla's final gap with noisy gradients, per noise level and "
-               "function (mean over seeds with its 95% t-interval).")
-final = nframe[nframe["method"].isin(NOISY_METHODS) & (nframe["iteration"] == T)]
-final_gap = final.groupby(["noise_ratio", "panel", "method"])["gap"].mean().unstack()
-glue("fig2-noisy-optex-wins", int((final_gap["optex"] < final_gap["large_batch"]).sum()), display=False)
-glue("fig2-noisy-cases", int(len(final_gap)), display=False)
+report.glue_all(chapter.noisy(noisy, noise_ratios))
 
 # %% [markdown]
 # ```{glue:figure} fig2-noisy
@@ -228,15 +152,7 @@ glue("fig2-noisy-cases", int(len(final_gap)), display=False)
 # with both, in float64 from the same $\theta_0$, shows how far apart their trajectories end up.
 
 # %% tags=["remove-input"]
-agreement = report.backend_agreement(("sphere", "ackley", "rosenbrock", "levy"))
-if agreement.empty:
-    display(Markdown("Only one backend is installed here, so there is nothing to compare."))
-else:
-    tables.publish(tables.Table(agreement, [tables.label("Function", "function", str.capitalize),
-                                            tables.Column("Largest relative difference in the gap",
-                                                          tables.number("difference", 2))]), "fig2-backends",
-                   "Largest relative difference between the PyTorch and JAX optimality gaps over the iterations "
-                   "of a small float64 run of OptEx, per function.")
+chapter.backends()
 
 # %% [markdown]
 # ## Verdict

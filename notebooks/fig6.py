@@ -45,34 +45,18 @@ parallelisms = [1, 2, 3, 5, 8, 10]  # N
 picard_tol = 1e-6  # relative change below which a Picard iterate is accepted
 
 # %% tags=["hide-input"]
-import dataclasses
-
-import matplotlib.pyplot as plt
-import numpy as np
 from IPython.display import Markdown, display
-from myst_nb import glue
 
-from optex import plotting, report, tables
-from optex.analysis import speedup_table
+from optex import chapters, report
 from optex.experiments import fig6, synthetic
 
-SEEDS = {"paper": dict(seeds=5), "quick": dict(seeds=2)}
-PICARD_METHODS = ("vanilla", "target", "optex", "picard")
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
-
-
-def figure(scale):
-    return fig6.Config(profile=scale, selects=tuple(selects), histories=tuple(histories),
-                       parallelisms=tuple(parallelisms), device=device, backend=backend, **page.scale(scale, SEEDS))
-
-
-for scale in report.PROFILES:  # a bad knob fails here, before any work starts
-    figure(scale)
+configs, picard_configs = fig6.chapter_configs(page, selects, histories, parallelisms, picard_tol)
 
 # %% tags=["remove-input"]
-results = page.results("fig6", fig6.run, lambda scale: [figure(scale)])
+results = page.results("fig6", fig6.run, configs)
 display(Markdown(report.provenance_note(results)))
-frame = results.frame
+chapter = chapters.Fig6Chapter(results)
 
 # %% [markdown]
 # ## The five ablations
@@ -81,10 +65,7 @@ frame = results.frame
 # band, against sequential iterations. Where curves lie on top of each other, the panel says so.
 
 # %% tags=["hide-input"]
-fig = plotting.sweep_grid(frame, fig6.PANELS, plotting.FIG6_TITLES, plotting.fig6_styles)
-report.publish(fig, results)
-glue("fig6", fig, display=False)
-plt.close(fig)
+report.glue_all(chapter.curves())
 
 # %% [markdown]
 # ```{glue:figure} fig6
@@ -97,27 +78,7 @@ plt.close(fig)
 # ```
 
 # %% tags=["remove-input"]
-final = report.fig6_final_gaps(frame)
-tables.publish(tables.Table(final, [tables.label("Panel", "title"), tables.label("Setting", "label"),
-                                    tables.Column("Final optimality gap (geometric mean)", tables.number("gap"))],
-                            by=["panel", "setting"], order={"panel": fig6.PANELS}), "fig6-final",
-               "Optimality gap after each curve's last iteration (geometric mean over seeds), per panel and setting.")
-panel_d = frame[frame["panel"] == "parallelism"]
-reach = speedup_table(panel_d.assign(method=panel_d["setting"].where(panel_d["setting"] != "N=1", "vanilla"))
-                      .drop(columns="panel"))
-reach = reach[reach["method"] != "vanilla"].assign(N=lambda r: r["method"].str.removeprefix("N=").astype(int))
-tables.publish(tables.Table(reach, [tables.Column("Parallelism $N$", tables.number("N")),
-                                    tables.Column("Speedup over Vanilla (95% interval)",
-                                                  tables.interval("speedup", unit="×")),
-                                    tables.Column("Censored seeds", tables.count_of("censored", "seeds"))], by=["N"]),
-               "fig6-speedup-n", "Panel (d) as speedups: iterations Vanilla ($N = 1$) needs to reach its final gap, "
-               "divided by those OptEx needs with $N$ processes (mean and 95% interval over seeds).")
-glue("fig6-best-select", final[final["panel"] == "select"].sort_values("gap")["label"].iloc[0], display=False)
-sequential = final[(final["panel"] == "parallel") & final["setting"].str.startswith("sequential")].iloc[0]
-glue("fig6-sequential-t", int(sequential["iteration"]), display=False)
-glue("fig6-sequential-vs-vanilla", report.fig6_sequential_ratio(frame), display=False)
-proxy = final[final["panel"] == "proxy"].set_index("setting")["gap"]
-glue("fig6-proxy-ratio", float(proxy["last_gradient"] / proxy["kernel"]), display=False)
+report.glue_all(chapter.final_tables())
 
 # %% [markdown]
 # Reading the panels: run sequentially, OptEx has after {glue:text}`fig6-sequential-t` sequential
@@ -139,25 +100,9 @@ glue("fig6-proxy-ratio", float(proxy["last_gradient"] / proxy["kernel"]), displa
 # own trajectory, so we also report its distance to that trajectory.
 
 # %% tags=["remove-input"]
-def picard_config(scale):
-    base = fig6.Config(profile=scale, selects=("last",), histories=(50,), parallelisms=(5,), device=device,
-                       backend="torch", **page.scale(scale, SEEDS)).base()
-    return dataclasses.replace(base, methods=PICARD_METHODS, picard_tol=picard_tol)
-
-
-picard = page.results("fig6-picard", synthetic.run, lambda scale: [picard_config(scale)])
+picard = page.results("fig6-picard", synthetic.run, picard_configs)
 display(Markdown(report.provenance_note(picard)))
-pframe = picard.frame[picard.frame["method"].isin(PICARD_METHODS)]
-rounds = int(pframe["iteration"].max())
-fig = plotting.steps_figure(pframe, PICARD_METHODS, rounds)
-report.publish(fig, picard)
-glue("fig6-picard", fig, display=False)
-plt.close(fig)
-steps = pframe[(pframe["method"] == "picard") & (pframe["iteration"] == rounds)]["steps"].mean()
-glue("fig6-picard-steps", float(steps), display=False)
-glue("fig6-picard-rounds", rounds, display=False)
-glue("fig6-picard-error", float(pframe["trajectory_error"].max()), display=False)
-glue("fig6-picard-vs-vanilla", float(steps / rounds), display=False)
+report.glue_all(chapter.picard(picard))
 
 # %% [markdown]
 # ```{glue:figure} fig6-picard

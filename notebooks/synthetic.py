@@ -57,42 +57,19 @@ lr = 0.01  # Adam's learning rate
 rosenbrock_clip = 100.0  # gradient-norm clip on Rosenbrock only, as in the official example
 
 # %% tags=["hide-input"]
-import math
-
-import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
-from myst_nb import glue
 
-from optex import plotting, report, tables
-from optex.analysis import effective_speedup_table, speedup_table
+from optex import chapters, report
 from optex.experiments import synthetic
 
-FIGURE_ID = "synthetic-demo"
-METHODS = ("vanilla", "linesearch", "target", "optex")
-SCALES = {"paper": dict(dim=10_000, iterations=60, seeds=5), "quick": dict(dim=1_000, iterations=20, seeds=3)}
-
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
-if not isinstance(functions, (list, tuple)) or not functions:
-    raise ValueError(f"functions must be a non-empty list of function names, got {functions!r}")
-
-
-def configs(scale):
-    settings = page.scale(scale, SCALES, dim=dim, iterations=iterations)
-    return [synthetic.Config(function=name, methods=METHODS, parallelism=parallelism, lr=lr,
-                             clip=rosenbrock_clip if name == "rosenbrock" else None,
-                             device=device, backend=backend, **settings)
-            for name in functions]
-
-
-# Build both scales now so that a bad knob fails here, before any work starts.
-for scale in report.PROFILES:
-    configs(scale)
-glue("synthetic-n", parallelism, display=False)
-glue("synthetic-sqrt-n", math.sqrt(parallelism), display=False)
+configs = synthetic.chapter_configs(page, functions, parallelism, lr, rosenbrock_clip, dim=dim, iterations=iterations)
 
 # %% tags=["remove-input"]
-results = page.results(FIGURE_ID, synthetic.run, configs)
+results = page.results(synthetic.CHAPTER_ID, synthetic.run, configs)
 display(Markdown(report.provenance_note(results)))
+chapter = chapters.SyntheticChapter(results, functions, parallelism)
+report.glue_all(chapter.settings())
 
 # %% [markdown]
 # ## Optimality gap per sequential iteration
@@ -103,11 +80,7 @@ display(Markdown(report.provenance_note(results)))
 # are narrow.
 
 # %% tags=["hide-input"]
-fig = plotting.curve_grid(results.frame, functions, by="function", title=lambda name, rows: name.capitalize(),
-                          methods=METHODS, ncols=2)
-report.publish(fig, results)
-glue(FIGURE_ID, fig, display=False)
-plt.close(fig)
+report.glue_all(chapter.curves())
 
 # %% [markdown]
 # ```{glue:figure} synthetic-demo
@@ -126,19 +99,7 @@ plt.close(fig)
 # that gap is *censored*: it is left out of the mean and counted in the last column.
 
 # %% tags=["remove-input"]
-speedups = speedup_table(results.frame)
-tables.publish(tables.speedups(speedups, [("function", "Function", functions)], METHODS), "synthetic-demo-speedups",
-               "Sequential iterations each method needs to reach Vanilla's final optimality gap, and the speedup "
-               "over Vanilla (mean over the seeds that reach it, with its 95% t-interval).")
-tables.publish(tables.effective_speedups(effective_speedup_table(results.frame), [("function", "Function", functions)],
-                                         METHODS), "synthetic-demo-effective",
-               "Effective (uncapped) speedup over Vanilla at half the budget and at its end: the Vanilla iterations "
-               "(from a Vanilla run N times as long) whose best gap first reaches the method's best gap at t, over t.")
-by_method = speedups.groupby("method")["speedup"]
-glue("synthetic-demo-optex-range", tables.format_range(by_method.min()["optex"], by_method.max()["optex"], 1, "×",
-                                                       equal="on every function"), display=False)
-glue("synthetic-demo-target-min", float(by_method.min()["target"]), display=False)
-glue("synthetic-demo-profile", results.profile, display=False)
+report.glue_all(chapter.speedup_tables())
 
 # %% [markdown]
 # ## Reading the result

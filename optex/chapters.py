@@ -11,17 +11,20 @@ for numbers and readings, the figure id (and ``<figure id>-speedup``, ``-cosine`
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 from scipy import stats
 
 from . import plotting, report, tables
-from .analysis import effective_speedup
-from .experiments import rl, training
+from .analysis import effective_speedup, effective_speedup_table, speedup_table
+from .experiments import cor2, fig2, fig6, rl, synthetic, training
 from .models import TRANSFORMER_SIZES, transformer_dim
 
 SHOWN = ("vanilla", "linesearch", "last_gradient", "large_batch", "large_batch_scaled", "target", "optex")
@@ -360,3 +363,315 @@ class RLChapter:
 
 __all__ = ["DEVICE_NAMES", "NANOGPT_BATCH", "NANOGPT_ITERATIONS", "PROXY_METHODS", "RLChapter", "RL_SHOWN", "SHOWN", "SPEEDUP_SHOWN", "TIMED",
            "TextChapter", "TrainingChapter", "adaptive_step_note", "optimizer_story"]
+
+
+# ---------------------------------------------------------------------------------- synthetic functions
+# The chapters on the synthetic suite (``synthetic``, ``fig2``, ``fig6``, ``cor2``) show rows of the
+# synthetic runner (optex.experiments.synthetic, directly or through fig2, fig6 and cor2); their configs
+# come from each experiment's ``chapter_configs``. Glue keys start with the figure id.
+class SyntheticChapter:
+    """The figure, tables and readings of the synthetic chapter (``synthetic``): ``results`` of
+    :func:`optex.experiments.synthetic.run` for :func:`optex.experiments.synthetic.chapter_configs` on
+    ``functions`` with N = ``parallelism``."""
+
+    def __init__(self, results: report.Results, functions: Sequence[str], parallelism: int,
+                 figures_dir: str | Path | None = None) -> None:
+        self.results, self.frame, self.figure_id = results, results.frame, results.figure_id
+        self.functions, self.parallelism = list(functions), parallelism
+        self.figures_dir = _figures_dir(figures_dir)
+
+    def settings(self) -> dict[str, Any]:
+        """``synthetic-n`` (N) and ``synthetic-sqrt-n``: the gain of order sqrt(N) the theory predicts."""
+        return {"synthetic-n": self.parallelism, "synthetic-sqrt-n": math.sqrt(self.parallelism)}
+
+    def curves(self) -> dict[str, Any]:
+        """The optimality gap per sequential iteration, one panel per function, published for the report."""
+        fig = plotting.curve_grid(self.frame, self.functions, by="function", title=lambda name, rows: name.capitalize(),
+                                  methods=synthetic.CHAPTER_METHODS, ncols=2)
+        report.publish(fig, self.results, directory=self.figures_dir)
+        return {self.figure_id: fig}
+
+    def speedup_tables(self) -> dict[str, Any]:
+        """Publish ``<figure id>-speedups`` (the paper's metric) and ``-effective`` (the uncapped speedup);
+        return ``-optex-range`` (OptEx's speedup over the functions), ``-target-min`` and ``-profile``."""
+        speedups = speedup_table(self.frame)
+        groups, methods = [("function", "Function", self.functions)], synthetic.CHAPTER_METHODS
+        tables.publish(tables.speedups(speedups, groups, methods), f"{self.figure_id}-speedups",
+                       "Sequential iterations each method needs to reach Vanilla's final optimality gap, and the "
+                       "speedup over Vanilla (mean over the seeds that reach it, with its 95% t-interval).")
+        tables.publish(tables.effective_speedups(effective_speedup_table(self.frame), groups, methods),
+                       f"{self.figure_id}-effective",
+                       "Effective (uncapped) speedup over Vanilla at half the budget and at its end: the Vanilla "
+                       "iterations (from a Vanilla run N times as long) whose best gap first reaches the method's best "
+                       "gap at t, over t.")
+        low, high = speedups.groupby("method")["speedup"].min(), speedups.groupby("method")["speedup"].max()
+        return {f"{self.figure_id}-optex-range": tables.format_range(low["optex"], high["optex"], 1, "×",
+                                                                     equal="on every function"),
+                f"{self.figure_id}-target-min": float(low["target"]), f"{self.figure_id}-profile": self.results.profile}
+
+
+def _fig2_title(panel: str, rows: pd.DataFrame) -> str:
+    return f"{panel.removesuffix('-10x').capitalize()}, $d = {rows['dim'].iloc[0]:,}$"
+
+
+class Fig2Chapter:
+    """The figures, tables and readings of the Fig. 2 chapter (``fig2``): ``results`` of
+    :func:`optex.experiments.fig2.run` for the deterministic configs of
+    :func:`optex.experiments.fig2.chapter_configs` on ``panels`` with N = ``parallelism``; the noisy
+    variant's results are handed to :meth:`noisy`."""
+
+    def __init__(self, results: report.Results, panels: Sequence[str], parallelism: int,
+                 figures_dir: str | Path | None = None) -> None:
+        self.results, self.frame, self.figure_id = results, results.frame, results.figure_id
+        self.panels, self.parallelism = list(panels), parallelism
+        self.figures_dir = _figures_dir(figures_dir)
+        shown = self.frame["method"].isin(fig2.CHAPTER_METHODS)
+        self.iterations = int(self.frame.loc[shown, "iteration"].max())  # T
+
+    def settings(self) -> dict[str, Any]:
+        """``<figure id>-n``: N."""
+        return {f"{self.figure_id}-n": self.parallelism}
+
+    def curves(self) -> dict[str, Any]:
+        """The optimality gap per sequential iteration, one panel per function, published for the report."""
+        fig = plotting.curve_grid(self.frame, self.panels, title=_fig2_title, methods=fig2.CHAPTER_METHODS)
+        report.publish(fig, self.results, directory=self.figures_dir)
+        return {self.figure_id: fig}
+
+    @functools.cached_property
+    def speedups(self) -> pd.DataFrame:
+        """Per-seed speedups in sequential iterations (:func:`optex.analysis.speedup_table`)."""
+        return speedup_table(self.frame)
+
+    def speedup_tables(self) -> dict[str, Any]:
+        """Publish ``<figure id>-speedups`` (the paper's metric) and ``-effective`` (the uncapped speedup);
+        return OptEx's ceiling (``-ceiling-iterations``: 1 + ceil((T - 1) / N), ``-ceiling``: T over it),
+        ``-target-min``, the ranges of OptEx and LineSearch (``-optex-range``, ``-linesearch-range``), on how
+        many of ``-panels`` panels LineSearch is at least as fast as OptEx (``-linesearch-ahead``) and the
+        report's verdicts ``-verdict-2x`` and ``-verdict-target``."""
+        key, methods = self.figure_id, fig2.CHAPTER_METHODS
+        groups = [("panel", "Function", self.panels)]
+        tables.publish(tables.speedups(self.speedups, groups, methods), f"{key}-speedups",
+                       "Sequential iterations to reach Vanilla's final gap, and the speedup over Vanilla (mean over "
+                       "seeds with its 95% t-interval; an interval of zero width means every seed gave the same "
+                       "count).")
+        tables.publish(tables.effective_speedups(effective_speedup_table(self.frame), groups, methods),
+                       f"{key}-effective", "Effective (uncapped) speedup over Vanilla at T/2 and T: Vanilla iterations "
+                       "(from a Vanilla run N times as long) to reach the method's best gap at t, over t. Unlike the "
+                       "paper's metric it is not capped by the cold-start iteration.")
+        ceiling = 1 + math.ceil((self.iterations - 1) / self.parallelism)
+        low, high = (self.speedups.groupby("method")["speedup"].agg(f) for f in ("min", "max"))
+        pivot = self.speedups.pivot_table(index="panel", columns="method", values="speedup")
+        values = {f"{key}-ceiling-iterations": ceiling, f"{key}-ceiling": self.iterations / ceiling,
+                  f"{key}-target-min": float(low["target"])}
+        for method in ("optex", "linesearch"):
+            values[f"{key}-{method}-range"] = tables.format_range(low[method], high[method], 2, "×",
+                                                                  equal="on every panel")
+        values[f"{key}-linesearch-ahead"] = int((pivot["linesearch"] >= pivot["optex"]).sum())
+        values[f"{key}-panels"] = int(len(pivot))
+        values[f"{key}-verdict-2x"] = report.speedup_at_least("optex", 2.0)(self.frame).verdict
+        values[f"{key}-verdict-target"] = report.trails_ideal("optex", "target", within=2.0)(self.frame).verdict
+        return values
+
+    def wallclock(self) -> dict[str, Any]:
+        """The best gap so far against the optimizer's wall-clock time (``<figure id>-wallclock``, published
+        for the report) and ``-wall-ratio``: OptEx's time over Vanilla's at T, the median over panels."""
+        name = f"{self.figure_id}-wallclock"
+        fig = plotting.curve_grid(self.frame, self.panels, title=_fig2_title, x="wall_time",
+                                  methods=fig2.CHAPTER_METHODS, best_so_far=True,
+                                  xlabel="optimizer wall-clock time (s)", ylabel="best gap so far")
+        report.publish(fig, dataclasses.replace(self.results, figure_id=name), directory=self.figures_dir)
+        final = self.frame[self.frame["iteration"] == self.iterations]
+        wall = final.groupby(["panel", "method"])["wall_time"].mean().unstack()
+        return {name: fig, f"{self.figure_id}-wall-ratio": float((wall["optex"] / wall["vanilla"]).median())}
+
+    def noisy(self, noisy: report.Results, noise_ratios: Sequence[float]) -> dict[str, Any]:
+        """The noisy variant (``noisy``: the results of the noisy configs at ``noise_ratios``): its figure
+        (one row per noise level, published for the report), the table ``<figure id>-noisy-table`` of
+        speedups, and ``-noisy-optex-wins``: in how many of the ``-noisy-cases`` (noise level, function)
+        cases OptEx ends with a lower mean gap than the large batch at T."""
+        frame, methods = noisy.frame, fig2.NOISY_METHODS
+        shown = [p for p in self.panels if p in set(frame["panel"])]
+        cases = [(ratio, panel) for ratio in sorted(noise_ratios) for panel in shown]
+        fig = plotting.curve_grid(frame, cases, by=("noise_ratio", "panel"), methods=methods, ncols=len(shown),
+                                  title=lambda case, rows: f"{case[1].capitalize()}, noise {case[0]:g}×", height=2.0)
+        report.publish(fig, noisy, directory=self.figures_dir)
+        speed = pd.concat([speedup_table(frame[frame["noise_ratio"] == r]).assign(noise_ratio=r) for r in noise_ratios])
+        tables.publish(tables.speedups(speed, [("noise_ratio", "Noise level (× RMS gradient)", sorted(noise_ratios)),
+                                               ("panel", "Function", shown)], methods), f"{self.figure_id}-noisy-table",
+                       "Speedup over Vanilla in reaching Vanilla's final gap with noisy gradients, per noise level and "
+                       "function (mean over seeds with its 95% t-interval).")
+        final = frame[frame["method"].isin(methods) & (frame["iteration"] == self.iterations)]
+        final_gap = final.groupby(["noise_ratio", "panel", "method"])["gap"].mean().unstack()
+        return {noisy.figure_id: fig,
+                f"{self.figure_id}-noisy-optex-wins": int((final_gap["optex"] < final_gap["large_batch"]).sum()),
+                f"{self.figure_id}-noisy-cases": int(len(final_gap))}
+
+    def backends(self, functions: Sequence[str] = ("sphere", "ackley", "rosenbrock", "levy")) -> None:
+        """Publish ``<figure id>-backends``: per function, the largest relative difference between the torch
+        and jax gaps of a small float64 run (:func:`optex.report.backend_agreement`), or say that only one
+        backend is installed."""
+        agreement = report.backend_agreement(tuple(functions))
+        if agreement.empty:
+            display(Markdown("Only one backend is installed here, so there is nothing to compare."))
+            return
+        tables.publish(tables.Table(agreement, [tables.label("Function", "function", str.capitalize),
+                                                tables.Column("Largest relative difference in the gap",
+                                                              tables.number("difference", 2))]),
+                       f"{self.figure_id}-backends",
+                       "Largest relative difference between the PyTorch and JAX optimality gaps over the iterations "
+                       "of a small float64 run of OptEx, per function.")
+
+
+class Fig6Chapter:
+    """The figures, tables and readings of the Fig. 6 chapter (``fig6``): ``results`` of
+    :func:`optex.experiments.fig6.run` (the ablations on Rosenbrock); the Picard comparison's results
+    are handed to :meth:`picard`."""
+
+    def __init__(self, results: report.Results, figures_dir: str | Path | None = None) -> None:
+        self.results, self.frame, self.figure_id = results, results.frame, results.figure_id
+        self.figures_dir = _figures_dir(figures_dir)
+
+    def curves(self) -> dict[str, Any]:
+        """The five ablation panels (:func:`optex.plotting.sweep_grid`), published for the report."""
+        fig = plotting.sweep_grid(self.frame, fig6.PANELS, plotting.FIG6_TITLES, plotting.fig6_styles)
+        report.publish(fig, self.results, directory=self.figures_dir)
+        return {self.figure_id: fig}
+
+    def final_tables(self) -> dict[str, Any]:
+        """Publish ``<figure id>-final`` (each curve's final gap) and ``-speedup-n`` (panel (d) as speedups
+        over Vanilla); return ``-best-select`` (the selection rule that ends lowest), ``-sequential-t`` and
+        ``-sequential-vs-vanilla`` (the sequential run's last iteration and its gap over Vanilla's there)
+        and ``-proxy-ratio`` (the last-gradient surrogate's final gap over the GP mean's)."""
+        key = self.figure_id
+        final = report.fig6_final_gaps(self.frame)
+        columns = [tables.label("Panel", "title"), tables.label("Setting", "label"),
+                   tables.Column("Final optimality gap (geometric mean)", tables.number("gap"))]
+        tables.publish(tables.Table(final, columns, by=["panel", "setting"], order={"panel": fig6.PANELS}),
+                       f"{key}-final",
+                       "Optimality gap after each curve's last iteration (geometric mean over seeds), per panel and "
+                       "setting.")
+        tables.publish(tables.Table(self.parallelism_speedups(), [
+            tables.Column("Parallelism $N$", tables.number("N")),
+            tables.Column("Speedup over Vanilla (95% interval)", tables.interval("speedup", unit="×")),
+            tables.Column("Censored seeds", tables.count_of("censored", "seeds"))], by=["N"]), f"{key}-speedup-n",
+            "Panel (d) as speedups: iterations Vanilla ($N = 1$) needs to reach its final gap, divided by those "
+            "OptEx needs with $N$ processes (mean and 95% interval over seeds).")
+        sequential = final[(final["panel"] == "parallel") & final["setting"].str.startswith("sequential")].iloc[0]
+        proxy = final[final["panel"] == "proxy"].set_index("setting")["gap"]
+        return {f"{key}-best-select": final[final["panel"] == "select"].sort_values("gap")["label"].iloc[0],
+                f"{key}-sequential-t": int(sequential["iteration"]),
+                f"{key}-sequential-vs-vanilla": report.fig6_sequential_ratio(self.frame),
+                f"{key}-proxy-ratio": float(proxy["last_gradient"] / proxy["kernel"])}
+
+    def parallelism_speedups(self) -> pd.DataFrame:
+        """Panel (d) as :func:`optex.analysis.speedup_table` rows (N = 1 is Vanilla), one per N > 1 and
+        seed, with the column ``N``."""
+        panel = self.frame[self.frame["panel"] == "parallelism"]
+        reach = speedup_table(panel.assign(method=panel["setting"].where(panel["setting"] != "N=1", "vanilla"))
+                              .drop(columns="panel"))
+        return reach[reach["method"] != "vanilla"].assign(N=lambda r: r["method"].str.removeprefix("N=").astype(int))
+
+    def picard(self, picard: report.Results) -> dict[str, Any]:
+        """The Picard comparison (``picard``: its results): the gap and the base-optimizer steps per round
+        (published for the report) and ``<figure id>-picard-steps`` (Picard's mean steps after the last
+        round), ``-picard-rounds``, ``-picard-error`` (the largest distance to the sequential trajectory)
+        and ``-picard-vs-vanilla`` (steps per round)."""
+        frame = picard.frame[picard.frame["method"].isin(fig6.PICARD_METHODS)]
+        rounds = int(frame["iteration"].max())
+        fig = plotting.steps_figure(frame, fig6.PICARD_METHODS, rounds)
+        report.publish(fig, picard, directory=self.figures_dir)
+        steps = frame[(frame["method"] == "picard") & (frame["iteration"] == rounds)]["steps"].mean()
+        key = f"{self.figure_id}-picard"
+        return {picard.figure_id: fig, f"{key}-steps": float(steps), f"{key}-rounds": rounds,
+                f"{key}-error": float(frame["trajectory_error"].max()), f"{key}-vs-vanilla": float(steps / rounds)}
+
+
+def _cor2_title(panel: str) -> str:
+    return panel.capitalize() + (" (noisy, SGD)" if panel == "quadratic" else " (Adam)")
+
+
+_COR2_BETWEEN = {True: "All lie above Cor. 2's ½ and below Target's exponent on the same problem.",
+                 False: "Not all lie between Cor. 2's ½ and Target's exponent on the same problem: see the table."}
+
+
+def _n_text(value: float) -> str:
+    return "none" if not np.isfinite(value) else str(int(value))
+
+
+class Cor2Chapter:
+    """The figures, tables and readings of the Cor. 2 chapter (``cor2``): ``results`` of
+    :func:`optex.experiments.cor2.run` for ``config`` (:func:`optex.experiments.cor2.chapter_configs`),
+    shown on ``panels``."""
+
+    def __init__(self, results: report.Results, config: cor2.Config, panels: Sequence[str],
+                 figures_dir: str | Path | None = None) -> None:
+        self.results, self.frame, self.figure_id = results, results.frame, results.figure_id
+        self.config, self.panels = config, list(panels)
+        self.figures_dir = _figures_dir(figures_dir)
+        self.reach = cor2.iterations_to_target(self.frame, config.target_ratio)
+
+    def curves(self) -> dict[str, Any]:
+        """The speedup over Vanilla against N per problem, published with the iterations to the target."""
+        fig = plotting.speedup_against_n(cor2.with_vanilla_as_n1(self.reach), self.panels, cor2.METHODS, _cor2_title)
+        report.publish(fig, self.results, data=self.reach, directory=self.figures_dir)
+        return {self.figure_id: fig}
+
+    def exponents(self) -> dict[str, Any]:
+        """Publish ``<figure id>-exponents`` (the fitted exponents a, :func:`optex.experiments.cor2.speedup_exponents`);
+        return OptEx's and Target's smallest and largest exponent (``-optex-min``, ...), OptEx's and
+        LineSearch's on the quadratic (NaN without it) and ``-optex-between``: whether every OptEx
+        exponent lies between 1/2 and Target's on the same problem, as a sentence."""
+        key = self.figure_id
+        exponents = cor2.speedup_exponents(self.reach)
+        tables.publish(tables.Table(exponents[exponents["method"].isin(cor2.METHODS)], [
+            tables.label("Problem", "panel", str.capitalize), tables.label("Method", "method", plotting.method_label),
+            tables.Column("Exponent $a$ (95% interval)", tables.interval("exponent", "low", "high")),
+            tables.Column("Censored runs", tables.number("censored"))], by=["panel", "method"],
+            order={"panel": self.panels, "method": cor2.METHODS}), f"{key}-exponents",
+            "Fitted exponents $a$ of {eq}`eq-cor2-fit` (mean over seeds with 95% t-interval; no interval when every "
+            "seed gives the same value), and the number of ($N$, seed) runs that never reached the target.")
+        by_method = exponents.set_index(["panel", "method"])["exponent"]
+        optex, target = by_method.xs("optex", level="method"), by_method.xs("target", level="method")
+        linesearch = by_method.xs("linesearch", level="method")
+        between = bool(((optex > 0.5) & (optex < target.reindex(optex.index))).all())
+        return {f"{key}-optex-min": float(optex.min()), f"{key}-optex-max": float(optex.max()),
+                f"{key}-optex-quadratic": float(optex.get("quadratic", np.nan)),
+                f"{key}-target-min": float(target.min()), f"{key}-target-max": float(target.max()),
+                f"{key}-linesearch-quadratic": float(linesearch.get("quadratic", np.nan)),
+                f"{key}-optex-between": _COR2_BETWEEN[between]}
+
+    def stability(self) -> dict[str, Any]:
+        """The stability part's figure (share of converging seeds and final gap per learning rate and N,
+        saved with its rows) and ``<figure id>-target-ratio``, the smallest and largest learning rate
+        (``-lr-small``, ``-lr-large``) with their largest converging N (``-n-small``, ``-n-large``: "none"
+        where no N converges) and ``-stability-max-n`` (the largest N tried)."""
+        key = self.figure_id
+        stability = self.reach[self.reach["part"] == "stability"]
+        largest = cor2.largest_converging(self.reach)
+        share = stability.groupby(["lr", "parallelism"])["reached"].mean().unstack()
+        # Geometric mean over the seeds whose run stayed finite (a point is missing where every seed diverged).
+        finite_gap = stability.assign(final_gap=stability["final_gap"].where(np.isfinite(stability["final_gap"])))
+        final = (finite_gap.groupby(["lr", "parallelism"])["final_gap"]
+                 .apply(lambda v: float(np.exp(np.log(v).mean()))).unstack())
+        fig = plotting.stability_figure(share, final, largest)
+        plotting.save_figure(fig, cor2.STABILITY_ID, stability, self.figures_dir)
+        ends = largest.sort_values("lr").iloc[[0, -1]]
+        return {cor2.STABILITY_ID: fig, f"{key}-target-ratio": self.config.target_ratio,
+                f"{key}-lr-small": float(ends["lr"].iloc[0]), f"{key}-lr-large": float(ends["lr"].iloc[1]),
+                f"{key}-n-small": _n_text(ends["largest_n"].iloc[0]),
+                f"{key}-n-large": _n_text(ends["largest_n"].iloc[1]),
+                f"{key}-stability-max-n": int(largest["tried"].max())}
+
+    def largest_table(self) -> None:
+        """Publish ``<figure id>-largest-table``: the largest converging N per learning rate ("(all tried)"
+        where it is the largest N tried)."""
+        largest = cor2.largest_converging(self.reach)
+        largest = largest.assign(text=[_n_text(v) + (" (all tried)" if np.isfinite(v) and v == t else "")
+                                       for v, t in zip(largest["largest_n"], largest["tried"])])
+        tables.publish(tables.Table(largest, [tables.Column(r"SGD learning rate $\eta$", tables.number("lr")),
+                                              tables.Column("Largest converging $N$", tables.text("text"))], by=["lr"]),
+                       f"{self.figure_id}-largest-table", "The largest $N$ that converges, per learning rate.")
+
+
+__all__ += ["Cor2Chapter", "Fig2Chapter", "Fig6Chapter", "SyntheticChapter"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -238,5 +238,29 @@ def largest_converging(reach: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["Config", "FIGURE_ID", "METHODS", "PANELS", "PARTS", "PROFILES", "Unit", "budget", "iterations_to_target",
-           "largest_converging", "run", "speedup_exponents", "with_vanilla_as_n1"]
+STABILITY_ID = "cor2-stability"  # the figure id of the stability part
+
+
+def chapter_configs(page: Any, panels: Sequence[str], quadratic_noise: float, quadratic_lr: float, lr: float,
+                    target_ratio: float) -> Callable[[str], list[Config]]:
+    """The config of the Cor. 2 chapter by profile, for :meth:`optex.report.Page.results`: ``panels``,
+    the quadratic's gradient noise sigma ``quadratic_noise`` and SGD learning rate ``quadratic_lr``, Adam's
+    ``lr`` on the synthetic functions, the stability part's ``target_ratio``, with the ``page``'s seeds
+    (None: the profile's), device and backend. Both profiles are built here, so that a bad knob fails
+    before any work starts."""
+    if not isinstance(panels, (list, tuple)) or not panels:
+        raise ValueError(f"panels must be a non-empty list of panel names, got {panels!r}")
+
+    def configs(profile: str) -> list[Config]:
+        return [Config(profile=profile, panels=tuple(panels), quadratic_noise=quadratic_noise,
+                       quadratic_lr=quadratic_lr, lr=lr, target_ratio=target_ratio, seeds=page.seeds,
+                       device=page.device, backend=page.backend)]
+
+    for profile in PROFILES:
+        configs(profile)
+    return configs
+
+
+__all__ = ["Config", "FIGURE_ID", "METHODS", "PANELS", "PARTS", "PROFILES", "STABILITY_ID", "Unit", "budget",
+           "chapter_configs", "iterations_to_target", "largest_converging", "run", "speedup_exponents",
+           "with_vanilla_as_n1"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 import torch
@@ -94,4 +95,38 @@ def run(config: Config, results_dir: str | None = "results", figure_id: str | No
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["Config", "FIGURE_ID", "PANELS", "PROFILES", "run", "rms_gradient"]
+CHAPTER_METHODS = ("vanilla", "linesearch", "target", "optex")  # the deterministic runs of the chapter
+NOISY_METHODS = ("vanilla", "optex", "large_batch")  # with noisy gradients the rival is a larger batch
+CHAPTER_SEEDS = {"paper": {"seeds": 5}, "quick": {"seeds": 2}}
+
+
+def chapter_configs(page: Any, panels: Sequence[str], parallelism: int, lr: float, noise_ratios: Sequence[float]
+                    ) -> tuple[Callable[[str], list[Config]], Callable[[str], list[Config]]]:
+    """The configs of the Fig. 2 chapter by profile, for :meth:`optex.report.Page.results`: the
+    deterministic suite on ``panels`` (``fig2``) and one noisy suite per ratio of ``noise_ratios``
+    (``fig2-noisy``, without the 10x-dimension panel), Adam at ``lr`` with N = ``parallelism``, the
+    ``page``'s seeds, device and backend. Both profiles are built here, so that a bad knob fails before
+    any work starts."""
+    if not isinstance(noise_ratios, (list, tuple)) or not noise_ratios or min(noise_ratios) <= 0:
+        raise ValueError(f"noise_ratios must be a non-empty list of positive numbers, got {noise_ratios!r}")
+
+    def figure(profile: str, noise_ratio: float = 0.0) -> Config:
+        chosen = tuple(panels) if noise_ratio == 0 else tuple(p for p in panels if p != "ackley-10x")
+        return Config(profile=profile, panels=chosen, methods=CHAPTER_METHODS if noise_ratio == 0 else NOISY_METHODS,
+                      parallelism=parallelism, lr=lr, noise_ratio=noise_ratio, device=page.device,
+                      backend=page.backend, **page.scale(profile, CHAPTER_SEEDS))
+
+    def deterministic(profile: str) -> list[Config]:
+        return [figure(profile)]
+
+    def noisy(profile: str) -> list[Config]:
+        return [figure(profile, ratio) for ratio in noise_ratios]
+
+    for profile in PROFILES:
+        deterministic(profile)
+        noisy(profile)
+    return deterministic, noisy
+
+
+__all__ = ["CHAPTER_METHODS", "CHAPTER_SEEDS", "Config", "FIGURE_ID", "NOISY_METHODS", "PANELS", "PROFILES",
+           "chapter_configs", "rms_gradient", "run"]

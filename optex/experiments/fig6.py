@@ -15,6 +15,7 @@ otherwise as Fig. 2's Rosenbrock panel.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -100,4 +101,32 @@ def run(config: Config, results_dir: str | None = "results", figure_id: str = FI
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["Config", "FIGURE_ID", "PANELS", "run"]
+CHAPTER_SEEDS = {"paper": {"seeds": 5}, "quick": {"seeds": 2}}
+PICARD_METHODS = ("vanilla", "target", "optex", "picard")  # the exact parallel competitor and its references
+
+
+def chapter_configs(page: Any, selects: Sequence[str], histories: Sequence[int], parallelisms: Sequence[int],
+                    picard_tol: float) -> tuple[Callable[[str], list[Config]], Callable[[str], list[synthetic.Config]]]:
+    """The configs of the Fig. 6 chapter by profile, for :meth:`optex.report.Page.results`: the ablations
+    (``fig6``) over ``selects``, ``histories`` (T0) and ``parallelisms`` (N), and the Picard comparison
+    (``fig6-picard``: the Rosenbrock panel with N = 5, T0 = 50, always on torch, Picard accepting an
+    iterate below the relative change ``picard_tol``), with the ``page``'s seeds and device. Both profiles
+    are built here, so that a bad knob fails before any work starts."""
+
+    def ablations(profile: str) -> list[Config]:
+        return [Config(profile=profile, selects=tuple(selects), histories=tuple(histories),
+                       parallelisms=tuple(parallelisms), device=page.device, backend=page.backend,
+                       **page.scale(profile, CHAPTER_SEEDS))]
+
+    def picard(profile: str) -> list[synthetic.Config]:
+        base = Config(profile=profile, selects=("last",), histories=(50,), parallelisms=(5,), device=page.device,
+                      backend="torch", **page.scale(profile, CHAPTER_SEEDS)).base()
+        return [replace(base, methods=PICARD_METHODS, picard_tol=picard_tol)]
+
+    for profile in fig2.PROFILES:
+        ablations(profile)
+        picard(profile)
+    return ablations, picard
+
+
+__all__ = ["CHAPTER_SEEDS", "Config", "FIGURE_ID", "PANELS", "PICARD_METHODS", "chapter_configs", "run"]

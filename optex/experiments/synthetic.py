@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -261,4 +261,33 @@ def sweep(base: Config, values: Sequence[Any], name: str, **kwargs: Any) -> pd.D
     return pd.concat(frames, ignore_index=True)
 
 
-__all__ = ["Config", "FIGURE_ID", "METHODS", "REFERENCE", "initial_point", "run", "run_unit", "sweep", "verification"]
+CHAPTER_ID = "synthetic-demo"  # the figure id of the synthetic chapter
+CHAPTER_METHODS = ("vanilla", "linesearch", "target", "optex")
+CHAPTER_SCALES = {"paper": {"dim": 10_000, "iterations": 60, "seeds": 5},
+                  "quick": {"dim": 1_000, "iterations": 20, "seeds": 3}}
+
+
+def chapter_configs(page: Any, functions: Sequence[str], parallelism: int, lr: float, rosenbrock_clip: float | None,
+                    dim: int | None = None, iterations: int | None = None) -> Callable[[str], list[Config]]:
+    """The configs of the synthetic chapter by profile, for :meth:`optex.report.Page.results`: one per
+    function of ``functions``, Adam at ``lr`` with N = ``parallelism``, the gradient-norm clip
+    ``rosenbrock_clip`` on Rosenbrock only, at the profile's size (``CHAPTER_SCALES``; ``dim`` and
+    ``iterations`` replace it where not None) with the ``page``'s seeds, device and backend. Both profiles
+    are built here, so that a bad knob fails before any work starts."""
+    if not isinstance(functions, (list, tuple)) or not functions:
+        raise ValueError(f"functions must be a non-empty list of function names, got {functions!r}")
+
+    def configs(profile: str) -> list[Config]:
+        settings = page.scale(profile, CHAPTER_SCALES, dim=dim, iterations=iterations)
+        return [Config(function=name, methods=CHAPTER_METHODS, parallelism=parallelism, lr=lr,
+                       clip=rosenbrock_clip if name == "rosenbrock" else None, device=page.device,
+                       backend=page.backend, **settings)
+                for name in functions]
+
+    for profile in CHAPTER_SCALES:
+        configs(profile)
+    return configs
+
+
+__all__ = ["CHAPTER_ID", "CHAPTER_METHODS", "CHAPTER_SCALES", "Config", "FIGURE_ID", "METHODS", "REFERENCE",
+           "chapter_configs", "initial_point", "run", "run_unit", "sweep", "verification"]

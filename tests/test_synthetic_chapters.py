@@ -1,0 +1,221 @@
+"""The chapter layer of the synthetic-suite chapters (synthetic, fig2, fig6, cor2): their configs by profile
+(and that the paper profile still finds the committed results), and the figures, tables and readings of
+optex.chapters on small runs of the synthetic runner, checked against the tidy rows directly."""
+import ast
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from papermill import inspect_notebook
+
+from optex import book, chapters, report, tables
+from optex.analysis import speedup_table
+from optex.experiments import cor2, fig2, fig6, synthetic
+from optex.results import config_hash
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _page(**kwargs):
+    return report.Page(profile="quick", root=ROOT, overrides={}, **kwargs)
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """The tables a chapter publishes: name -> (table, caption)."""
+    seen = {}
+    monkeypatch.setattr(tables, "publish", lambda table, name, caption: seen.setdefault(name, (table, caption)))
+    return seen
+
+
+# ------------------------------------------------------------------------------------------------ configs
+def test_synthetic_chapter_configs_are_one_per_function_at_the_profiles_size():
+    configs = synthetic.chapter_configs(_page(), ["sphere", "rosenbrock"], 5, 0.01, 100.0)
+    paper, quick = configs("paper"), configs("quick")
+    assert [(c.function, c.clip) for c in paper] == [("sphere", None), ("rosenbrock", 100.0)]
+    assert {(c.dim, c.iterations, len(c.seed_list)) for c in paper} == {(10_000, 60, 5)}
+    assert {(c.dim, c.iterations, len(c.seed_list)) for c in quick} == {(1_000, 20, 3)}
+    assert all(c.methods == synthetic.CHAPTER_METHODS and (c.parallelism, c.lr) == (5, 0.01) for c in paper + quick)
+    knobs = synthetic.chapter_configs(_page(seeds=[4]), ["levy"], 3, 0.1, None, dim=30, iterations=7)
+    assert {(c.dim, c.iterations, c.parallelism, tuple(c.seed_list)) for p in report.PROFILES for c in knobs(p)} == {
+        (30, 7, 3, (4,))}
+
+
+def test_fig2_chapter_configs_leave_the_10x_panel_out_of_the_noisy_suite():
+    panels = ["sphere", "ackley-10x"]
+    deterministic, noisy = fig2.chapter_configs(_page(), panels, 4, 0.02, [1.0, 0.1])
+    (config,) = deterministic("paper")
+    assert (config.panels, config.methods, config.parallelism, config.lr, config.noise_ratio) == (
+        ("sphere", "ackley-10x"), fig2.CHAPTER_METHODS, 4, 0.02, 0.0)
+    assert config.synthetic_configs()["ackley-10x"].dim == 10 * fig2.PROFILES["paper"]["dim"]
+    assert [(c.panels, c.methods, c.noise_ratio) for c in noisy("quick")] == [
+        (("sphere",), fig2.NOISY_METHODS, 1.0), (("sphere",), fig2.NOISY_METHODS, 0.1)]
+    assert noisy("quick")[0].seeds == 2 and noisy("paper")[0].seeds == 5
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: fig2.chapter_configs(_page(), ["sphere"], 5, 0.01, []), "noise_ratios"),
+    (lambda: fig2.chapter_configs(_page(), ["sphere"], 5, 0.01, [0.0]), "noise_ratios"),
+    (lambda: fig2.chapter_configs(_page(), ["cube"], 5, 0.01, [0.1]), "panels"),
+    (lambda: synthetic.chapter_configs(_page(), [], 5, 0.01, None), "functions"),
+    (lambda: fig6.chapter_configs(_page(), ["best"], [5], [1, 2], 1e-6), "select"),
+    (lambda: cor2.chapter_configs(_page(), [], 0.1, 0.05, 0.01, 0.05), "panels"),
+    (lambda: cor2.chapter_configs(_page(), ["quadratic"], 0.1, 0.05, 0.01, 1.5), "target_ratio"),
+])
+def test_a_bad_chapter_parameter_fails_when_the_configs_are_made(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_fig6_picard_config_is_the_rosenbrock_panel_on_torch_with_the_picard_methods():
+    ablations, picard = fig6.chapter_configs(_page(), ["last"], [5, 50], [1, 5], 1e-4)
+    (config,) = picard("paper")
+    assert (config.function, config.parallelism, config.history, config.backend) == ("rosenbrock", 5, 50, "torch")
+    assert (config.methods, config.picard_tol, config.clip) == (fig6.PICARD_METHODS, 1e-4, fig2.ROSENBROCK_CLIP)
+    (sweep,) = ablations("quick")
+    assert (sweep.selects, sweep.histories, sweep.parallelisms, sweep.seeds) == (("last",), (5, 50), (1, 5), 2)
+
+
+def test_cor2_chapter_config_takes_the_profiles_seeds_unless_the_page_sets_them():
+    (paper,) = cor2.chapter_configs(_page(), ["quadratic"], 0.2, 0.03, 0.02, 0.1)("paper")
+    assert (paper.panels, paper.quadratic_noise, paper.quadratic_lr, paper.lr, paper.target_ratio) == (
+        ("quadratic",), 0.2, 0.03, 0.02, 0.1)
+    assert paper.seeds == cor2.PROFILES["paper"]["seeds"]
+    (quick,) = cor2.chapter_configs(_page(seeds=[3, 4]), ["quadratic"], 0.2, 0.03, 0.02, 0.1)("quick")
+    assert quick.seeds == (3, 4) and quick.unit_configs()[0].seed_list == [3, 4]
+
+
+def _defaults(name, folder):
+    """The chapter's parameters cell as written (papermill reads it; the values are literals)."""
+    path = book._prepare(ROOT, name, folder)
+    return {k: ast.literal_eval(v["default"]) for k, v in inspect_notebook(str(path)).items()}
+
+
+def _paper_configs(name, folder):
+    p = _defaults(name, folder)
+    page = report.Page(profile="paper", root=ROOT, overrides={}, seeds=p["seeds"])
+    if name == "synthetic":
+        configs = synthetic.chapter_configs(page, p["functions"], p["parallelism"], p["lr"], p["rosenbrock_clip"],
+                                            dim=p["dim"], iterations=p["iterations"])
+        return {synthetic.CHAPTER_ID: configs("paper")}
+    if name == "fig2":
+        configs, noisy = fig2.chapter_configs(page, p["panels"], p["parallelism"], p["lr"], p["noise_ratios"])
+        return {"fig2": configs("paper"), "fig2-noisy": noisy("paper")}
+    if name == "fig6":
+        configs, picard = fig6.chapter_configs(page, p["selects"], p["histories"], p["parallelisms"], p["picard_tol"])
+        return {"fig6": configs("paper"), "fig6-picard": picard("paper")}
+    configs = cor2.chapter_configs(page, p["panels"], p["quadratic_noise"], p["quadratic_lr"], p["lr"],
+                                   p["target_ratio"])
+    return {cor2.FIGURE_ID: configs("paper")}
+
+
+@pytest.mark.parametrize("name", ["synthetic", "fig2", "fig6", "cor2"])
+def test_the_paper_profile_of_each_chapter_is_the_committed_results(name, tmp_path):
+    for figure_id, configs in _paper_configs(name, tmp_path).items():
+        units = [u for c in configs for u in (c.unit_configs() if hasattr(c, "unit_configs") else [c])]
+        committed = {p.name for p in (ROOT / "results" / figure_id).iterdir() if p.is_dir()}
+        assert {config_hash(u) for u in units} == committed, figure_id
+
+
+# ------------------------------------------------------------------------------- chapters on small runs
+FUNCTIONS = ["sphere", "rosenbrock"]
+N, T = 3, 8
+
+
+def _run(function, **settings):
+    config = synthetic.Config(function=function, dim=40, iterations=T, seeds=2, parallelism=N, history=10,
+                              clip=100.0 if function == "rosenbrock" else None, **settings)
+    return synthetic.run(config, results_dir=None, progress=False)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return pd.concat([_run(f) for f in FUNCTIONS], ignore_index=True)
+
+
+def test_synthetic_chapter_glues_the_speedups_of_its_rows(demo, published, tmp_path):
+    results = report.Results("synthetic-demo", demo, "quick", "quick", stores=[])
+    chapter = chapters.SyntheticChapter(results, FUNCTIONS, N, figures_dir=tmp_path)
+    assert chapter.settings() == {"synthetic-n": N, "synthetic-sqrt-n": math.sqrt(N)}
+    glued = chapter.speedup_tables()
+    speed = speedup_table(demo)
+    optex = speed.loc[speed["method"] == "optex", "speedup"]
+    assert glued["synthetic-demo-optex-range"] == tables.format_range(optex.min(), optex.max(), 1, "×",
+                                                                      equal="on every function")
+    assert glued["synthetic-demo-target-min"] == speed.loc[speed["method"] == "target", "speedup"].min()
+    assert glued["synthetic-demo-profile"] == "quick"
+    assert list(published) == ["synthetic-demo-speedups", "synthetic-demo-effective"]
+    titles = [c.title for c in published["synthetic-demo-speedups"][0].columns]
+    assert titles[0] == "Function" and not any("_" in t for t in titles)  # human names, not column keys
+    (name, fig), = chapter.curves().items()
+    assert name == "synthetic-demo" and isinstance(fig, Figure) and len(fig.axes) >= len(FUNCTIONS)
+    assert len(pd.read_csv(tmp_path / "synthetic-demo.csv")) == len(demo)
+
+
+@pytest.fixture(scope="module")
+def fig2_rows(demo):
+    return demo.assign(panel=demo["function"], noise_ratio=0.0, dim=40)  # the columns fig2.run adds
+
+
+@pytest.fixture
+def fig2_chapter(fig2_rows, tmp_path):
+    results = report.Results("fig2", fig2_rows, "quick", "quick", stores=[])
+    return chapters.Fig2Chapter(results, FUNCTIONS, N, figures_dir=tmp_path)
+
+
+def test_fig2_chapter_glues_the_ceiling_speedups_and_wall_time_of_its_rows(fig2_chapter, fig2_rows, published,
+                                                                         tmp_path):
+    glued = fig2_chapter.speedup_tables()
+    ceiling = 1 + math.ceil((T - 1) / N)
+    assert (glued["fig2-ceiling-iterations"], glued["fig2-ceiling"]) == (ceiling, T / ceiling)
+    speed = speedup_table(fig2_rows)
+    mean = speed.groupby(["panel", "method"])["speedup"].mean().unstack()
+    assert glued["fig2-linesearch-ahead"] == int((mean["linesearch"] >= mean["optex"]).sum())
+    assert glued["fig2-panels"] == len(FUNCTIONS)
+    assert glued["fig2-target-min"] == speed.loc[speed["method"] == "target", "speedup"].min()
+    assert glued["fig2-verdict-2x"] in report.VERDICTS and glued["fig2-verdict-target"] in report.VERDICTS
+    assert list(published) == ["fig2-speedups", "fig2-effective"]
+    wall = fig2_chapter.wallclock()
+    last = fig2_rows[fig2_rows["iteration"] == T].groupby(["panel", "method"])["wall_time"].mean().unstack()
+    assert wall["fig2-wall-ratio"] == pytest.approx(float((last["optex"] / last["vanilla"]).median()))
+    assert (tmp_path / "fig2-wallclock.json").is_file() and isinstance(wall["fig2-wallclock"], Figure)
+
+
+def test_fig2_chapter_counts_the_noisy_cases_where_optex_beats_the_large_batch(fig2_chapter, published):
+    rows = pd.concat([_run("sphere", grad_noise=sigma, methods=fig2.NOISY_METHODS).assign(panel="sphere", noise_ratio=r)
+                      for r, sigma in ((0.1, 0.05), (1.0, 0.5))], ignore_index=True)
+    noisy = report.Results("fig2-noisy", rows, "quick", "quick", stores=[])
+    glued = fig2_chapter.noisy(noisy, [1.0, 0.1])
+    final = rows[rows["iteration"] == T].groupby(["noise_ratio", "method"])["gap"].mean().unstack()
+    assert glued["fig2-noisy-cases"] == 2
+    assert glued["fig2-noisy-optex-wins"] == int((final["optex"] < final["large_batch"]).sum())
+    shown = published["fig2-noisy-table"][0]
+    assert shown.columns[0].title == "Noise level (× RMS gradient)"
+    assert list(shown.frame["noise_ratio"].drop_duplicates()) == [0.1, 1.0]  # the levels in increasing order
+    assert isinstance(glued["fig2-noisy"], Figure)
+
+
+def test_fig6_chapter_reads_picards_steps_per_round_from_its_rows(tmp_path):
+    config = synthetic.Config(function="rosenbrock", dim=40, iterations=6, seeds=2, parallelism=N, history=10,
+                              clip=100.0, methods=fig6.PICARD_METHODS)
+    rows = synthetic.run(config, results_dir=None, progress=False)
+    chapter = chapters.Fig6Chapter(report.Results("fig6", pd.DataFrame(), "quick", "quick", []), figures_dir=tmp_path)
+    glued = chapter.picard(report.Results("fig6-picard", rows, "quick", "quick", stores=[]))
+    steps = rows[(rows["method"] == "picard") & (rows["iteration"] == 6)]["steps"].mean()
+    assert glued["fig6-picard-rounds"] == 6 and glued["fig6-picard-steps"] == pytest.approx(steps)
+    assert glued["fig6-picard-vs-vanilla"] == pytest.approx(steps / 6)
+    assert 1.0 <= glued["fig6-picard-vs-vanilla"] <= N  # at least the exact first iterate, at most the window
+    assert glued["fig6-picard-error"] == pytest.approx(rows["trajectory_error"].max())
+    assert (tmp_path / "fig6-picard.csv").is_file()
+
+
+def test_cor2_largest_n_is_said_in_words_with_none_where_no_n_converges():
+    assert chapters._n_text(np.inf) == chapters._n_text(np.nan) == "none"
+    assert chapters._n_text(8.0) == "8"
