@@ -100,7 +100,11 @@ def test_gradients_at_extreme_scales_give_the_scaled_estimate(scale, lengthscale
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
     assert big.lengthscale_ == pytest.approx(unit.lengthscale_, rel=1e-6)
     reference = gp_mean(X, G, Q, unit.lengthscale_, 1e-3)
-    np.testing.assert_allclose(expected, reference, rtol=1e-4, atol=1e-4 * np.abs(reference).max())
+    # Against the float64 GP, float32 is limited by the query's squared distances: |q - a|^2 + |x - a|^2
+    # - 2 (q - a).(x - a) with both norms ~600 and the result ~0.75 cancels a factor ~1600, and the d = 300
+    # products round by ~sqrt(d) eps |x - a|^2 depending on how XLA's CPU kernel orders the sum, so r is
+    # good to a few 1e-4 (measured 4.8e-4 relative in the mean on an AMD EPYC, AVX2; < 1e-4 elsewhere).
+    np.testing.assert_allclose(expected, reference, rtol=1e-3, atol=1e-3 * np.abs(reference).max())
 
 
 @pytest.mark.parametrize("rule", ["auto", "median"])
