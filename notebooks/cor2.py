@@ -106,9 +106,9 @@ report.glue_all(chapter.exponents())
 # %% [markdown]
 # ## Reading the exponents
 #
-# - **Target** has $a$ between {glue:text}`cor2-target-min:.2f` and {glue:text}`cor2-target-max:.2f`:
+# - **Target** has $a$ {glue:text}`cor2-target-range`:
 #   $N$ exact steps per iteration are worth $N$ iterations, up to the rounding of iteration counts.
-# - **OptEx** has $a$ between {glue:text}`cor2-optex-min:.2f` and {glue:text}`cor2-optex-max:.2f` across
+# - **OptEx** has $a$ {glue:text}`cor2-optex-range` across
 #   the problems; on the noisy quadratic, the setting of the theorems, $a$ =
 #   {glue:text}`cor2-optex-quadratic:.2f`. {glue:text}`cor2-optex-between`
 #   The gap to Target is the cost of estimating the gradient at the proxy points instead of evaluating

@@ -148,8 +148,9 @@ report.glue_all(chapter.noisy(noisy, noise_ratios))
 #
 # ## The backends agree
 #
-# The figures above come from one backend; the library has two. A small run of OptEx on each function
-# with both, in float64 from the same $\theta_0$, shows how far apart their trajectories end up.
+# The figures above come from one backend; the library has two. A small run of OptEx with both, in
+# float64 from the same $\theta_0$ (on each function in the paper profile, on the Sphere alone in the
+# quick one), shows how far apart their trajectories end up.
 
 # %% tags=["remove-input"]
 chapter.backends()

@@ -118,7 +118,8 @@ report.glue_all(chapter.time_split())
 #
 # As in the MNIST chapter: the paper's metric (sequential iterations to reach Vanilla's value at $T$) and
 # the effective speedup on the training loss over a fixed evaluation set (the Vanilla iterations that reach
-# a method's best loss so far, divided by $t$; Target's is $N$ by construction).
+# a method's best loss so far, divided by $t$; Target's is close to $N$, not exactly, since its steps see other
+# minibatches than Vanilla's run).
 
 # %% tags=["hide-input"]
 report.glue_all(chapter.speedup_figure())

@@ -87,7 +87,7 @@ report.glue_all(chapter.settings())
 # part and of the validation part.
 #
 # The cost of a run: the runs below took (wall-clock, on {glue:text}`text-devices`, torch on
-# {glue:text}`text-threads` thread(s)) {glue:text}`text-vanilla-s` s per Vanilla iteration and
+# {glue:text}`text-threads-phrase`) {glue:text}`text-vanilla-s` s per Vanilla iteration and
 # {glue:text}`text-optex-s` s per OptEx iteration ({glue:text}`text-optex-eval` s of it evaluating the $N$
 # gradients, {glue:text}`text-optex-gp` s in the proxy steps and the update: the estimator and the
 # optimizer's state for $N$ points), Target {glue:text}`text-target-s` s and LargeBatch
@@ -114,8 +114,9 @@ report.glue_all(chapter.curves([("train_loss", "iteration"), ("train_loss", "tim
 # inside `OptEx.step` (middle, on a common time grid; Vanilla drawn from its $N \cdot T$-iteration run),
 # and validation loss (right), log scale; one row per base optimizer (SGD 0.01 is the paper's setting),
 # $N =$ {glue:text}`text-N`. Lines: mean over seeds; bands: 95% t-intervals. **On a CPU the $N$ gradient
-# evaluations of an iteration share the machine's cores** (these runs used {glue:text}`text-threads` torch
-# thread(s)), so they run one after another in effect and a parallel method's iteration costs at least
+# evaluations of an iteration share the machine's cores** (these runs used torch on
+# {glue:text}`text-threads-phrase`), so they run one after another in effect and a parallel method's
+# iteration costs at least
 # $N$ of Vanilla's gradient evaluations in time: the middle column is not the paper's one-GPU wall-clock
 # comparison, which is **not yet run on a GPU**. The data behind the figure is saved next to it as
 # `text-autoregression.csv`.

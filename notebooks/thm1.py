@@ -171,8 +171,8 @@ report.glue_all(chapter.synthetic_figure())
 # leave-one-out lengthscale), geometric mean over seeds with 95% band.
 # ```
 #
-# The error falls on every function, at its own pace: fastest on the smooth ones, slowest on Ackley,
-# whose gradient has a kink at the minimum and ripples at a fixed scale. The posterior spread, however,
+# The error falls on every function, at its own pace, with the exponents of the table above:
+# {glue:text}`thm1-synthetic-pace`. The posterior spread, however,
 # says little here. The kernel has unit amplitude while Rosenbrock's gradients are in the hundreds, so
 # the bound {eq}`eq-thm1-bound` can hold for as few as {glue:text}`thm1-rosenbrock-coverage-pct:.0f`% of the
 # query points (see the table above). Thm. 1 is a statement about fields that look like draws from the

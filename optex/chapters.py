@@ -170,13 +170,14 @@ class TextChapter(TrainingChapter):
 
     def settings(self) -> dict[str, Any]:
         """:meth:`TrainingChapter.settings`, the seconds per iteration (:meth:`timing`), the GPU-sized model's
-        ``gpu-d``, ``sample-length``, ``threads``, ``nanogpt-ratio`` (nanoGPT's iterations over T) and
+        ``gpu-d``, ``sample-length``, ``threads`` (and ``threads-phrase``: "1 thread", "4 threads"), ``nanogpt-ratio`` (nanoGPT's iterations over T) and
         ``size-note``: how the model and minibatch compare with nanoGPT's CPU configuration."""
         first = self.configs[0]
         vocabulary = len(training.task_for(first).dataset.vocabulary)
         gpu = TRANSFORMER_SIZES["gpu"]
         values = {"gpu-d": f"{transformer_dim(vocabulary, gpu['width'], gpu['depth'], gpu['block_size']):,}",
                   "sample-length": training.SAMPLE_LENGTH, "threads": self.threads,
+                  "threads-phrase": f"{self.threads} thread" + ("" if str(self.threads) == "1" else "s"),
                   "nanogpt-ratio": f"{NANOGPT_ITERATIONS / first.iterations:g}", "size-note": self.size_note()}
         return {**super().settings(), **self.timing(), **{f"{self.prefix}-{k}": v for k, v in values.items()}}
 
@@ -414,6 +415,9 @@ def _fig2_title(panel: str, rows: pd.DataFrame) -> str:
     return f"{panel.removesuffix('-10x').capitalize()}, $d = {rows['dim'].iloc[0]:,}$"
 
 
+BACKEND_FUNCTIONS = ("sphere", "ackley", "rosenbrock", "levy")  # Fig2Chapter.backends, paper profile
+
+
 class Fig2Chapter:
     """The figures, tables and readings of the Fig. 2 chapter (``fig2``): ``results`` of
     :func:`optex.experiments.fig2.run` for the deterministic configs of
@@ -507,10 +511,13 @@ class Fig2Chapter:
                 f"{self.figure_id}-noisy-optex-wins": int((final_gap["optex"] < final_gap["large_batch"]).sum()),
                 f"{self.figure_id}-noisy-cases": int(len(final_gap))}
 
-    def backends(self, functions: Sequence[str] = ("sphere", "ackley", "rosenbrock", "levy")) -> None:
+    def backends(self, functions: Sequence[str] | None = None) -> None:
         """Publish ``<figure id>-backends``: per function, the largest relative difference between the torch
         and jax gaps of a small float64 run (:func:`optex.report.backend_agreement`), or say that only one
-        backend is installed."""
+        backend is installed. ``functions`` None: the four of the suite in the paper profile, the Sphere
+        alone in the quick one (each function costs two compilations of the JAX step, ~10 s on a CPU)."""
+        if functions is None:
+            functions = BACKEND_FUNCTIONS if self.results.profile == "paper" else BACKEND_FUNCTIONS[:1]
         agreement = report.backend_agreement(tuple(functions))
         if agreement.empty:
             display(Markdown("Only one backend is installed here, so there is nothing to compare."))
@@ -552,7 +559,7 @@ class Fig6Chapter:
                        "Optimality gap after each curve's last iteration (geometric mean over seeds), per panel and "
                        "setting.")
         tables.publish(tables.Table(self.parallelism_speedups(), [
-            tables.Column("Parallelism $N$", tables.number("N")),
+            tables.Column("Parallelism $N$", tables.decimals("N", 0)),
             tables.Column("Speedup over Vanilla (95% interval)", tables.interval("speedup", unit="×")),
             tables.Column("Censored seeds", tables.count_of("censored", "seeds"))], by=["N"]), f"{key}-speedup-n",
             "Panel (d) as speedups: iterations Vanilla ($N = 1$) needs to reach its final gap, divided by those "
@@ -629,8 +636,9 @@ class Cor2Chapter:
             tables.Column("Exponent $a$ (95% interval)", tables.interval("exponent", "low", "high")),
             tables.Column("Censored runs", tables.number("censored"))], by=["panel", "method"],
             order={"panel": self.panels, "method": cor2.METHODS}), f"{key}-exponents",
-            "Fitted exponents $a$ of {eq}`eq-cor2-fit` (mean over seeds with 95% t-interval; no interval when every "
-            "seed gives the same value), and the number of ($N$, seed) runs that never reached the target.")
+            "Fitted exponents $a$ of {eq}`eq-cor2-fit` (mean over seeds with 95% t-interval; a zero-width "
+            "interval: every seed gave the same value), and the number of ($N$, seed) runs that never reached "
+            "the target.")
         by_method = exponents.set_index(["panel", "method"])["exponent"]
         optex, target = by_method.xs("optex", level="method"), by_method.xs("target", level="method")
         linesearch = by_method.xs("linesearch", level="method")
@@ -638,6 +646,8 @@ class Cor2Chapter:
         return {f"{key}-optex-min": float(optex.min()), f"{key}-optex-max": float(optex.max()),
                 f"{key}-optex-quadratic": float(optex.get("quadratic", np.nan)),
                 f"{key}-target-min": float(target.min()), f"{key}-target-max": float(target.max()),
+                f"{key}-optex-range": tables.format_range(optex.min(), optex.max(), 2),
+                f"{key}-target-range": tables.format_range(target.min(), target.max(), 2),
                 f"{key}-linesearch-quadratic": float(linesearch.get("quadratic", np.nan)),
                 f"{key}-optex-between": _COR2_BETWEEN[between]}
 

@@ -249,7 +249,8 @@ class Thm1Chapter:
 
     def exponent_table(self) -> dict[str, Any]:
         """Publish ``thm1-exponents`` (per field: both exponents with their intervals, Cor. 1's, the lowest
-        coverage); return ``thm1-<kernel or function>-error-exponent``, ``-coverage`` and ``thm1-fit-from``."""
+        coverage); return ``thm1-<kernel or function>-error-exponent``, ``-coverage``, ``thm1-fit-from`` and
+        ``thm1-synthetic-pace``: which synthetic function's error falls fastest and which slowest."""
         wide, coverage, delta = self.exponents, self.coverage, self.config.delta
         rows = pd.DataFrame([dict(field=THM1_LABELS[s],
                                   **{f"{c}_{q}": wide.loc[s, (c, q)] for c in ("exponent", "low", "high")
@@ -272,6 +273,12 @@ class Thm1Chapter:
             key = source.removeprefix("gp-")
             values[f"thm1-{key}-error-exponent"] = float(wide.loc[source, ("exponent", "error")])
             values[f"thm1-{key}-coverage"] = float(coverage[source])
+        functions = wide.loc[[s for s in wide.index if not s.startswith("gp-")], ("exponent", "error")]
+        if len(functions) > 1:
+            fast, slow = functions.idxmax(), functions.idxmin()
+            values["thm1-synthetic-pace"] = (
+                f"fastest on {THM1_LABELS[fast]} (exponent {functions[fast]:.2f}), slowest on {THM1_LABELS[slow]} "
+                f"({functions[slow]:.2f})")
         return {**values, "thm1-fit-from": self.fit_from}
 
     def findings(self) -> dict[str, Any]:

@@ -210,16 +210,24 @@ def best_so_far_on_grid(frame: pd.DataFrame, x: str = "wall_time", y: str = "gap
     return pd.concat(rows, ignore_index=True)
 
 
-def coinciding(summary: pd.DataFrame, hue: str, x: str, rtol: float = 0.02) -> list[list[Any]]:
-    """Groups of ``hue`` values whose centre lines agree within ``rtol`` (relative) at every shared ``x``:
-    drawn, only the last of them would show."""
+def coinciding(summary: pd.DataFrame, hue: str, x: str, rtol: float = 0.02, log: bool = True,
+               share: float = 0.01) -> list[list[Any]]:
+    """Groups of ``hue`` values whose centre lines lie on top of each other at every shared ``x``: drawn,
+    only the last of them would show. On a log axis ``log=True``: within ``rtol`` (relative); on a linear
+    one: within ``share`` of the span of all the centre lines (a curve 4 units off on a 50-unit axis is
+    seen, however small 4 is against the values themselves)."""
     lines = {name: part.set_index(x)["center"] for name, part in summary.groupby(hue, sort=False)}
+    values = summary["center"].to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    span = float(finite.max() - finite.min()) if finite.size else 0.0
+    rtol, atol = (rtol, 0.0) if log else (0.0, share * span)
     groups: list[list[Any]] = []
     for name, line in lines.items():
         for group in groups:
             other = lines[group[0]]
             shared = line.index.intersection(other.index)
-            if len(shared) >= max(2, min(len(line), len(other)) // 2) and np.allclose(line[shared], other[shared], rtol=rtol, atol=0, equal_nan=True):
+            if len(shared) >= max(2, min(len(line), len(other)) // 2) and np.allclose(
+                    line[shared], other[shared], rtol=rtol, atol=atol, equal_nan=True):
                 group.append(name)
                 break
         else:
@@ -246,7 +254,7 @@ def band_plot(ax, frame: pd.DataFrame, x: str = "iteration", y: str = "gap", hue
              if m in set(summary[hue])]
     look = (lambda v: styles[v]) if styles is not None else method_style
     drawn = pd.concat([summary[summary[hue] == name] for name in order]) if order else summary
-    groups = coinciding(drawn, hue, x) if note_overlap else []
+    groups = coinciding(drawn, hue, x, log=log) if note_overlap else []
     marks = {v: " ≡" + ("₁₂₃₄₅₆₇₈₉"[i] if len(groups) > 1 else "") for i, g in enumerate(groups) for v in g}
     for index, name in enumerate(order):
         part = summary[summary[hue] == name].sort_values(x)
@@ -1009,6 +1017,11 @@ def training_figure(frame: pd.DataFrame, panels: Sequence[str], columns: Sequenc
             summaries.append(summary.assign(panel=panel, metric=metric, axis=x))
             ax.set_title(f"{panel}", fontsize=9)
             ax.set_ylabel(AXIS_LABELS.get(metric, metric))
+            if len(columns) > 3:  # narrow panels: labels that fit their width, so neighbours never overlap
+                ax.set_xlabel("iteration $t$" if x == "iteration" else "seconds in step()", fontsize=8)
+                ax.set_ylabel(AXIS_LABELS.get(metric, metric), fontsize=8)
+                ax.tick_params(labelsize=7)
+                ax.set_title(f"{panel}", fontsize=8)
     _legend(fig, axes.flat)
     return fig, pd.concat(summaries, ignore_index=True)
 

@@ -95,7 +95,7 @@ def format_interval(mean: float, low: float, high: float, unit: str = "", decima
 
 def format_range(low: float, high: float, decimals: int = 2, unit: str = "", equal: str = "in every case") -> str:
     """The spread of a quantity over cases (seeds, functions) for prose: ``between 1.90 and 2.40``, or
-    ``4.00 in every case`` (``equal``) when both ends print the same, never "between 4.00 and 4.00"."""
+    ``4.00 in every case`` (``equal``) when both ends print the same (never a range whose ends read alike)."""
     if not (_finite(low) and _finite(high)):
         return MISSING
     low_text, high_text = (fixed(v, decimals) + unit for v in sorted((float(low), float(high))))
@@ -104,7 +104,7 @@ def format_range(low: float, high: float, decimals: int = 2, unit: str = "", equ
 
 def format_duration(seconds: float) -> str:
     """A duration in the unit that suits it: ``12 s``, ``3.5 min``, ``1.2 h`` (two significant digits,
-    whole numbers from 10 on), never "0 minutes" or "0.0 hours"; a dash when unknown."""
+    whole numbers from 10 on), never a zero count of a larger unit; a dash when unknown."""
     if not _finite(seconds):
         return MISSING
     seconds = float(seconds)

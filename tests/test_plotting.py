@@ -145,6 +145,18 @@ def test_coinciding_curves_are_found_and_noted_on_the_panel():
     plt.close(fig)
 
 
+def test_on_a_linear_axis_curves_coincide_only_within_a_share_of_the_plotted_span():
+    # Returns of -200 and -197 on an axis from -200 to -150 are 6% of its height apart: both show.
+    base = _frame([[-200.0, -200.0, -200.0], [-200.0, -200.0, -200.0]]).rename(columns={"gap": "ret"})
+    frame = pd.concat([base.assign(method="vanilla"), base.assign(method="target", ret=base.ret + 50.0),
+                       base.assign(method="optex", ret=base.ret + 3.0), base.assign(method="picard", ret=base.ret + 0.2)])
+    summary = plotting.band(frame, y="ret", log=False)
+    groups = [sorted(g) for g in plotting.coinciding(summary, "method", "iteration", log=False)]
+    assert groups == [["picard", "vanilla"]]
+    groups = [sorted(g) for g in plotting.coinciding(summary, "method", "iteration", log=True)]
+    assert groups == [["optex", "picard", "vanilla"]]
+
+
 # ------------------------------------------------------------------------------------ figure checks
 def test_figure_problems_catch_width_small_text_and_foreign_legends(tmp_path):
     data = _frame([[1.0, 0.5]])

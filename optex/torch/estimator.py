@@ -120,6 +120,8 @@ class GradientEstimator:
         official code's habit). It rescales a float lengthscale; ``"median"`` and ``"auto"`` are
         scale-invariant already.
 
+    Notes
+    -----
     Scale. The T0 x T0 statistics (gradient inner products, squared distances) are formed in the
     dtype of the inputs, then kept in float64 (float32 on MPS). Gradient rows whose largest entry is
     outside 2^-40 .. 2^40, and the centred inputs when they drift outside that range, are scaled by
