@@ -1045,15 +1045,34 @@ def effective_speedup_figure(speedups: pd.DataFrame, panels: Sequence[str], para
     return fig, pd.concat(summaries, ignore_index=True)
 
 
+TITLE_CHARS_PER_INCH = 12  # 9-point characters that fit an inch of panel, with the space between panels
+
+
+def fit_title(title: str, panel_width_in: float) -> str:
+    """``title`` broken into lines that fit a panel ``panel_width_in`` inches wide at 9 points, so that the
+    titles of neighbouring panels never run into each other: before a parenthesis (``"Acrobot-v1\n(d =
+    4,803)"``) where that suffices, otherwise at spaces."""
+    import textwrap
+
+    width = max(8, int(TITLE_CHARS_PER_INCH * panel_width_in))
+    if len(title) <= width:
+        return title
+    head, paren, tail = title.partition(" (")
+    if paren and len(head) <= width and len(tail) + 1 <= width:
+        return f"{head}\n({tail}"
+    return textwrap.fill(title, width=width, break_long_words=False)
+
+
 def proxy_cosine_figure(cosines: pd.DataFrame, panels: Sequence[str], methods: Sequence[str] = SURROGATES):
     """:func:`proxy_cosine_plot` for each panel in one row, sharing the y axis."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(min(2.8 * len(panels), TEXT_WIDTH_IN), 3.2), sharey=True, squeeze=False,
+    width = min(2.8 * len(panels), TEXT_WIDTH_IN)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.2), sharey=True, squeeze=False,
                              layout="constrained")
     for ax, panel in zip(axes.flat, panels):
         proxy_cosine_plot(ax, cosines[cosines["panel"] == panel], methods)
-        ax.set_title(panel, fontsize=9)
+        ax.set_title(fit_title(panel, width / len(panels)), fontsize=9)
     for ax in axes.flat[1:]:
         ax.set_ylabel("")
     _legend(fig, axes.flat)
@@ -1309,7 +1328,7 @@ def rl_curves(frame: pd.DataFrame, titles: Mapping[str, str], methods: Sequence[
         summary = band_plot(ax, part, x="training_episode", y="cum_avg_return", log=False, methods=methods,
                             bounds=bounds)
         summaries.append(summary.assign(panel=panel))
-        ax.set_title(titles[panel], fontsize=9)
+        ax.set_title(fit_title(titles[panel], TEXT_WIDTH_IN / cols), fontsize=9)
         ax.set_xlabel("sequential (training) episode")
         ax.set_ylabel("cumulative average return")
     for ax in axes.flat[len(panels):]:
@@ -1406,7 +1425,7 @@ def rl_cosine_figure(frame: pd.DataFrame, titles: Mapping[str, str], methods: Se
         summary = band_plot(ax, data[data["panel"] == panel].dropna(subset=["cosine"]), x="training_episode",
                             y="cosine", log=False, methods=methods)
         summaries.append(summary.assign(panel=panel))
-        ax.set_title(titles[panel], fontsize=9)
+        ax.set_title(fit_title(titles[panel], TEXT_WIDTH_IN / len(panels)), fontsize=9)
         ax.set_xlabel("training episode")
     axes.flat[0].set_ylabel("cosine with the true gradient")
     _legend(fig, axes.flat)

@@ -303,3 +303,18 @@ def test_when_every_curve_coincides_the_note_says_so_briefly():
     plotting.band_plot(ax, frame)
     assert [t.get_text() for t in ax.texts] == ["all curves coincide"]
     plt.close(fig)
+
+
+def test_panel_titles_are_broken_to_the_panel_width_and_never_overlap():
+    assert plotting.fit_title("Sphere", 1.7) == "Sphere"
+    assert plotting.fit_title("Acrobot-v1 (d = 4,803)", 1.7) == "Acrobot-v1\n(d = 4,803)"
+    assert plotting.fit_title("Fashion-MNIST, SGD 0.01 and more", 1.7) == "Fashion-MNIST, SGD\n0.01 and more"
+    cosines = pd.DataFrame(dict(panel=["Acrobot-v1 (d = 4,803)", "MountainCar-v0 (d = 4,547)", "CartPole-v1 (d = 4,610)",
+                                       "LunarLander-v3 (d = 5,252)"], step=1, method="optex", median=0.9, q25=0.8, q75=1.0))
+    panels = list(cosines["panel"])
+    fig = plotting.proxy_cosine_figure(cosines, panels, ("optex",))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes[:len(panels)]]
+    assert all(left.x1 <= right.x0 for left, right in zip(boxes, boxes[1:]))
+    plt.close(fig)
