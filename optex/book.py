@@ -129,6 +129,16 @@ def chapter_parameters(root: Path, name: str) -> list[str]:
         return list(inspect_notebook(str(_prepare(root, name, Path(folder)))))
 
 
+def chapter_defaults(root: Path, name: str) -> dict[str, Any]:
+    """A chapter's ``parameters`` cell as written: each name with its default value (the cell holds
+    literals only, see :func:`parse_parameter`)."""
+    from papermill import inspect_notebook
+
+    with tempfile.TemporaryDirectory(prefix=f"optex-{name}-") as folder:
+        found = inspect_notebook(str(_prepare(root, name, Path(folder))))
+    return {key: ast.literal_eval(value["default"]) for key, value in found.items()}
+
+
 def check_overrides(root: Path, names: Sequence[str], overrides: dict[str, Any]) -> str | None:
     """Why ``overrides`` cannot be applied to the chapters ``names`` (None: they can): a pipeline
     parameter has its own option, and every other name must be a parameter of every chapter."""

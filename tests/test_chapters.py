@@ -1,7 +1,6 @@
 """The chapter layer of the neural-network and RL chapters: their configs by profile (and that the paper
 profile still finds the committed results), the settings their prose glues, and each figure, table and
 reading of optex.chapters on small tidy tables computed by hand."""
-import ast
 import os
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
-from papermill import inspect_notebook
 
 from optex import book, chapters, plotting, report, tables
 from optex.experiments import fig4b, rl, training
@@ -77,14 +75,8 @@ def test_text_and_rl_chapter_configs_check_their_own_parameters():
         rl.chapter_configs(_page(), "cartpole", 4)
 
 
-def _defaults(name, folder):
-    """The chapter's parameters cell as written (papermill reads it; the values are literals)."""
-    path = book._prepare(ROOT, name, folder)
-    return {k: ast.literal_eval(v["default"]) for k, v in inspect_notebook(str(path)).items()}
-
-
-def _paper_configs(name, folder):
-    p = _defaults(name, folder)
+def _paper_configs(name):
+    p = book.chapter_defaults(ROOT, name)
     page = report.Page(profile="paper", root=ROOT, overrides={}, seeds=p["seeds"])
     if name == "fig3":
         return {"rl-dqn": rl.chapter_configs(page, p["tasks"], p["parallelism"], p["episodes"], p["workers"])("paper")}
@@ -98,10 +90,10 @@ def _paper_configs(name, folder):
 
 
 @pytest.mark.parametrize("name", ["mnist", "fig4a", "fig4b", "fig3"])
-def test_the_paper_profile_of_each_chapter_is_the_committed_results(name, tmp_path):
+def test_the_paper_profile_of_each_chapter_is_the_committed_results(name):
     from optex.results import config_hash
 
-    for figure_id, configs in _paper_configs(name, tmp_path).items():
+    for figure_id, configs in _paper_configs(name).items():
         committed = {p.name for p in (ROOT / "results" / figure_id).iterdir() if p.is_dir()}
         assert {config_hash(c) for c in configs} == committed, figure_id
 

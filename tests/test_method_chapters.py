@@ -1,7 +1,6 @@
 """The chapter layer of the method, theory and scaling chapters (fig1, estimator, thm1, scaling): their
 configs by profile (and that the paper profile still finds the committed results), and the figures, tables
 and glued numbers of optex.method_chapters on the committed results, against the tidy data read directly."""
-import ast
 import math
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
-from papermill import inspect_notebook
 
 from optex import book, method_chapters, report, tables
 from optex.experiments import estimator, fig1, scaling, thm1
@@ -30,15 +28,9 @@ def _page(**kwargs):
     return report.Page(root=ROOT, overrides={}, **kwargs)
 
 
-def _defaults(name, folder):
-    """The chapter's parameters cell as written (papermill reads it; the values are literals)."""
-    path = book._prepare(ROOT, name, folder)
-    return {k: ast.literal_eval(v["default"]) for k, v in inspect_notebook(str(path)).items()}
-
-
-def _chapter_configs(name, folder):
+def _chapter_configs(name):
     """The chapter's configs by profile, from its parameters cell as the notebook builds them."""
-    p = _defaults(name, folder)
+    p = book.chapter_defaults(ROOT, name)
     page = _page(profile=p["profile"], device=p["device"], backend=p["backend"], seeds=p["seeds"])
     return p, EXPERIMENTS[name].chapter_configs(page, **{k: p[k] for k in KNOBS[name]})
 
@@ -83,19 +75,19 @@ def test_fig1_and_scaling_configs_follow_the_profile_with_the_chapters_knobs():
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
-def test_the_paper_profile_of_each_chapter_is_the_committed_results(name, tmp_path):
-    _, configs = _chapter_configs(name, tmp_path)
+def test_the_paper_profile_of_each_chapter_is_the_committed_results(name):
+    _, configs = _chapter_configs(name)
     committed = {p.name for p in (ROOT / "results" / EXPERIMENTS[name].FIGURE_ID).iterdir() if p.is_dir()}
     assert {config_hash(c) for c in configs("paper")} == committed
 
 
 # ------------------------------------------------------------------------------- the committed results
 @pytest.fixture(scope="module")
-def committed(tmp_path_factory):
+def committed():
     """Per chapter: its parameters, its paper configs and the committed results they read."""
     out = {}
     for name, experiment in EXPERIMENTS.items():
-        p, configs = _chapter_configs(name, tmp_path_factory.mktemp(name))
+        p, configs = _chapter_configs(name)
         results = _page(profile="paper", seeds=p["seeds"]).results(experiment.FIGURE_ID, experiment.run, configs)
         assert results.profile == "paper", results.missing  # never the quick fallback
         out[name] = (p, configs("paper"), results)

@@ -1,7 +1,6 @@
 """The chapter layer of the synthetic-suite chapters (synthetic, fig2, fig6, cor2): their configs by profile
 (and that the paper profile still finds the committed results), and the figures, tables and readings of
 optex.chapters on small runs of the synthetic runner, checked against the tidy rows directly."""
-import ast
 import math
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
-from papermill import inspect_notebook
 
 from optex import book, chapters, report, tables
 from optex.analysis import speedup_table
@@ -92,14 +90,8 @@ def test_cor2_chapter_config_takes_the_profiles_seeds_unless_the_page_sets_them(
     assert quick.seeds == (3, 4) and quick.unit_configs()[0].seed_list == [3, 4]
 
 
-def _defaults(name, folder):
-    """The chapter's parameters cell as written (papermill reads it; the values are literals)."""
-    path = book._prepare(ROOT, name, folder)
-    return {k: ast.literal_eval(v["default"]) for k, v in inspect_notebook(str(path)).items()}
-
-
-def _paper_configs(name, folder):
-    p = _defaults(name, folder)
+def _paper_configs(name):
+    p = book.chapter_defaults(ROOT, name)
     page = report.Page(profile="paper", root=ROOT, overrides={}, seeds=p["seeds"])
     if name == "synthetic":
         configs = synthetic.chapter_configs(page, p["functions"], p["parallelism"], p["lr"], p["rosenbrock_clip"],
@@ -117,8 +109,8 @@ def _paper_configs(name, folder):
 
 
 @pytest.mark.parametrize("name", ["synthetic", "fig2", "fig6", "cor2"])
-def test_the_paper_profile_of_each_chapter_is_the_committed_results(name, tmp_path):
-    for figure_id, configs in _paper_configs(name, tmp_path).items():
+def test_the_paper_profile_of_each_chapter_is_the_committed_results(name):
+    for figure_id, configs in _paper_configs(name).items():
         units = [u for c in configs for u in (c.unit_configs() if hasattr(c, "unit_configs") else [c])]
         committed = {p.name for p in (ROOT / "results" / figure_id).iterdir() if p.is_dir()}
         assert {config_hash(u) for u in units} == committed, figure_id
