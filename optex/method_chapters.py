@@ -22,6 +22,7 @@ import pandas as pd
 from IPython.display import HTML, Markdown
 
 from . import plotting, report, tables
+from .chapters import _figures_dir
 from .experiments import estimator, fig1, scaling, thm1
 
 THM1_LABELS = {"gp-rbf": "GP, RBF", "gp-matern32": "GP, Matérn-3/2", "gp-matern52": "GP, Matérn-5/2",
@@ -32,10 +33,6 @@ PROP41_COLUMNS = {"mean_vs_library": "Mean: dense vs library", "var_vs_library":
                   "mean_vs_closed_form": "Mean: dense vs closed form",
                   "var_vs_closed_form": "Variance: dense vs closed form",
                   "off_diagonal": "Largest off-diagonal of the dense $\\Sigma^2$"}
-
-
-def _figures_dir(figures_dir: str | Path | None) -> Path:
-    return Path(figures_dir) if figures_dir is not None else report.project_root() / report.FIGURES_DIR
 
 
 def _single(configs: Sequence[Any]) -> Any:
