@@ -21,7 +21,9 @@ minibatch loss, whose running minimum favours the longer Vanilla run).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import re
+from types import MappingProxyType
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,8 +38,58 @@ PANEL_KEYS = ("panel", "function")  # the columns that tell the panels of a figu
 PLATEAU_DROP = 0.01  # a flat last quarter: the log of the best-so-far value falls by less than this
 
 
-def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t confidence interval over independent seeds (NaN when fewer than 2)."""
+# ------------------------------------------------------------------------------------------ value ranges
+Bounds = tuple[float | None, float | None]
+UNBOUNDED: Bounds = (None, None)
+# The range a quantity can take, by the name of its column (exact names first, then the patterns
+# below): a 95% interval of a mean, drawn or tabled, never leaves it. Error rates are fractions in 0..1.
+VALUE_BOUNDS: Mapping[str, Bounds] = MappingProxyType({
+    "gap": (0.0, None), "speedup": (0.0, None), "effective_speedup": (0.0, None), "vanilla_equivalent": (0.0, None),
+    "ratio": (0.0, None), "iterations": (0.0, None), "episodes": (0.0, None), "steps": (0.0, None),
+    "error": (0.0, None), "rel_error": (0.0, None), "scaled_std": (0.0, None), "std": (0.0, None),
+    "cosine": (-1.0, 1.0), "accuracy": (0.0, 1.0),
+})
+_BOUND_PATTERNS: tuple[tuple[re.Pattern, Bounds], ...] = (
+    (re.compile(r"^(?:train|val|test)_error$"), (0.0, 1.0)),  # a misclassification rate
+    (re.compile(r"(?:^|_)accuracy$"), (0.0, 1.0)),
+    (re.compile(r"(?:^|_)cosine(?:_\w+)?$"), (-1.0, 1.0)),
+    (re.compile(r"(?:^|_)loss$"), (0.0, None)),
+    (re.compile(r"(?:^|_)rel_error(?:_\d+)?$"), (0.0, None)),
+)
+# Episode returns by gymnasium environment: CartPole-v1 pays 1 per step for at most 500 steps, Acrobot-v1
+# -1 per step for at most 500, MountainCar-v0 -1 per step for at most 200; LunarLander has no fixed range.
+RETURN_BOUNDS: Mapping[str, Bounds] = MappingProxyType({
+    "CartPole-v1": (0.0, 500.0), "Acrobot-v1": (-500.0, 0.0), "MountainCar-v0": (-200.0, 0.0),
+})
+
+
+def value_bounds(column: str) -> Bounds:
+    """The range of the quantity in ``column`` (:data:`VALUE_BOUNDS`, then the name patterns), or
+    :data:`UNBOUNDED` where the name does not say (a return depends on the task: :func:`return_bounds`)."""
+    if column in VALUE_BOUNDS:
+        return VALUE_BOUNDS[column]
+    return next((bounds for pattern, bounds in _BOUND_PATTERNS if pattern.search(column)), UNBOUNDED)
+
+
+def return_bounds(task: str) -> Bounds:
+    """The range of an episode's return (and of any average of returns) on an RL ``task`` of
+    :data:`optex.experiments.rl.TASKS`: :data:`RETURN_BOUNDS` of its environment, else unbounded."""
+    from .experiments.rl import TASKS
+
+    return RETURN_BOUNDS.get(TASKS[task].env_id, UNBOUNDED) if task in TASKS else UNBOUNDED
+
+
+def clip_to_bounds(values: Any, bounds: Bounds) -> np.ndarray:
+    """``values`` limited to ``bounds`` (``None``: open on that side); NaN stays NaN."""
+    low, high = bounds
+    return np.clip(np.asarray(values, dtype=float), -np.inf if low is None else low, np.inf if high is None else high)
+
+
+def mean_ci(values: np.ndarray, level: float = 0.95, bounds: Bounds = UNBOUNDED) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval over independent seeds (NaN when fewer than 2), the
+    interval cut at ``bounds``, the range the quantity can take (:func:`value_bounds`): over three
+    seeds a t-interval of a positive speedup can reach below 0, or one of CartPole returns below 0,
+    values no run can have. Tables mark a cut end (:func:`optex.tables.format_interval`)."""
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -46,7 +98,8 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float, floa
     if values.size < 2:
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
-    return mean, mean - half, mean + half
+    low, high = clip_to_bounds([mean - half, mean + half], bounds)
+    return mean, float(low), float(high)
 
 
 def _keys(frame: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
@@ -100,7 +153,7 @@ def speedup_table(frame: pd.DataFrame, reference: str = "vanilla", metric: str =
     rows = []
     for key, group in reach.groupby(keys):
         mean_it, _, _ = mean_ci(group["iterations"].to_numpy())
-        mean, low, high = mean_ci(group["speedup"].to_numpy())
+        mean, low, high = mean_ci(group["speedup"].to_numpy(), bounds=value_bounds("speedup"))
         rows.append(dict(zip(keys, key if isinstance(key, tuple) else (key,)), iterations=mean_it, speedup=mean,
                          speedup_low=low, speedup_high=high,
                          speedup_vs_budget=mean_ci(group["speedup_vs_budget"].to_numpy())[0],
@@ -249,7 +302,9 @@ def effective_speedup_table(frame: pd.DataFrame, at: Sequence[int] | None = None
         for method, runs in group.groupby("method", sort=False):
             for t in times:
                 picked = runs[runs["iteration"] <= t].sort_values("iteration").groupby("seed").tail(1)
-                mean, low, high = mean_ci(picked["speedup"].to_numpy(), level)
+                # no seed's speedup can exceed its reference run's length over its iteration
+                most = float((picked["reference_length"] / picked["iteration"]).max()) if len(picked) else None
+                mean, low, high = mean_ci(picked["speedup"].to_numpy(), level, (0.0, most))
                 rows.append(dict(zip(keys, key), method=method, iteration=t,
                                  evaluated_at=int(picked["iteration"].max()) if len(picked) else -1,
                                  effective_speedup=mean,
@@ -262,9 +317,9 @@ def effective_speedup_table(frame: pd.DataFrame, at: Sequence[int] | None = None
     return _with_plateau(table, frame, plateau_method, metric, keys)
 
 
-__all__ = ["PANEL_KEYS", "PLATEAU_DROP", "REFERENCE", "REFERENCE_GROWTH", "effective_speedup",
-           "effective_speedup_table",
-           "iterations_to_reach", "mean_ci", "plateau", "speedup_table"]
+__all__ = ["PANEL_KEYS", "PLATEAU_DROP", "REFERENCE", "REFERENCE_GROWTH", "RETURN_BOUNDS", "UNBOUNDED", "VALUE_BOUNDS",
+           "Bounds", "clip_to_bounds", "effective_speedup", "effective_speedup_table", "iterations_to_reach",
+           "mean_ci", "plateau", "return_bounds", "speedup_table", "value_bounds"]
 
 
 def time_to_reach(frame: pd.DataFrame, reference: str = "vanilla", metric: str = "train_loss",

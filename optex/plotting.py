@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .analysis import mean_ci
+from .analysis import (RETURN_BOUNDS, UNBOUNDED, VALUE_BOUNDS, Bounds, clip_to_bounds, mean_ci, return_bounds,
+                       value_bounds)
 
 
 def _style(label: str, color: str, marker: str, linestyle: str) -> Mapping[str, str]:
@@ -95,57 +96,12 @@ def thin_space_in_math(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ value ranges
-Bounds = tuple[float | None, float | None]
-UNBOUNDED: Bounds = (None, None)
-# The range a quantity can take, by the name of its column (exact names first, then the patterns
-# below): a 95% band of a mean never leaves it. Error rates are fractions (errors / count) in 0..1.
-VALUE_BOUNDS: Mapping[str, Bounds] = MappingProxyType({
-    "gap": (0.0, None), "speedup": (0.0, None), "vanilla_equivalent": (0.0, None), "steps": (0.0, None),
-    "error": (0.0, None), "rel_error": (0.0, None), "scaled_std": (0.0, None), "std": (0.0, None),
-    "cosine": (-1.0, 1.0), "accuracy": (0.0, 1.0),
-})
-_BOUND_PATTERNS: tuple[tuple[re.Pattern, Bounds], ...] = (
-    (re.compile(r"^(?:train|val|test)_error$"), (0.0, 1.0)),  # a misclassification rate
-    (re.compile(r"(?:^|_)accuracy$"), (0.0, 1.0)),
-    (re.compile(r"(?:^|_)cosine(?:_\w+)?$"), (-1.0, 1.0)),
-    (re.compile(r"(?:^|_)loss$"), (0.0, None)),
-    (re.compile(r"(?:^|_)rel_error(?:_\d+)?$"), (0.0, None)),
-)
-# Episode returns by gymnasium environment: CartPole-v1 pays 1 per step for at most 500 steps, Acrobot-v1
-# -1 per step for at most 500, MountainCar-v0 -1 per step for at most 200; LunarLander has no fixed range.
-RETURN_BOUNDS: Mapping[str, Bounds] = MappingProxyType({
-    "CartPole-v1": (0.0, 500.0), "Acrobot-v1": (-500.0, 0.0), "MountainCar-v0": (-200.0, 0.0),
-})
-
-
-def value_bounds(column: str) -> Bounds:
-    """The range of the quantity in ``column`` (:data:`VALUE_BOUNDS`, then the name patterns), or
-    :data:`UNBOUNDED` where the name does not say (a return depends on the task: :func:`return_bounds`)."""
-    if column in VALUE_BOUNDS:
-        return VALUE_BOUNDS[column]
-    return next((bounds for pattern, bounds in _BOUND_PATTERNS if pattern.search(column)), UNBOUNDED)
-
-
-def return_bounds(task: str) -> Bounds:
-    """The range of an episode's return (and of any average of returns) on an RL ``task`` of
-    :data:`optex.experiments.rl.TASKS`: :data:`RETURN_BOUNDS` of its environment, else unbounded."""
-    from .experiments.rl import TASKS
-
-    return RETURN_BOUNDS.get(TASKS[task].env_id, UNBOUNDED) if task in TASKS else UNBOUNDED
-
-
 def _resolve_bounds(bounds: Bounds | None, y: str) -> Bounds:
     if bounds is None:
         return value_bounds(y)
     if len(bounds) != 2 or (None not in bounds and bounds[0] > bounds[1]):
         raise ValueError(f"bounds must be (low, high) with low <= high (None: open), got {bounds!r}")
     return tuple(bounds)
-
-
-def clip_to_bounds(values: Any, bounds: Bounds) -> np.ndarray:
-    """``values`` limited to ``bounds`` (``None``: open on that side); NaN stays NaN."""
-    low, high = bounds
-    return np.clip(np.asarray(values, dtype=float), -np.inf if low is None else low, np.inf if high is None else high)
 
 
 def fill_band(ax, x: Any, low: Any, high: Any, bounds: Bounds = UNBOUNDED, **kwargs: Any):
@@ -933,7 +889,9 @@ def effective_speedup_plot(ax, speedups: pd.DataFrame, parallelism: int, methods
     slope ``parallelism`` (Target's N plain steps per iteration) and Vanilla's own line of slope 1."""
     if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
         raise ValueError(f"parallelism must be a positive integer, got {parallelism!r}")
-    summary = band_plot(ax, speedups, x="iteration", y="vanilla_equivalent", log=False, level=level, methods=methods)
+    most = float(speedups["reference_length"].max()) if "reference_length" in speedups.columns else None
+    summary = band_plot(ax, speedups, x="iteration", y="vanilla_equivalent", log=False, level=level, methods=methods,
+                        bounds=(0.0, most))  # no run is equivalent to more Vanilla iterations than were run
     t = np.array([0.0, float(speedups["iteration"].max())])
     ax.plot(t, parallelism * t, color="black", ls="--", lw=1, label=f"slope N = {parallelism}")
     ax.plot(t, t, color="black", ls=":", lw=1, label="slope 1 (Vanilla)")
@@ -1080,11 +1038,10 @@ def proxy_cosine_figure(cosines: pd.DataFrame, panels: Sequence[str], methods: S
 
 
 def _interval_text(mean: float, low: float, high: float) -> str:
-    if not np.isfinite(mean):
-        return "n/a"
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{mean:.2f}×"
-    return f"{mean:.2f}× [{low:.2f}, {high:.2f}]"
+    """A speedup or a ratio of speedups with its interval, to two decimals, cut (and marked) at 0."""
+    from .tables import format_interval
+
+    return format_interval(mean, low, high, "×", decimals=2, bounds=value_bounds("speedup"))
 
 
 def best_large_batch(table: pd.DataFrame) -> pd.Series:
@@ -1114,7 +1071,7 @@ def versus(speedups: pd.DataFrame, method: str, rival: pd.Series, at: int | None
         ours = picked[picked["method"] == method].set_index("seed")["speedup"]
         theirs = picked[picked["method"] == other].set_index("seed")["speedup"]
         ratio = (ours / theirs).dropna()
-        mean, low, high = mean_ci(ratio.to_numpy())
+        mean, low, high = mean_ci(ratio.to_numpy(), bounds=value_bounds("ratio"))
         rows.append(dict(zip(keys, key), method=method, rival=other, iteration=t, ratio=mean, low=low, high=high,
                          seeds=len(ratio)))
     return pd.DataFrame(rows)
@@ -1272,6 +1229,10 @@ def reading_text(summary: pd.DataFrame, parallelism: int, why: bool = True) -> s
                  + ". The true gradient there is one minibatch's, so these cosines are low even for a good estimate of "
                  "the expected gradient; what they compare is how much the Gaussian process adds to the last "
                  "gradient. LargeBatch spends the same N evaluations on one averaged, less noisy gradient."]
+    from .tables import CUT, CUT_NOTE
+
+    if CUT in text[0]:
+        text += ["", CUT_NOTE]
     return "\n".join(text)
 
 
@@ -1337,12 +1298,11 @@ def rl_curves(frame: pd.DataFrame, titles: Mapping[str, str], methods: Sequence[
     return fig, pd.concat(summaries, ignore_index=True)
 
 
-def _mean_interval(mean: float, low: float, high: float, digits: int = 0) -> str:
-    if not np.isfinite(mean):
-        return "n/a"
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+def _mean_interval(mean: float, low: float, high: float, digits: int = 0, bounds: Bounds = UNBOUNDED) -> str:
+    """A mean with its interval to ``digits`` decimals, cut (and marked) at ``bounds``."""
+    from .tables import format_interval
+
+    return format_interval(mean, low, high, decimals=digits, bounds=bounds)
 
 
 def rl_threshold_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -1356,14 +1316,16 @@ def rl_threshold_display(table: pd.DataFrame) -> pd.DataFrame:
         if row.censored == row.seeds:
             reach.append(f"never within {row.training_episodes} ({row.censored} of {row.seeds} censored)")
         else:
-            text = _mean_interval(row.episodes, row.episodes_low, row.episodes_high)
+            text = _mean_interval(row.episodes, row.episodes_low, row.episodes_high, 0, (0.0, row.training_episodes))
             reach.append(text + (f" ({row.censored} of {row.seeds} censored)" if row.censored else ""))
     out["episodes to threshold"] = reach
-    out["best trailing mean return"] = [_mean_interval(m, lo, hi, 1) for m, lo, hi in
-                                         zip(table["best"], table["best_low"], table["best_high"])]
+    ranges = [return_bounds(task) for task in table["task"]]
+    out["best trailing mean return"] = [_mean_interval(m, lo, hi, 1, r) for m, lo, hi, r in
+                                         zip(table["best"], table["best_low"], table["best_high"], ranges)]
     out["final cumulative average return"] = [
-        _mean_interval(m, lo, hi, 1) + (" (every return the same)" if floor else "")
-        for m, lo, hi, floor in zip(table["final_cum_avg"], table["final_low"], table["final_high"], table["floor"])]
+        _mean_interval(m, lo, hi, 1, r) + (" (every return the same)" if floor else "")
+        for m, lo, hi, r, floor in zip(table["final_cum_avg"], table["final_low"], table["final_high"], ranges,
+                                       table["floor"])]
     return out
 
 
@@ -1384,7 +1346,8 @@ def rl_cosine_table(frame: pd.DataFrame, methods: Sequence[str] = SURROGATES) ->
     for (panel, method), group in frame[frame["method"].isin(methods)].groupby(["panel", "method"], sort=False):
         entry = dict(panel=panel, method=method)
         for part in ("stale", "current"):
-            mean, low, high = mean_ci(_weighted_by_seed(group, f"proxy_cosine_{part}", f"{part}_updates"))
+            mean, low, high = mean_ci(_weighted_by_seed(group, f"proxy_cosine_{part}", f"{part}_updates"),
+                                      bounds=value_bounds("cosine"))
             entry.update({part: mean, f"{part}_low": low, f"{part}_high": high,
                           f"{part}_updates": int(group[f"{part}_updates"].sum())})
         rows.append(entry)
@@ -1395,9 +1358,9 @@ def rl_cosine_display(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`rl_cosine_table` as the chapter shows it."""
     return pd.DataFrame({
         "task": table["panel"], "estimator": table["method"].map(method_label),
-        "cosine, stale history": [_mean_interval(m, lo, hi, 2) for m, lo, hi in
+        "cosine, stale history": [_mean_interval(m, lo, hi, 2, value_bounds("cosine")) for m, lo, hi in
                                   zip(table["stale"], table["stale_low"], table["stale_high"])],
-        "cosine, current history": [_mean_interval(m, lo, hi, 2) for m, lo, hi in
+        "cosine, current history": [_mean_interval(m, lo, hi, 2, value_bounds("cosine")) for m, lo, hi in
                                     zip(table["current"], table["current_low"], table["current_high"])],
         "proxy updates (stale / current)": [f"{s:,} / {c:,}" for s, c in
                                             zip(table["stale_updates"], table["current_updates"])]})
@@ -1444,7 +1407,9 @@ def rl_anchor_table(frame: pd.DataFrame, anchors: Mapping[str, float | None], wi
                  "our environment steps per run": f"{part.groupby(['method', 'seed'])['env_steps'].max().mean():,.0f}"}
         for method in methods:
             last = part[part["method"] == method].groupby("seed").tail(window).groupby("seed")["return"].mean()
-            entry[f"{method_label(method)}: last {window} episodes"] = _mean_interval(*mean_ci(last.to_numpy()), 1)
+            returns = return_bounds(part["task"].iloc[0]) if "task" in part.columns and len(part) else UNBOUNDED
+            entry[f"{method_label(method)}: last {window} episodes"] = _mean_interval(
+                *mean_ci(last.to_numpy(), bounds=returns), 1, returns)
         rows.append(entry)
     return pd.DataFrame(rows)
 

@@ -28,10 +28,11 @@ import pandas as pd
 
 from . import _validation as check
 from . import verify as verification
-from .analysis import REFERENCE, effective_speedup_table, iterations_to_reach, mean_ci, speedup_table, time_to_reach
+from .analysis import (REFERENCE, UNBOUNDED, effective_speedup_table, iterations_to_reach, mean_ci, speedup_table,
+                       time_to_reach, value_bounds)
 from .plotting import check_figure_id, method_label, save_figure
 from .results import ResultStore
-from .tables import format_interval
+from .tables import CUT, CUT_NOTE, format_interval
 
 PROFILES = ("paper", "quick")
 VERDICTS = ("reproduced", "partly", "not reproduced", "not yet run")
@@ -502,11 +503,12 @@ class Claim:
 
 
 def _interval(mean: float, low: float, high: float, unit: str = "") -> str:
+    """A mean with its interval; a ratio (``unit`` "×") cut at 0 and marked where its interval reached below."""
     if not math.isfinite(mean):
         return "n/a"
     if not (math.isfinite(low) and math.isfinite(high)):
         return f"{format_interval(mean, low, high, unit, decimals=2)} (one seed: no interval)"
-    return format_interval(mean, low, high, unit)
+    return format_interval(mean, low, high, unit, bounds=value_bounds("ratio") if unit == "×" else UNBOUNDED)
 
 
 def _censored(censored: int, seeds: int) -> str:
@@ -582,7 +584,7 @@ def trails_ideal(method: str, ideal: str, within: float,
         parts, passed, half = [], [], []
         for name, group in groups:
             values = group["ratio"].to_numpy()
-            mean, low, high = mean_ci(values)
+            mean, low, high = mean_ci(values, bounds=value_bounds("ratio"))
             censored = int(pd.isna(values).sum())
             passed.append(censored == 0 and math.isfinite(low) and low >= 1.0 and high <= within)
             half.append(math.isfinite(mean) and 1.0 <= mean <= within)
@@ -807,7 +809,7 @@ def faster_per_iteration_and_second(method: str = "optex", ideal: str = "target"
             judged = paper_setting is None or paper_setting in str(panel)
             ours = paper.loc[(panel, method)]
             timed = seconds[(seconds["panel"] == panel) & (seconds["method"] == method)]
-            t_mean, t_low, t_high = mean_ci(timed["speedup"].to_numpy(float))
+            t_mean, t_low, t_high = mean_ci(timed["speedup"].to_numpy(float), bounds=value_bounds("speedup"))
             t_censored = int((~timed["reached"].astype(bool)).sum())
             ours_end, ideal_end = float(effective[(panel, method)]), float(effective[(panel, ideal)])
             per_iteration = ours.censored == 0 and math.isfinite(ours.speedup_low) and ours.speedup_low > 1.0
@@ -893,7 +895,8 @@ def _cell(text: str) -> str:
 
 def report_markdown(table: pd.DataFrame) -> str:
     """The report table as MyST markdown, with a link to each claim's figure (or its future chapter)."""
-    lines = ["::::{table} The paper's claims, what this build measured, and the verdict.", ":name: report-claims", "",
+    cut = f" {CUT_NOTE}" if table["ours"].astype(str).str.contains(CUT).any() else ""
+    lines = [f"::::{{table}} The paper's claims, what this build measured, and the verdict.{cut}", ":name: report-claims", "",
              "| Claim | Paper | Ours (95% interval over seeds) | Verdict | Evidence |", "|:---|:---|:---|:---|:---|"]
     for row in table.itertuples():
         if pd.isna(row.profile):

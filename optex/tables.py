@@ -24,8 +24,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .analysis import UNBOUNDED, Bounds, value_bounds
+
 Formatter = Callable[[pd.DataFrame], list[str]]
 MISSING = "—"
+CUT = "†"  # an interval end cut at the range its quantity can take
+CUT_NOTE = (f"{CUT} The 95% interval reached beyond the values the quantity can take (with few seeds a "
+            "Student-t interval can) and is cut at that bound.")
 _DIGITS = re.compile(r"(\d+(?:\.\d+)?)")
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
@@ -83,14 +88,23 @@ def interval_decimals(low: float, high: float, fallback: int = 2) -> int:
     return int(min(max(extra - exponent, 0), 6))
 
 
-def format_interval(mean: float, low: float, high: float, unit: str = "", decimals: int | None = None) -> str:
-    """``4.86× [4.81, 4.90]``; just the mean when there is no interval (one seed); a dash if no mean."""
+def format_interval(mean: float, low: float, high: float, unit: str = "", decimals: int | None = None,
+                    bounds: Bounds = UNBOUNDED) -> str:
+    """``4.86× [4.81, 4.90]``; just the mean when there is no interval (one seed); a dash if no mean.
+
+    ``bounds`` is the range the quantity can take: an end beyond it is cut there and marked
+    :data:`CUT` (``1.2× [0†, 3.1]``: over three seeds a t-interval of a speedup can reach below 0);
+    :func:`publish` then explains the mark under the table."""
     if not _finite(mean):
         return MISSING
     if not (_finite(low) and _finite(high)):
         return (fixed(mean, decimals) if decimals is not None else significant(mean)) + unit
     places = interval_decimals(low, high) if decimals is None else decimals
-    return f"{fixed(mean, places)}{unit} [{fixed(low, places)}, {fixed(high, places)}]"
+    floor, ceiling = (-math.inf if bounds[0] is None else bounds[0]), (math.inf if bounds[1] is None else bounds[1])
+    # an end at the bound (where the estimate itself is not) was cut there, by mean_ci or here
+    low_text = fixed(max(low, floor), places) + (CUT if low <= floor < mean else "")
+    high_text = fixed(min(high, ceiling), places) + (CUT if mean < ceiling <= high else "")
+    return f"{fixed(mean, places)}{unit} [{low_text}, {high_text}]"
 
 
 def format_range(low: float, high: float, decimals: int = 2, unit: str = "", equal: str = "in every case") -> str:
@@ -139,11 +153,19 @@ def decimals(key: str, places: int, unit: str = "") -> Formatter:
     return lambda frame: [fixed(v, places) + (unit if _finite(v) else "") for v in frame[key]]
 
 
-def interval(key: str, low: str | None = None, high: str | None = None, unit: str = "") -> Formatter:
+def interval(key: str, low: str | None = None, high: str | None = None, unit: str = "",
+             bounds: Bounds | Callable[[pd.Series], Bounds] | None = None) -> Formatter:
     """``mean [low, high]`` from the columns ``key``, ``key_low`` and ``key_high`` (or those named), each
-    row to the precision of its own interval."""
+    row to the precision of its own interval, ends cut at ``bounds`` (a range, a function of the row, or
+    by default :func:`optex.analysis.value_bounds` of ``key``) and marked (:func:`format_interval`)."""
     low, high = low or f"{key}_low", high or f"{key}_high"
-    return lambda frame: [format_interval(m, lo, hi, unit) for m, lo, hi in zip(frame[key], frame[low], frame[high])]
+    limits = value_bounds(key) if bounds is None else bounds
+
+    def cells(frame: pd.DataFrame) -> list[str]:
+        return [format_interval(row[key], row[low], row[high], unit,
+                                bounds=limits(row) if callable(limits) else limits) for _, row in frame.iterrows()]
+
+    return cells
 
 
 def count_of(key: str, total: str) -> Formatter:
@@ -253,6 +275,8 @@ def publish(table: Table, name: str, caption: str) -> None:
     """Show ``table`` in the page as numbered table ``name`` (refer to it with ``{numref}`name```)."""
     from IPython.display import Markdown, display
 
+    if any(CUT in cell for row in table.cells() for cell in row):
+        caption = f"{caption} {CUT_NOTE}"
     display(Markdown(table.myst(name, caption)))
 
 
@@ -306,6 +330,6 @@ def _title_case(value: Any) -> str:
     return text[:1].upper() + text[1:]
 
 
-__all__ = ["Column", "MISSING", "Table", "count_of", "decimals", "fixed", "format_duration", "format_interval",
+__all__ = ["CUT", "CUT_NOTE", "Column", "MISSING", "Table", "count_of", "decimals", "fixed", "format_duration", "format_interval",
            "format_range", "interval", "speedups",
            "interval_decimals", "label", "natural_key", "number", "ordered", "publish", "significant", "text"]

@@ -75,7 +75,9 @@ def test_effective_speedup_table_summarises_seeds_with_a_t_interval():
     table = analysis.effective_speedup_table(frame).set_index(["method", "iteration"])
     mean, low, high = analysis.mean_ci(np.array([4.0, 3.0, 2.0]))
     row = table.loc[("fast", 10)]
-    assert (row.effective_speedup, row.effective_low, row.effective_high) == pytest.approx((mean, low, high))
+    # the reference's 40 iterations over t = 10: no seed's speedup can exceed 4, so the interval stops there
+    assert high > 4.0
+    assert (row.effective_speedup, row.effective_low, row.effective_high) == pytest.approx((mean, low, 4.0))
     assert (row.seeds, row.censored, row.plateau) == (3, 0, False)
     assert sorted(table.index.get_level_values("iteration").unique()) == [5, 10]  # T // 2 and T
 
@@ -152,3 +154,25 @@ def test_rows_between_evaluations_are_skipped_and_the_grid_interpolated():
                                                interpolate=True, plateau_method=None)
     assert summary["effective_speedup"].tolist() == pytest.approx([2.5])  # the grid point at or below t = 3
     assert summary["evaluated_at"].tolist() == [2]
+
+
+def test_mean_ci_cuts_the_interval_at_the_range_of_the_quantity():
+    values = np.array([0.2, 1.0, 3.5])  # three positive speedups: the t-interval reaches below 0
+    mean, low, high = analysis.mean_ci(values)
+    assert low < 0
+    cut = analysis.mean_ci(values, bounds=analysis.value_bounds("speedup"))
+    assert cut == pytest.approx((mean, 0.0, high))
+    returns = np.array([498.0, 500.0, 470.0])  # CartPole returns: at most 500 per episode
+    _, _, top = analysis.mean_ci(returns, bounds=analysis.return_bounds("cartpole"))
+    assert analysis.mean_ci(returns)[2] > 500 and top == 500.0
+
+
+def test_effective_speedup_intervals_stay_within_what_the_reference_can_measure():
+    # The reference runs 8 iterations; one seed's method matches it at t=1, the others only late.
+    rows = []
+    for seed, gaps in enumerate([[8.0, 0.1], [8.0, 7.0], [8.0, 6.0]]):
+        rows += [dict(function="f", method="fast", seed=seed, iteration=i, gap=g) for i, g in enumerate(gaps)]
+        rows += [dict(function="f", method="vanilla_long", seed=seed, iteration=i, gap=8.0 - i) for i in range(9)]
+    table = analysis.effective_speedup_table(pd.DataFrame(rows), at=[1], plateau_method=None)
+    assert table["effective_low"].iloc[0] == 0.0
+    assert table["effective_high"].iloc[0] <= 8.0

@@ -278,6 +278,9 @@ def test_episodes_to_threshold_reads_the_trailing_mean_and_censors():
     assert table.loc["optex", "final_cum_avg"] == pytest.approx(np.mean([10, 5]))
     assert table.loc["optex", "best"] == pytest.approx(np.mean([10, 10]))
     assert not table["floor"].any()
+    # CartPole returns are at least 0: optex's final averages 10 and 5 have a t-interval reaching below it
+    assert table.loc["optex", "final_low"] == 0.0 and table.loc["optex", "final_high"] > 0
+    assert table.loc["optex", "episodes_low"] == 0.0  # episodes 1 and 4: no run can take fewer than 0
 
 
 def test_the_command_line_runs_the_rl_runner(tmp_path, capsys):

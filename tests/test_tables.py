@@ -68,7 +68,7 @@ def test_effective_speedups_mark_lower_bounds_and_leave_out_vanilla():
     lines = tables.effective_speedups(frame, [("function", "Function", ["sphere"])], ["vanilla", "optex"]).markdown()
     rows = lines.splitlines()[2:]
     assert rows == ["| Sphere | OptEx | 20 | 4.80× [4.80, 4.80] | 0 of 5 | no |",
-                    "| Sphere | OptEx | 40 | ≥ 7× [−2, 16] | 1 of 5 | yes |"]
+                    "| Sphere | OptEx | 40 | ≥ 7× [0†, 16] | 1 of 5 | yes |"]
 
 
 @pytest.mark.parametrize("seconds, text", [(0.04, "0.040 s"), (3.44, "3.4 s"), (12.4, "12 s"), (59.9, "1.0 min"),
@@ -99,3 +99,20 @@ def test_a_display_frame_shows_integer_columns_whole_and_others_to_three_digits(
                           "task": ["CartPole-v1", "Acrobot-v1"]})
     cells = tables.frame_table(frame).cells()
     assert cells == [["64", "4", "0.0123", "CartPole-v1"], ["128", "10", "2.00", "Acrobot-v1"]]
+
+
+def test_an_interval_cut_at_its_bound_is_marked_and_the_caption_says_why(monkeypatch):
+    assert tables.format_interval(1.23, -0.62, 3.08, "×", bounds=(0.0, None)) == "1.2× [0.0†, 3.1]"
+    assert tables.format_interval(480.0, 430.0, 512.0, bounds=(0.0, 500.0)) == "480 [430, 500†]"
+    # every seed at the bound is no cut: the estimate itself is there
+    assert tables.format_interval(0.0, 0.0, 0.0, bounds=(0.0, None)) == "0.00 [0.00, 0.00]"
+    frame = pd.DataFrame(dict(method=["a", "b"], speedup=[1.23, 2.0], speedup_low=[-0.62, 1.9],
+                              speedup_high=[3.08, 2.1]))
+    assert tables.interval("speedup", unit="×")(frame) == ["1.2× [0.0†, 3.1]", "2.00× [1.90, 2.10]"]
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda item: shown.append(item.data))
+    table = tables.Table(frame, [tables.Column("Speedup (95% interval)", tables.interval("speedup", unit="×"))])
+    tables.publish(table, "cut-demo", "Speedups.")
+    assert tables.CUT_NOTE in shown[0]
+    tables.publish(tables.Table(frame.iloc[1:], table.columns), "uncut-demo", "Speedups.")
+    assert tables.CUT not in shown[1]

@@ -56,7 +56,7 @@ import pandas as pd
 
 from .. import _validation as check
 from .. import dqn, models
-from ..analysis import mean_ci
+from ..analysis import mean_ci, return_bounds
 from ..results import ResultStore, Unit, config_hash, run_units
 from ..verify import TIMING, Prefix
 from .synthetic import backend_adapter
@@ -458,12 +458,14 @@ def threshold_table(frame: pd.DataFrame, thresholds: dict[str, float] | None = N
         where = dict(zip(keys + ["method"], key))
         returns = training[training["task"] == where["task"]]["return"]
         reached = group["episodes"].dropna().to_numpy()
-        mean, low, high = mean_ci(reached) if len(reached) else (math.nan,) * 3
-        final, final_low, final_high = mean_ci(group["final_cum_avg"].to_numpy())
-        best, best_low, best_high = mean_ci(group["best_trailing"].to_numpy())
+        budget = int(group["training_episodes"].max())
+        returns_range = return_bounds(where["task"])
+        mean, low, high = mean_ci(reached, bounds=(0.0, budget)) if len(reached) else (math.nan,) * 3
+        final, final_low, final_high = mean_ci(group["final_cum_avg"].to_numpy(), bounds=returns_range)
+        best, best_low, best_high = mean_ci(group["best_trailing"].to_numpy(), bounds=returns_range)
         rows.append(dict(where, threshold=group["threshold"].iloc[0], episodes=mean, episodes_low=low,
                          episodes_high=high, censored=int(group["episodes"].isna().sum()), seeds=len(group),
-                         training_episodes=int(group["training_episodes"].max()), best=best, best_low=best_low,
+                         training_episodes=budget, best=best, best_low=best_low,
                          best_high=best_high, final_cum_avg=final, final_low=final_low, final_high=final_high,
                          floor=bool(returns.nunique() == 1)))
     return pd.DataFrame(rows)
