@@ -11,7 +11,6 @@ for numbers and readings, the figure id (and ``<figure id>-speedup``, ``-cosine`
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from pathlib import Path
@@ -484,7 +483,7 @@ class Fig2Chapter:
         fig = plotting.curve_grid(self.frame, self.panels, title=_fig2_title, x="wall_time",
                                   methods=fig2.CHAPTER_METHODS, best_so_far=True,
                                   xlabel="optimizer wall-clock time (s)", ylabel="best gap so far")
-        report.publish(fig, dataclasses.replace(self.results, figure_id=name), directory=self.figures_dir)
+        report.publish(fig, self.results, directory=self.figures_dir, name=name)
         final = self.frame[self.frame["iteration"] == self.iterations]
         wall = final.groupby(["panel", "method"])["wall_time"].mean().unstack()
         return {name: fig, f"{self.figure_id}-wall-ratio": float((wall["optex"] / wall["vanilla"]).median())}

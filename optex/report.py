@@ -212,6 +212,14 @@ class Results:
     location: str = "results/"  # the folder the result files are in, relative to the repository
     overrides: Mapping[str, Any] = field(default_factory=dict)  # parameters the reader changed
 
+    def __post_init__(self) -> None:
+        # The figure id is what `book verify` and `book check` look the result files up by: a second figure
+        # of the same results takes its own name at publish(name=...), never another figure id here.
+        other = sorted({s.figure_id for s in self.stores} - {self.figure_id})
+        if other:
+            raise ValueError(f"results of {self.figure_id!r} read from the result files of {', '.join(other)}: "
+                             "name a second figure of the same results with publish(name=...)")
+
     @property
     def fallback(self) -> bool:
         return self.profile != self.requested
@@ -384,12 +392,15 @@ def _admonition(kind: str, title: str, lines: Sequence[str], colons: int = 4) ->
 
 
 def publish(fig, results: Results, data: pd.DataFrame | None = None,
-            directory: str | Path | None = None) -> dict[str, Path]:
+            directory: str | Path | None = None, name: str | None = None) -> dict[str, Path]:
     """Save the figure (SVG, PNG), its data (CSV, default: the tidy results) and a provenance record
-    (JSON) under the figure id; the reproduction report reads the CSV and the record."""
+    (JSON) under ``name`` (default: the results' figure id); the reproduction report reads the CSV and
+    the record. ``name`` gives a second figure of the same results its own files (``fig2-wallclock``):
+    the record still names the results' figure id, under which ``book verify`` checks them."""
     directory = Path(directory) if directory is not None else project_root() / FIGURES_DIR
-    paths = save_figure(fig, results.figure_id, results.frame if data is None else data, directory)
-    paths["json"] = directory / f"{results.figure_id}.json"
+    name = results.figure_id if name is None else name
+    paths = save_figure(fig, name, results.frame if data is None else data, directory)
+    paths["json"] = directory / f"{name}.json"
     paths["json"].write_text(json.dumps(summary(results), indent=1, sort_keys=True) + "\n")
     return paths
 
