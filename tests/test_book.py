@@ -341,6 +341,32 @@ def test_prose_checks_find_raw_markup_equal_ranges_zero_durations_and_wide_table
     assert book.prose_problems(good) == []
 
 
+def test_every_data_file_a_page_names_is_a_link_to_it_in_the_site(tmp_path):
+    page = tmp_path / "book" / "_executed" / "fig2"
+    page.parent.mkdir(parents=True)
+    (tmp_path / "_downloads" / "ab12").mkdir(parents=True)
+    (tmp_path / "_downloads" / "ab12" / "fig2.csv").write_text("iteration,gap\n0,1.0\n")
+    linked = ('<a class="reference download internal" download="" href="../../_downloads/ab12/fig2.csv">'
+              '<code class="xref download docutils literal notranslate"><span class="pre">fig2.csv</span></code></a>')
+    good = _soup(f"""<html><body><main><figcaption>Data: {linked}.</figcaption>
+      <div class="cell_input"><pre>frame.to_csv("scratch.csv")</pre></div></main></body></html>""")
+    assert book.download_problems(good, page) == []
+    named = _soup("<html><body><main><figcaption>Data: <code>fig6.csv</code>.</figcaption></main></body></html>")
+    assert book.download_problems(named, page) == ["names the data file fig6.csv without a link to it: write it as "
+                                                   "{download}`fig6.csv <figures/fig6.csv>`"]
+    dead = _soup(f"<html><body><main><p>{linked.replace('ab12', 'cd34')}</p></main></body></html>")
+    assert book.download_problems(dead, page) == ["links the data file fig2.csv to a file the built site does not hold"]
+
+
+def test_every_caption_that_names_a_data_file_links_it_with_the_download_role():
+    import re
+
+    for source in sorted((ROOT / "notebooks").glob("*.py")):
+        text = re.sub(r"\n# ?", " ", source.read_text())  # the jupytext comment markers of Markdown lines
+        for name in re.findall(r"(?<![\w./<-])[\w-]+\.csv\b", text):
+            assert f"{{download}}`{name} <figures/{name}>`" in text, f"{source.name} names {name} without a link"
+
+
 def test_check_reports_figures_wider_than_the_text(built):
     Image.new("RGB", (1600, 300)).save(built / "book" / "_executed" / "figures" / "fig-a.png")
     assert any("text width" in p for p in book.check_html(built))
