@@ -500,6 +500,7 @@ _RAW_TEX = re.compile(r"\\\(|\\\)|\$|\\[a-zA-Z]+")
 _RAW_MATH = re.compile(r"\$|\\\(|\\\[")  # a math delimiter MathJax never saw
 MAX_TABLE_COLUMNS = 7  # more do not fit the text column at a readable size
 _EQUAL_RANGE = re.compile(r"between (−?-?[\d.,\u2009]+)(\S*) and \1\2(?!\d|\.\d)")
+_HYPHEN_MINUS = re.compile(r"(?:^|(?<=[\s\[(]))-(?=\.?\d)")  # "-0.62", "[-42.5": a hyphen standing for a minus
 _ZERO_DURATION = re.compile(r"(?<![\d.])0(?:\.0+)? ?(?:seconds?|minutes?|min|hours?|h)\b")
 _TEXT_BLOCKS = ("p", "li", "td", "th", "caption", "figcaption", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6")
 _NOT_PROSE = ("script", "style", "code", "pre", "kbd", "samp", "mjx-container", "math")
@@ -514,7 +515,7 @@ def _prose(soup: Any) -> Any:
     copy = BeautifulSoup(str(main), "html.parser")
     for element in copy.find_all(_NOT_PROSE):
         element.decompose()
-    for element in copy.select(".math, .highlight, .MathJax, .cell_input"):
+    for element in copy.select(".math, .highlight, .MathJax, .cell_input, dt.sig"):  # dt.sig: an API signature
         element.decompose()
     return copy
 
@@ -522,7 +523,8 @@ def _prose(soup: Any) -> Any:
 def prose_problems(soup: Any) -> list[str]:
     """Markup that did not render and text a reader should not meet, in a page's prose: a literal
     ``$``/``\\(`` math delimiter, a paragraph that is a Markdown list shown as text ("- " lines), an
-    interval whose ends are the same ("between 4.00 and 4.00"), a duration of zero units ("0 minutes")."""
+    interval whose ends are the same ("between 4.00 and 4.00"), a duration of zero units ("0 minutes"), a
+    hyphen used as a minus sign ("-0.62": optex.tables writes U+2212)."""
     problems = []
     prose = _prose(soup)
     for paragraph in prose.find_all("p"):
@@ -538,6 +540,9 @@ def prose_problems(soup: Any) -> list[str]:
     text = " ".join(prose.get_text(" ").split())
     for match in _EQUAL_RANGE.finditer(text):
         problems.append(f"an interval with equal ends {match.group(0)!r}: use optex.tables.format_range")
+    for match in _HYPHEN_MINUS.finditer(text):
+        problems.append(f"a hyphen as a minus sign in {text[max(match.start() - 30, 0):match.end() + 10]!r}: format "
+                        "the number with optex.tables (fixed, significant, format_interval, compact)")
     for match in _ZERO_DURATION.finditer(text):
         problems.append(f"a duration of zero units {text[max(match.start() - 30, 0):match.end()]!r}: use "
                         "optex.tables.format_duration")
