@@ -78,7 +78,7 @@ from optex import method_chapters, report
 from optex.experiments import fig1
 
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
-configs = fig1.chapter_configs(page, functions, parallelism, lr)
+configs = fig1.chapter_configs(page, functions, parallelism, lr, shown_iteration, animate)
 
 # %% tags=["remove-input"]
 results = page.results(fig1.FIGURE_ID, fig1.run, configs)

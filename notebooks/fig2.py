@@ -78,7 +78,8 @@ report.glue_all(chapter.curves())
 #
 # Optimality gap against sequential iterations for Vanilla, LineSearch, Target and OptEx (Adam,
 # $N$ = {glue:text}`fig2-n`) on the synthetic suite. Lines: geometric mean over seeds; bands: 95%
-# t-intervals; a note on a panel names curves that lie on top of each other. Data: `fig2.csv`.
+# t-intervals; a note on a panel names curves that lie on top of each other. Data:
+# {download}`fig2.csv <figures/fig2.csv>`.
 # ```
 #
 # ## Iterations saved

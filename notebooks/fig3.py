@@ -110,7 +110,7 @@ report.glue_all(chapter.curves())
 # Cumulative average return (the mean return of the training episodes so far, warm-up excluded) against
 # training episodes, per task, $N =$ {glue:text}`rl-N`. Lines: mean over seeds; bands: 95% t-intervals
 # (with {glue:text}`rl-seeds` seeds the t quantile is {glue:text}`rl-t-quantile`, so the bands are wide).
-# The data behind the figure is saved next to it as `rl-dqn.csv`.
+# The data behind the figure is the file {download}`rl-dqn.csv <figures/rl-dqn.csv>`.
 # ```
 #
 # ## Episodes to a reward threshold

@@ -94,7 +94,7 @@ report.glue_all(chapter.curves([("train_error", "iteration"), ("test_error", "it
 # Training and test error of the CNN on CIFAR-10 against sequential iterations (left) and against the
 # seconds spent inside `OptEx.step` (right; Vanilla drawn from its $N \cdot T$-iteration run), one row per
 # base optimizer, $N =$ {glue:text}`cifar-N`. Lines: mean over seeds; bands: 95% t-intervals. The data
-# behind the figure is saved next to it as `cifar10.csv`.
+# behind the figure is the file {download}`cifar10.csv <figures/cifar10.csv>`.
 # ```
 #
 # :::{admonition} Wall-clock time on a CPU

@@ -118,8 +118,8 @@ report.glue_all(chapter.curves([("train_loss", "iteration"), ("train_loss", "tim
 # {glue:text}`text-threads-phrase`), so they run one after another in effect and a parallel method's
 # iteration costs at least
 # $N$ of Vanilla's gradient evaluations in time: the middle column is not the paper's one-GPU wall-clock
-# comparison, which is **not yet run on a GPU**. The data behind the figure is saved next to it as
-# `text-autoregression.csv`.
+# comparison, which is **not yet run on a GPU**. The data behind the figure is the file
+# {download}`text-autoregression.csv <figures/text-autoregression.csv>`.
 # ```
 #
 # ## How much faster

@@ -74,7 +74,7 @@ report.glue_all(chapter.curves())
 # Ablations of OptEx on Rosenbrock: (a) the $N$ evaluations in parallel or one after another; (b) the rule
 # that picks $\theta_t$ among the $N$ processes; (c) the history size $T_0$; (d) the parallelism $N$;
 # (e) the GP mean against the last true gradient as the surrogate of the proxy steps. Lines: geometric
-# mean over seeds; bands: 95% t-intervals. Data: `fig6.csv`.
+# mean over seeds; bands: 95% t-intervals. Data: {download}`fig6.csv <figures/fig6.csv>`.
 # ```
 
 # %% tags=["remove-input"]

@@ -107,8 +107,8 @@ report.glue_all(chapter.curves([("train_error", "iteration"), ("test_error", "it
 #
 # Training error (left) and test error (right) of the 5-layer MLP against sequential iterations, one row
 # per dataset and base optimizer (SGD is the paper's setting), $N =$ {glue:text}`mnist-N`. Lines: mean over
-# seeds; bands: 95% t-intervals. The data behind the figure (every evaluation row) is saved next to it as
-# `image-classification.csv`.
+# seeds; bands: 95% t-intervals. The data behind the figure (every evaluation row) is the file
+# {download}`image-classification.csv <figures/image-classification.csv>`.
 # ```
 #
 # ## How much faster: two metrics

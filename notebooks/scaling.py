@@ -119,7 +119,7 @@ chapter.times_table()
 #
 # Median milliseconds per OptEx iteration by setup: one process with `vmap` (1 and 2 threads), one process
 # with `parallel="loop"`, and $W$ single-thread ranks under `torch.distributed` (gloo). Black diamonds:
-# the cost model below. Data: `scaling.csv`.
+# the cost model below. Data: {download}`scaling.csv <figures/scaling.csv>`.
 # ```
 #
 # The machine's load average reached {glue:text}`scaling-load` while these timings were taken. On a

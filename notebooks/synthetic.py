@@ -88,7 +88,8 @@ report.glue_all(chapter.curves())
 #
 # Optimality gap of Vanilla, LineSearch, Target and OptEx (Adam, $N$ = {glue:text}`synthetic-n`) against
 # the number of sequential iterations, on the synthetic functions. Lines: geometric mean over seeds;
-# bands: 95% t-intervals. The data behind the figure is saved next to it as `synthetic-demo.csv`.
+# bands: 95% t-intervals. The data behind the figure is the file
+# {download}`synthetic-demo.csv <figures/synthetic-demo.csv>`.
 # ```
 #
 # ## Iterations saved

@@ -100,7 +100,7 @@ from optex import method_chapters, report
 from optex.experiments import thm1
 
 page = report.Page(profile=profile, device=device, backend=backend, seeds=seeds, recompute=recompute, commit=commit)
-configs = thm1.chapter_configs(page, dim, gp_lengthscale, grad_noise, delta)
+configs = thm1.chapter_configs(page, dim, gp_lengthscale, grad_noise, delta, fit_from)
 
 # %% tags=["remove-input"]
 results = page.results(thm1.FIGURE_ID, thm1.run, configs)

@@ -6,7 +6,8 @@
   chapter does not stop the others; all failures are listed at the end with the cell that raised.
 - ``build`` runs ``jupyter-book build`` on the executed notebooks, execution off, warnings as errors.
 - ``check`` reads the built HTML: every ``_toc.yml`` entry has a page, every figure id has an image,
-  no page or executed notebook holds an error.
+  every data file a page names is a link to that file in the site, no page or executed notebook holds
+  an error.
 """
 from __future__ import annotations
 
@@ -483,6 +484,7 @@ def check_html(root: Path) -> list[str]:
     problems += [f"figure {i} is saved but no page shows it" for i in ids if i not in shown]
     for doc, soup in pages.items():
         problems += [f"{doc}: {p}" for p in page_problems(soup)]
+        problems += [f"{doc}: {p}" for p in download_problems(soup, html / doc)]
     problems += figure_file_problems(root, ids) + budget_problems(root)
     for notebook_path in sorted((root / EXECUTED).glob("*.ipynb")):
         notebook = nbformat.read(notebook_path, as_version=4)
@@ -498,6 +500,7 @@ _RAW_TEX = re.compile(r"\\\(|\\\)|\$|\\[a-zA-Z]+")
 _RAW_MATH = re.compile(r"\$|\\\(|\\\[")  # a math delimiter MathJax never saw
 MAX_TABLE_COLUMNS = 7  # more do not fit the text column at a readable size
 _EQUAL_RANGE = re.compile(r"between (−?-?[\d.,\u2009]+)(\S*) and \1\2(?!\d|\.\d)")
+_HYPHEN_MINUS = re.compile(r"(?:^|(?<=[\s\[(]))-(?=\.?\d)")  # "-0.62", "[-42.5": a hyphen standing for a minus
 _ZERO_DURATION = re.compile(r"(?<![\d.])0(?:\.0+)? ?(?:seconds?|minutes?|min|hours?|h)\b")
 _TEXT_BLOCKS = ("p", "li", "td", "th", "caption", "figcaption", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6")
 _NOT_PROSE = ("script", "style", "code", "pre", "kbd", "samp", "mjx-container", "math")
@@ -512,7 +515,7 @@ def _prose(soup: Any) -> Any:
     copy = BeautifulSoup(str(main), "html.parser")
     for element in copy.find_all(_NOT_PROSE):
         element.decompose()
-    for element in copy.select(".math, .highlight, .MathJax, .cell_input"):
+    for element in copy.select(".math, .highlight, .MathJax, .cell_input, dt.sig"):  # dt.sig: an API signature
         element.decompose()
     return copy
 
@@ -520,7 +523,8 @@ def _prose(soup: Any) -> Any:
 def prose_problems(soup: Any) -> list[str]:
     """Markup that did not render and text a reader should not meet, in a page's prose: a literal
     ``$``/``\\(`` math delimiter, a paragraph that is a Markdown list shown as text ("- " lines), an
-    interval whose ends are the same ("between 4.00 and 4.00"), a duration of zero units ("0 minutes")."""
+    interval whose ends are the same ("between 4.00 and 4.00"), a duration of zero units ("0 minutes"), a
+    hyphen used as a minus sign ("-0.62": optex.tables writes U+2212)."""
     problems = []
     prose = _prose(soup)
     for paragraph in prose.find_all("p"):
@@ -536,6 +540,9 @@ def prose_problems(soup: Any) -> list[str]:
     text = " ".join(prose.get_text(" ").split())
     for match in _EQUAL_RANGE.finditer(text):
         problems.append(f"an interval with equal ends {match.group(0)!r}: use optex.tables.format_range")
+    for match in _HYPHEN_MINUS.finditer(text):
+        problems.append(f"a hyphen as a minus sign in {text[max(match.start() - 30, 0):match.end() + 10]!r}: format "
+                        "the number with optex.tables (fixed, significant, format_interval, compact)")
     for match in _ZERO_DURATION.finditer(text):
         problems.append(f"a duration of zero units {text[max(match.start() - 30, 0):match.end()]!r}: use "
                         "optex.tables.format_duration")
@@ -546,6 +553,34 @@ def prose_problems(soup: Any) -> list[str]:
             problems.append(f"a table of {width} columns (more than {MAX_TABLE_COLUMNS} do not fit the text column; "
                             f"starts {table.get_text(' ')[:60].strip()!r})")
     return list(dict.fromkeys(problems))
+
+
+_DATA_FILE = re.compile(r"(?<![\w./-])[\w-]+\.csv\b")  # a data file named by its file name
+
+
+def download_problems(soup: Any, page: Path) -> list[str]:
+    """Data files a page names (``fig2.csv`` in a caption, outside code cells) that a reader cannot
+    download from it: each name must be the text of a link to that file inside the built site
+    (``page``: the page's path without suffix; MyST's ``{download}`` role copies the file there)."""
+    from bs4 import BeautifulSoup
+
+    main = BeautifulSoup(str(soup.select_one("main, article") or soup.body or soup), "html.parser")
+    for element in main.select(".cell_input, .highlight, pre, script, style"):
+        element.decompose()
+    linked: dict[str, bool] = {}
+    for link in main.find_all("a", href=True):
+        target = link["href"].partition("#")[0]
+        for name in _DATA_FILE.findall(link.get_text()):
+            local = bool(target) and "://" not in target and Path(target).name == name
+            linked[name] = linked.get(name, False) or (local and (page.parent / target).is_file())
+    problems = []
+    for name in dict.fromkeys(_DATA_FILE.findall(main.get_text(" "))):
+        if name not in linked:
+            problems.append(f"names the data file {name} without a link to it: write it as {{download}}`{name} "
+                            f"<figures/{name}>`")
+        elif not linked[name]:
+            problems.append(f"links the data file {name} to a file the built site does not hold")
+    return problems
 
 
 def page_problems(soup: Any) -> list[str]:
@@ -677,5 +712,6 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     results.set_defaults(handler=lambda a: _verify.run(repository_root(), a.only, a.strict, not a.no_progress))
 
 
-__all__ = ["add_commands", "build", "chapters", "check_book", "check_html", "execute", "execute_chapter",
+__all__ = ["add_commands", "build", "chapters", "check_book", "check_html", "download_problems", "execute",
+           "execute_chapter",
            "figure_ids", "page_problems", "prose_problems", "toc_files"]

@@ -11,7 +11,6 @@ for numbers and readings, the figure id (and ``<figure id>-speedup``, ``-cosine`
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from pathlib import Path
@@ -195,9 +194,9 @@ class TextChapter(TrainingChapter):
         ``-optex-gp`` (the proxy steps and the update)."""
         seconds = plotting.iteration_seconds(self.frame).groupby("method")[["seconds", "proxy", "eval", "update"]].mean()
         keys = {"vanilla": "vanilla", "optex": "optex", "target": "target", "large_batch": "large"}
-        values = {f"{self.prefix}-{key}-s": f"{seconds.loc[name, 'seconds']:.2f}" for name, key in keys.items()}
-        values[f"{self.prefix}-optex-eval"] = f"{seconds.loc['optex', 'eval']:.2f}"
-        values[f"{self.prefix}-optex-gp"] = f"{seconds.loc['optex', 'proxy'] + seconds.loc['optex', 'update']:.2f}"
+        values = {f"{self.prefix}-{key}-s": tables.fixed(seconds.loc[name, "seconds"], 2) for name, key in keys.items()}
+        values[f"{self.prefix}-optex-eval"] = tables.fixed(seconds.loc["optex", "eval"], 2)
+        values[f"{self.prefix}-optex-gp"] = tables.fixed(seconds.loc["optex", "proxy"] + seconds.loc["optex", "update"], 2)
         return values
 
     def readings(self) -> dict[str, Any]:
@@ -250,11 +249,12 @@ def optimizer_story(summary: pd.DataFrame) -> str:
     lines = []
     for row in summary.itertuples():
         if _proxies_behind(row):
-            lines.append(f"In {row.panel}, OptEx ({row.optex:.2f}×), LineSearch ({row.linesearch:.2f}×) and the last "
-                         f"gradient ({row.last_gradient:.2f}×), the three methods whose proxy steps follow something "
-                         "other than a fresh true gradient, all end behind plain Vanilla (an effective speedup below 1 "
-                         f"at $T$), while Target ({row.target:.2f}×) and {plotting.method_label(row.rival)} "
-                         f"({row.large_batch:.2f}×) do not.")
+            lines.append(f"In {row.panel}, OptEx ({tables.fixed(row.optex, 2)}×), LineSearch "
+                         f"({tables.fixed(row.linesearch, 2)}×) and the last gradient ({tables.fixed(row.last_gradient, 2)}×), "
+                         "the three methods whose proxy steps follow something other than a fresh true gradient, all end "
+                         "behind plain Vanilla (an effective speedup below 1 at $T$), while Target "
+                         f"({tables.fixed(row.target, 2)}×) and {plotting.method_label(row.rival)} "
+                         f"({tables.fixed(row.large_batch, 2)}×) do not.")
     if not lines:
         return ("In no panel do the three methods whose proxy steps follow something other than a fresh true "
                 "gradient (OptEx, LineSearch, the last gradient) all end behind plain Vanilla.")
@@ -309,7 +309,7 @@ class RLChapter:
                   "buffer": f"{first.buffer_size:,}", "gamma": first.gamma, "lr": f"{first.lr:g}",
                   "eps-min": first.epsilon_min, "target-every": first.target_every, "history": first.history,
                   "history-updates": -(-first.history // first.parallelism), "window": rl.WINDOW,
-                  "t-quantile": f"{stats.t.ppf(0.975, seeds - 1):.2f}" if seeds > 1 else "undefined",
+                  "t-quantile": tables.fixed(stats.t.ppf(0.975, seeds - 1), 2) if seeds > 1 else "undefined",
                   "max-steps": f"{int(self.frame['env_steps'].max()):,}",
                   "compute": tables.format_duration(cost["seconds"]),
                   "every-step": tables.format_duration(cost["every_step_seconds"])}
@@ -484,7 +484,7 @@ class Fig2Chapter:
         fig = plotting.curve_grid(self.frame, self.panels, title=_fig2_title, x="wall_time",
                                   methods=fig2.CHAPTER_METHODS, best_so_far=True,
                                   xlabel="optimizer wall-clock time (s)", ylabel="best gap so far")
-        report.publish(fig, dataclasses.replace(self.results, figure_id=name), directory=self.figures_dir)
+        report.publish(fig, self.results, directory=self.figures_dir, name=name)
         final = self.frame[self.frame["iteration"] == self.iterations]
         wall = final.groupby(["panel", "method"])["wall_time"].mean().unstack()
         return {name: fig, f"{self.figure_id}-wall-ratio": float((wall["optex"] / wall["vanilla"]).median())}

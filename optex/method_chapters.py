@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import HTML, Markdown
 
+from . import _validation as check
 from . import plotting, report, tables
 from .chapters import _figures_dir
 from .experiments import estimator, fig1, scaling, thm1
@@ -28,7 +29,7 @@ from .experiments import estimator, fig1, scaling, thm1
 THM1_LABELS = {"gp-rbf": "GP, RBF", "gp-matern32": "GP, Matérn-3/2", "gp-matern52": "GP, Matérn-5/2",
                "sphere": "Sphere", "ackley": "Ackley", "rosenbrock": "Rosenbrock", "levy": "Levy"}
 DRIFT_METHODS = ("target", "linesearch", "optex")  # the methods whose proxy points the drift table measures
-FIRST_DRAWN = 3  # the first iteration Fig. 1 draws: OptEx's first ones are a cold start
+FIRST_DRAWN = fig1.FIRST_DRAWN
 PROP41_COLUMNS = {"mean_vs_library": "Mean: dense vs library", "var_vs_library": "Variance: dense vs library",
                   "mean_vs_closed_form": "Mean: dense vs closed form",
                   "var_vs_closed_form": "Variance: dense vs closed form",
@@ -53,13 +54,9 @@ class Fig1Chapter:
         self.results, self.trace, self.config = results, results.frame, _single(configs)
         self.functions = list(self.config.functions)
         self.last = int(self.trace["iteration"].max())
-        if (isinstance(shown_iteration, bool) or not isinstance(shown_iteration, int)
-                or not FIRST_DRAWN <= shown_iteration <= self.last):
-            raise ValueError(f"shown_iteration must be an integer from {FIRST_DRAWN} to {self.last} (the trace's "
-                             f"length), got {shown_iteration!r}")
-        if not isinstance(animate, bool):
-            raise ValueError(f"animate must be True or False, got {animate!r}")
-        self.shown_iteration, self.animate = shown_iteration, animate
+        # fig1.chapter_configs checked both before any trace was computed; the bound is this trace's
+        self.shown_iteration = fig1.check_shown_iteration(shown_iteration, self.last)
+        self.animate = check.flag("animate", animate)
         self.figures_dir = _figures_dir(figures_dir)
 
     def iteration_figure(self) -> dict[str, Any]:
@@ -208,9 +205,8 @@ class Thm1Chapter:
 
     def __init__(self, results: report.Results, configs: Sequence[thm1.Config], fit_from: int,
                  figures_dir: str | Path | None = None) -> None:
-        if isinstance(fit_from, bool) or not isinstance(fit_from, int) or fit_from < 1:
-            raise ValueError(f"fit_from must be a positive integer, got {fit_from!r}")
-        self.results, self.config, self.fit_from = results, _single(configs), fit_from
+        self.results, self.config = results, _single(configs)
+        self.fit_from = check.positive_int("fit_from", fit_from)  # thm1.chapter_configs checked it first
         frame = results.frame.copy()
         frame["scaled_std"] = frame["std"] * np.sqrt(frame["dim"])  # sqrt(d) Sigma_T: the error's expected size
         self.frame, self.gp = frame, frame[frame["kind"] == "gp"]
@@ -264,7 +260,7 @@ class Thm1Chapter:
             f"Decay exponents $a$ in error $\\propto T^{{-a}}$ and posterior std $\\propto T^{{-a}}$, fitted on "
             f"log-log axes for $T \\ge$ {self.fit_from} (mean and 95% t-interval over seeds), beside Cor. 1's "
             "exponent for the error as reconstructed; and the smallest fraction, over $T$ and seeds, of query points "
-            f"that satisfy the bound {{eq}}`eq-thm1-bound` with $1 - \\delta$ = {1 - delta:.2f}.")
+            f"that satisfy the bound {{eq}}`eq-thm1-bound` with $1 - \\delta$ = {tables.fixed(1 - delta, 2)}.")
         values: dict[str, Any] = {}
         for source in wide.index:
             key = source.removeprefix("gp-")
@@ -274,8 +270,8 @@ class Thm1Chapter:
         if len(functions) > 1:
             fast, slow = functions.idxmax(), functions.idxmin()
             values["thm1-synthetic-pace"] = (
-                f"fastest on {THM1_LABELS[fast]} (exponent {functions[fast]:.2f}), slowest on {THM1_LABELS[slow]} "
-                f"({functions[slow]:.2f})")
+                f"fastest on {THM1_LABELS[fast]} (exponent {tables.fixed(functions[fast], 2)}), slowest on "
+                f"{THM1_LABELS[slow]} ({tables.fixed(functions[slow], 2)})")
         return {**values, "thm1-fit-from": self.fit_from}
 
     def findings(self) -> dict[str, Any]:
@@ -339,8 +335,8 @@ class ScalingChapter:
         ranks exchange per iteration) and ``-load`` (the highest load average during the timings), as text."""
         dim, parallelism = int(self.frame["dim"].iloc[0]), self.config.parallelism
         return {"scaling-d": f"{dim:,}", "scaling-n": parallelism,
-                "scaling-megabytes": f"{parallelism * dim * 4 / 1e6:.1f}",
-                "scaling-load": f"{self.frame['load_average'].max():.1f}"}
+                "scaling-megabytes": tables.fixed(parallelism * dim * 4 / 1e6, 1),
+                "scaling-load": tables.fixed(self.frame['load_average'].max(), 1)}
 
     def figure(self) -> dict[str, Any]:
         """``scaling``: milliseconds per iteration by setup with the cost model
@@ -365,7 +361,7 @@ class ScalingChapter:
                        "The cost model against the measured distributed times; rows without a measurement are "
                        "predictions.")
         share = float(self.model["serial_s"].iloc[0] / self.model["predicted_s"].iloc[0])
-        return {"scaling-serial": f"{100 * share:.0f}"}
+        return {"scaling-serial": tables.fixed(100 * share, 0)}
 
     def model_reading(self) -> Markdown:
         """How the cost model fares against the measurement (:func:`optex.experiments.scaling.model_reading`)."""

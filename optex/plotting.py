@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from . import tables
 from .analysis import (RETURN_BOUNDS, UNBOUNDED, VALUE_BOUNDS, Bounds, clip_to_bounds, mean_ci, return_bounds,
                        value_bounds)
 
@@ -1039,9 +1040,9 @@ def proxy_cosine_figure(cosines: pd.DataFrame, panels: Sequence[str], methods: S
 
 def _interval_text(mean: float, low: float, high: float) -> str:
     """A speedup or a ratio of speedups with its interval, to two decimals, cut (and marked) at 0."""
-    from .tables import format_interval
-
-    return format_interval(mean, low, high, "×", decimals=2, bounds=value_bounds("speedup"))
+    if not np.isfinite(mean):
+        return "n/a"
+    return tables.format_interval(mean, low, high, "×", decimals=2, bounds=value_bounds("speedup"))
 
 
 def best_large_batch(table: pd.DataFrame) -> pd.Series:
@@ -1142,7 +1143,7 @@ def training_table_display(table: pd.DataFrame, loss: str = "train_loss", error:
     for metric in (loss, error):
         name = AXIS_LABELS.get(metric, metric)
         out[f"speedup ({name}, paper metric); iterations to Vanilla's"] = [
-            text + (f" ({int(c)} censored)" if c else "") + "; " + (f"{v:.0f}" if np.isfinite(v) else "never")
+            text + (f" ({int(c)} censored)" if c else "") + "; " + (tables.fixed(v, 0) if np.isfinite(v) else "never")
             for text, c, v in zip(table[f"paper_{metric}"], table[f"{metric}_censored"], table[f"{metric}_iterations"])]
     for name, title in (("half", "T/2"), ("end", "T")):
         if f"effective_text_{name}" in table:
@@ -1150,7 +1151,7 @@ def training_table_display(table: pd.DataFrame, loss: str = "train_loss", error:
     cosines = sorted((c for c in table.columns if c.startswith("cosine_")), key=lambda c: int(c.split("_")[1]))
     if cosines:
         out["median cosine, s = 1..N-1"] = [
-            "—" if all(np.isnan(v) for v in values) else ", ".join(f"{v:.2f}" for v in values)
+            "—" if all(np.isnan(v) for v in values) else ", ".join(tables.fixed(v, 2) for v in values)
             for values in table[cosines].to_numpy(float)]
     return out
 
@@ -1203,12 +1204,14 @@ def reading_text(summary: pd.DataFrame, parallelism: int, why: bool = True) -> s
     for row in summary.itertuples():
         lines.append(
             f"- **{row.panel}**: OptEx {_interval_text(row.optex, row.optex_low, row.optex_high)} effective speedup "
-            f"at $T$ (paper metric {_interval_text(row.paper_optex, np.nan, np.nan)}), {100 * row.optex_of_target:.0f}% of Target's "
-            f"{row.target:.2f}× (ceiling {parallelism}); the better LargeBatch, "
+            f"at $T$ (paper metric {_interval_text(row.paper_optex, np.nan, np.nan)}), "
+            f"{tables.fixed(100 * row.optex_of_target, 0)}% of Target's {tables.fixed(row.target, 2)}× (ceiling "
+            f"{parallelism}); the better LargeBatch, "
             f"{method_label(row.rival)}, {_interval_text(row.large_batch, row.large_batch_low, row.large_batch_high)}, "
             f"so OptEx / LargeBatch = {_interval_text(row.ratio, row.ratio_low, row.ratio_high)}; LineSearch "
-            f"{row.linesearch:.2f}×, last gradient {row.last_gradient:.2f}×. Median cosine of the estimate with the "
-            f"true gradient: GP {row.cosine_gp:.2f}, last gradient {row.cosine_last:.2f}.")
+            f"{tables.fixed(row.linesearch, 2)}×, last gradient {tables.fixed(row.last_gradient, 2)}×. Median cosine "
+            f"of the estimate with the true gradient: GP {tables.fixed(row.cosine_gp, 2)}, last gradient "
+            f"{tables.fixed(row.cosine_last, 2)}.")
     ahead = summary[summary["ratio_low"] > 1]
     behind = summary[summary["ratio_high"] < 1]
     level = summary[~summary.index.isin(ahead.index) & ~summary.index.isin(behind.index)]
@@ -1225,14 +1228,13 @@ def reading_text(summary: pd.DataFrame, parallelism: int, why: bool = True) -> s
     if why and len(losing):
         text += ["", "Where OptEx does not beat LargeBatch (" + "; ".join(losing["panel"]) + "), the median cosine of its "
                  "estimate with the true gradient at the proxy points is "
-                 + ", ".join(f"{g:.2f} (last gradient: {c:.2f})" for g, c in zip(losing["cosine_gp"], losing["cosine_last"]))
+                 + ", ".join(f"{tables.fixed(g, 2)} (last gradient: {tables.fixed(c, 2)})"
+                             for g, c in zip(losing["cosine_gp"], losing["cosine_last"]))
                  + ". The true gradient there is one minibatch's, so these cosines are low even for a good estimate of "
                  "the expected gradient; what they compare is how much the Gaussian process adds to the last "
                  "gradient. LargeBatch spends the same N evaluations on one averaged, less noisy gradient."]
-    from .tables import CUT, CUT_NOTE
-
-    if CUT in text[0]:
-        text += ["", CUT_NOTE]
+    if tables.CUT in text[0]:
+        text += ["", tables.CUT_NOTE]
     return "\n".join(text)
 
 
@@ -1300,16 +1302,16 @@ def rl_curves(frame: pd.DataFrame, titles: Mapping[str, str], methods: Sequence[
 
 def _mean_interval(mean: float, low: float, high: float, digits: int = 0, bounds: Bounds = UNBOUNDED) -> str:
     """A mean with its interval to ``digits`` decimals, cut (and marked) at ``bounds``."""
-    from .tables import format_interval
-
-    return format_interval(mean, low, high, decimals=digits, bounds=bounds)
+    if not np.isfinite(mean):
+        return "n/a"
+    return tables.format_interval(mean, low, high, decimals=digits, bounds=bounds)
 
 
 def rl_threshold_display(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`optex.experiments.rl.threshold_table` as the chapter shows it: per task and method, the
     threshold, the training episodes to reach it (mean over the seeds that do, 95% interval, censored
     seeds), the best trailing mean return and the final cumulative average return."""
-    out = pd.DataFrame({"task": table["panel"], "threshold": table["threshold"].map(lambda v: f"{v:g}"),
+    out = pd.DataFrame({"task": table["panel"], "threshold": table["threshold"].map(tables.compact),
                         "method": table["method"].map(method_label)})
     reach = []
     for row in table.itertuples():
@@ -1403,7 +1405,7 @@ def rl_anchor_table(frame: pd.DataFrame, anchors: Mapping[str, float | None], wi
     rows = []
     for panel, anchor in anchors.items():
         part = frame[frame["panel"] == panel]
-        entry = {"task": panel, "CleanRL DQN, 500k steps": "not reported" if anchor is None else f"{anchor:g}",
+        entry = {"task": panel, "CleanRL DQN, 500k steps": "not reported" if anchor is None else tables.compact(anchor),
                  "our environment steps per run": f"{part.groupby(['method', 'seed'])['env_steps'].max().mean():,.0f}"}
         for method in methods:
             last = part[part["method"] == method].groupby("seed").tail(window).groupby("seed")["return"].mean()
@@ -1427,7 +1429,7 @@ def rl_settings_table(configs: Sequence, dims: Mapping[str, int], frame: pd.Data
         rows.append({"task": panel, "d": f"{dims[panel]:,}", "hidden width": config.width,
                      "episodes: warm-up + training": f"{config.warmup_episodes} + {config.episodes}",
                      "k (steps per update)": config.train_every,
-                     "threshold": f"{rl.TASKS[config.task].threshold:g}",
+                     "threshold": tables.compact(rl.TASKS[config.task].threshold),
                      "environment steps / updates per run": f"{ends['env_steps'].mean():,.0f} / "
                                                             f"{ends['updates'].mean():,.0f}"})
     return pd.DataFrame(rows)
@@ -1448,11 +1450,11 @@ def rl_reading_text(table: pd.DataFrame, frame: pd.DataFrame) -> str:
     for panel, part in table.groupby("panel", sort=False):
         if part["floor"].all():
             value = frame.loc[frame["panel"] == panel, "return"].iloc[-1]
-            lines.append(f"- **{panel}**: every episode of every run of every method returned {value:g}: no run "
+            lines.append(f"- **{panel}**: every episode of every run of every method returned {tables.compact(value)}: no run "
                          "reached the goal within the budget, so this panel cannot tell the methods apart.")
             continue
         by = part.set_index("method")
-        finals = ", ".join(f"{method_label(m)} {r.final_cum_avg:.1f}" for m, r in by.iterrows())
+        finals = ", ".join(f"{method_label(m)} {tables.fixed(r.final_cum_avg, 1)}" for m, r in by.iterrows())
         gain = (final.xs((panel, "optex")) - final.xs((panel, "vanilla"))).dropna()
         mean, low, high = mean_ci(gain.to_numpy())
         reach = []
@@ -1460,16 +1462,16 @@ def rl_reading_text(table: pd.DataFrame, frame: pd.DataFrame) -> str:
             if method in by.index:
                 row = by.loc[method]
                 reach.append(f"{method_label(method)} " + ("never" if row.censored == row.seeds else
-                             f"{row.episodes:.0f}" + (f" ({row.censored} of {row.seeds} censored)" if row.censored else "")))
+                             tables.fixed(row.episodes, 0) + (f" ({row.censored} of {row.seeds} censored)" if row.censored else "")))
         line = (f"- **{panel}**: final cumulative average return {finals}. OptEx minus Vanilla, seed by seed: "
-                f"{_mean_interval(mean, low, high, 1)}. Training episodes to {by['threshold'].iloc[0]:g}: "
+                f"{_mean_interval(mean, low, high, 1)}. Training episodes to {tables.compact(by['threshold'].iloc[0])}: "
                 + ", ".join(reach) + ".")
         trained = frame[(frame["panel"] == panel) & (frame["training_episode"] > 0)]
         lowest = trained["return"].min()
         if (trained["return"] == lowest).mean() > 0.5:  # mostly at the floor: say how rarely a run left it
             above = trained[trained["return"] > lowest]
             runs = above.groupby(["method", "seed"]).ngroups
-            line += (f" Most training episodes return the floor value {lowest:g}; {len(above)} of {len(trained)} "
+            line += (f" Most training episodes return the floor value {tables.compact(lowest)}; {len(above)} of {len(trained)} "
                      f"did better, in {runs} of {trained.groupby(['method', 'seed']).ngroups} runs.")
         lines.append(line)
     return "\n".join(lines)
@@ -1481,11 +1483,13 @@ def rl_cosine_reading(cosines: pd.DataFrame) -> str:
     lines = []
     for panel, part in cosines.groupby("panel", sort=False):
         by = part.set_index("method")
-        pieces = [f"{method_label(m)} {r.stale:.2f} stale vs {r.current:.2f} current" for m, r in by.iterrows()]
+        pieces = [f"{method_label(m)} {tables.fixed(r.stale, 2)} stale vs {tables.fixed(r.current, 2)} current"
+                  for m, r in by.iterrows()]
         lines.append(f"- **{panel}**: " + "; ".join(pieces) + ".")
     drop = cosines.assign(drop=cosines["current"] - cosines["stale"]).groupby("method", sort=False)["drop"]
-    summary = [f"{method_label(m)} by {d.min():.2f} to {d.max():.2f}" for m, d in drop]
-    lines += ["", "From a current to a stale history the cosine falls, over the tasks: " + "; ".join(summary) + "."]
+    summary = [f"{method_label(m)} {tables.format_range(d.min(), d.max(), 2, equal='on every task')}" for m, d in drop]
+    lines += ["", "What the cosine loses from a current to a stale history (current minus stale; below zero it gains), "
+              "over the tasks: " + "; ".join(summary) + "."]
     return "\n".join(lines)
 
 
@@ -1556,7 +1560,7 @@ def cosine_dimension_display(cosines: pd.DataFrame) -> pd.DataFrame:
         out["model"] = wide["size"]
     out["estimator"] = wide["method"].map(method_label)
     for step in sorted(c for c in wide.columns if isinstance(c, (int, np.integer))):
-        out[f"s = {step}"] = [f"{v:.2f}" if np.isfinite(v) else "—" for v in wide[step]]
+        out[f"s = {step}"] = [tables.fixed(v, 2) for v in wide[step]]
     return out
 
 
@@ -1613,11 +1617,11 @@ def cosine_dimension_text(cosines: pd.DataFrame, methods: Sequence[str] = SURROG
 
         last_step = int(part["step"].max())
         gp = methods[0]
-        parts = [f"{method_label(m)} {median(m, small):.2f} at $d$ = {small:,} and {median(m, large):.2f} at "
-                 f"$d$ = {large:,}" for m in methods]
-        steps = (f"; at proxy step 1 the {method_label(gp)} estimate's cosine is {median(gp, small, 1):.2f} and "
-                 f"{median(gp, large, 1):.2f}, at step {last_step} {median(gp, small, last_step):.2f} and "
-                 f"{median(gp, large, last_step):.2f}")
+        parts = [f"{method_label(m)} {tables.fixed(median(m, small), 2)} at $d$ = {small:,} and "
+                 f"{tables.fixed(median(m, large), 2)} at $d$ = {large:,}" for m in methods]
+        steps = (f"; at proxy step 1 the {method_label(gp)} estimate's cosine is {tables.fixed(median(gp, small, 1), 2)} "
+                 f"and {tables.fixed(median(gp, large, 1), 2)}, at step {last_step} "
+                 f"{tables.fixed(median(gp, small, last_step), 2)} and {tables.fixed(median(gp, large, last_step), 2)}")
         lines.append(f"- **{panel}**: median cosine {', '.join(parts)}{steps}.")
     return "\n".join(lines)
 
@@ -1659,9 +1663,10 @@ def surrogate_text(frame: pd.DataFrame, summary: pd.DataFrame) -> str:
     for row in summary.itertuples():
         gp = (median(row.panel, "optex", "cosine"), median(row.panel, "optex", "rel_error"))
         last = (median(row.panel, "last_gradient", "cosine"), median(row.panel, "last_gradient", "rel_error"))
-        lines.append(f"- **{row.panel}**: effective speedup at $T$ OptEx {row.optex:.2f}×, last gradient "
-                     f"{row.last_gradient:.2f}×; median cosine {gp[0]:.2f} and {last[0]:.2f}, median relative "
-                     f"error {gp[1]:.2f} and {last[1]:.2f}.")
+        lines.append(f"- **{row.panel}**: effective speedup at $T$ OptEx {tables.fixed(row.optex, 2)}×, last gradient "
+                     f"{tables.fixed(row.last_gradient, 2)}×; median cosine {tables.fixed(gp[0], 2)} and "
+                     f"{tables.fixed(last[0], 2)}, median relative error {tables.fixed(gp[1], 2)} and "
+                     f"{tables.fixed(last[1], 2)}.")
         (agree if (row.optex > row.last_gradient) == (gp[0] > last[0]) else disagree).append(row.panel)
     if not disagree:
         verdict = "In every panel the estimate with the higher cosine also gave the higher speedup."
@@ -1680,16 +1685,16 @@ def optimizer_contrast_text(summary: pd.DataFrame) -> str:
     if len(summary) < 2:
         raise ValueError("summary needs at least two panels to contrast")
     ranked = summary.sort_values("optex_of_target", ascending=False)
-    listing = "; ".join(f"{row.panel}: {100 * row.optex_of_target:.0f}% of Target's effective speedup with a "
-                        f"median cosine of {row.cosine_gp:.2f}" for row in ranked.itertuples())
+    listing = "; ".join(f"{row.panel}: {tables.fixed(100 * row.optex_of_target, 0)}% of Target's effective speedup "
+                        f"with a median cosine of {tables.fixed(row.cosine_gp, 2)}" for row in ranked.itertuples())
     shares, cosines = ranked["optex_of_target"].to_numpy(float), ranked["cosine_gp"].to_numpy(float)
     consistent = bool(np.all(np.diff(cosines) <= 0))  # the higher share goes with the higher cosine
     if consistent:
         return f"{listing}. The closer OptEx comes to Target, the better its estimate points."
     return (f"{listing}. The cosine does not explain the difference: OptEx comes closest to Target in "
             f"{ranked['panel'].iloc[0]}, where its estimate points worst "
-            f"({shares[0] / max(shares[-1], 1e-12):.1f} times the share at "
-            f"{cosines[0]:.2f} against {cosines[-1]:.2f}).")
+            f"({tables.fixed(shares[0] / max(shares[-1], 1e-12), 1)} times the share at "
+            f"{tables.fixed(cosines[0], 2)} against {tables.fixed(cosines[-1], 2)}).")
 
 
 def iteration_seconds(frame: pd.DataFrame) -> pd.DataFrame:

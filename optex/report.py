@@ -30,8 +30,9 @@ from . import _validation as check
 from . import verify as verification
 from .analysis import (REFERENCE, UNBOUNDED, effective_speedup_table, iterations_to_reach, mean_ci, speedup_table,
                        time_to_reach, value_bounds)
-from .plotting import check_figure_id, method_label, save_figure
+from .plotting import AXIS_LABELS, check_figure_id, method_label, save_figure
 from .results import ResultStore
+from . import tables
 from .tables import CUT, CUT_NOTE, format_interval
 
 PROFILES = ("paper", "quick")
@@ -213,6 +214,14 @@ class Results:
     location: str = "results/"  # the folder the result files are in, relative to the repository
     overrides: Mapping[str, Any] = field(default_factory=dict)  # parameters the reader changed
 
+    def __post_init__(self) -> None:
+        # The figure id is what `book verify` and `book check` look the result files up by: a second figure
+        # of the same results takes its own name at publish(name=...), never another figure id here.
+        other = sorted({s.figure_id for s in self.stores} - {self.figure_id})
+        if other:
+            raise ValueError(f"results of {self.figure_id!r} read from the result files of {', '.join(other)}: "
+                             "name a second figure of the same results with publish(name=...)")
+
     @property
     def fallback(self) -> bool:
         return self.profile != self.requested
@@ -385,12 +394,15 @@ def _admonition(kind: str, title: str, lines: Sequence[str], colons: int = 4) ->
 
 
 def publish(fig, results: Results, data: pd.DataFrame | None = None,
-            directory: str | Path | None = None) -> dict[str, Path]:
+            directory: str | Path | None = None, name: str | None = None) -> dict[str, Path]:
     """Save the figure (SVG, PNG), its data (CSV, default: the tidy results) and a provenance record
-    (JSON) under the figure id; the reproduction report reads the CSV and the record."""
+    (JSON) under ``name`` (default: the results' figure id); the reproduction report reads the CSV and
+    the record. ``name`` gives a second figure of the same results its own files (``fig2-wallclock``):
+    the record still names the results' figure id, under which ``book verify`` checks them."""
     directory = Path(directory) if directory is not None else project_root() / FIGURES_DIR
-    paths = save_figure(fig, results.figure_id, results.frame if data is None else data, directory)
-    paths["json"] = directory / f"{results.figure_id}.json"
+    name = results.figure_id if name is None else name
+    paths = save_figure(fig, name, results.frame if data is None else data, directory)
+    paths["json"] = directory / f"{name}.json"
     paths["json"].write_text(json.dumps(summary(results), indent=1, sort_keys=True) + "\n")
     return paths
 
@@ -515,9 +527,24 @@ def _censored(censored: int, seeds: int) -> str:
     return f", {censored} of {seeds} seeds censored" if censored else ""
 
 
+def panel_title(panel: Any) -> str:
+    """A figure panel as the chapters name it: a synthetic function capitalised ("Ackley", and "Ackley
+    (10× d)" for fig2's larger one), a field of the Thm. 1 chapter by its label ("GP, Matérn-3/2"); a
+    panel that already has its display name ("CartPole-v1", "MNIST, SGD 0.01") as it is."""
+    from .method_chapters import THM1_LABELS
+
+    text = str(panel)
+    if text in THM1_LABELS:
+        return THM1_LABELS[text]
+    if text.islower():
+        base = text.removesuffix("-10x")
+        return base.capitalize() + (" (10× d)" if base != text else "")
+    return text
+
+
 def _panel(row: Any) -> str:
     """The name of a figure panel in a summary row (``panel`` where a figure has one, else ``function``)."""
-    return next((str(getattr(row, k)) for k in PANEL_COLUMNS if hasattr(row, k)), "")
+    return next((panel_title(getattr(row, k)) for k in PANEL_COLUMNS if hasattr(row, k)), "")
 
 
 def _judge(passed: Sequence[bool], half: Sequence[bool]) -> str:
@@ -559,7 +586,7 @@ def _effective_at_end(frame: pd.DataFrame, method: str) -> str:
     parts = []
     for _, group in rows.groupby(keys) if keys else [("", rows)]:
         row = group.sort_values("iteration").iloc[-1]
-        name = f"{row[keys[0]]} " if keys else ""
+        name = f"{panel_title(row[keys[0]])} " if keys else ""
         bound = "≥ " if row["censored"] else ""
         flat = " (plateau)" if row.get("plateau", False) else ""
         value = _interval(row["effective_speedup"], row["effective_low"], row["effective_high"], "×")
@@ -588,7 +615,8 @@ def trails_ideal(method: str, ideal: str, within: float,
             censored = int(pd.isna(values).sum())
             passed.append(censored == 0 and math.isfinite(low) and low >= 1.0 and high <= within)
             half.append(math.isfinite(mean) and 1.0 <= mean <= within)
-            parts.append(f"{name} {_interval(mean, low, high, '×')}{_censored(censored, len(values))}".strip())
+            parts.append(f"{panel_title(name)} {_interval(mean, low, high, '×')}"
+                         f"{_censored(censored, len(values))}".strip())
         return Finding(f"{method_label(method)}'s iterations / {method_label(ideal)}'s: " + "; ".join(parts),
                        _judge(passed, half))
     return evaluate
@@ -627,8 +655,8 @@ def error_decays(min_history: int = 32) -> Callable[[pd.DataFrame], Finding]:
         if gp.empty:
             return Finding("no GP-sampled fields in the results", "not yet run")
         table = decay_exponents(gp, "error", min_history)
-        parts = [f"{row.source.removeprefix('gp-')} {_interval(row.exponent, row.low, row.high)} "
-                 f"(Cor. 1: {row.cor1:.2f})" for row in table.itertuples()]
+        parts = [f"{panel_title(row.source)}: {_interval(row.exponent, row.low, row.high)} "
+                 f"(Cor. 1: {tables.fixed(row.cor1, 2)})" for row in table.itertuples()]
         passed = [math.isfinite(r.low) and r.low > 0 and r.exponent >= r.cor1 for r in table.itertuples()]
         half = [r.exponent > 0 for r in table.itertuples()]
         return Finding("error $\\propto T^{-a}$, $a$ = " + "; ".join(parts), _judge(passed, half))
@@ -647,8 +675,8 @@ def speedup_exponent_at_least(floor: float, method: str = "optex") -> Callable[[
             return Finding(f"no {method_label(method)} runs in the results", "not yet run")
         table = speedup_exponents(reach)
         table = table[table["method"] == method]
-        parts = [f"{row.panel} {_interval(row.exponent, row.low, row.high)}{_censored(row.censored, row.seeds)}"
-                 for row in table.itertuples()]
+        parts = [f"{panel_title(row.panel)} {_interval(row.exponent, row.low, row.high)}"
+                 f"{_censored(row.censored, row.seeds)}" for row in table.itertuples()]
         passed = [r.censored == 0 and math.isfinite(r.low) and r.low >= floor for r in table.itertuples()]
         half = [math.isfinite(r.exponent) and r.exponent >= floor for r in table.itertuples()]
         return Finding(f"{method_label(method)} speedup $\\propto N^{{a}}$, $a$ = " + "; ".join(parts), _judge(passed, half))
@@ -671,7 +699,7 @@ def collects_more_reward(close: float = 0.5) -> Callable[[pd.DataFrame], Finding
         parts, passed, half = [], [], []
         for panel, part in frame.groupby("panel", sort=False):
             if table.loc[(panel, "optex"), "floor"]:
-                parts.append(f"{panel}: every return {part['return'].iloc[0]:g} for every method (not judged)")
+                parts.append(f"{panel}: every return {tables.compact(part['return'].iloc[0])} for every method (not judged)")
                 continue
             final = part.sort_values("episode").groupby(["method", "seed"])["cum_avg_return"].last()
             gain = (final.xs("optex") - final.xs("vanilla")).dropna().to_numpy()
@@ -682,8 +710,9 @@ def collects_more_reward(close: float = 0.5) -> Callable[[pd.DataFrame], Finding
             half.append(mean > 0)
             reach = table.loc[(panel, "optex")]
             vanilla = table.loc[(panel, "vanilla")]
-            parts.append(f"{panel}: OptEx - Vanilla {_interval(mean, low, high)} (Target - Vanilla {ideal:+.1f}); "
-                         f"episodes to {reach.threshold:g}: OptEx {_episodes(reach)}, Vanilla {_episodes(vanilla)}")
+            parts.append(f"{panel}: OptEx − Vanilla {_interval(mean, low, high)} (Target − Vanilla "
+                         f"{tables.signed(ideal, 1)}); episodes to {tables.compact(reach.threshold)}: OptEx "
+                         f"{_episodes(reach)}, Vanilla {_episodes(vanilla)}")
         if not passed:
             return Finding("; ".join(parts), "not reproduced")
         seeds = frame.groupby("method")["seed"].nunique().min()
@@ -695,7 +724,7 @@ def collects_more_reward(close: float = 0.5) -> Callable[[pd.DataFrame], Finding
 def _episodes(row: Any) -> str:
     if row.censored == row.seeds:
         return "never"
-    return f"{row.episodes:.0f}" + (f" ({row.censored} of {row.seeds} censored)" if row.censored else "")
+    return tables.fixed(row.episodes, 0) + (f" ({row.censored} of {row.seeds} censored)" if row.censored else "")
 
 
 def _paper_panels(frame: pd.DataFrame, optimizer: str) -> pd.DataFrame:
@@ -740,10 +769,11 @@ def trains_faster(optimizer: str = "SGD", close: float = 0.5) -> Callable[[pd.Da
             parts.append(
                 f"{panel}: OptEx {_interval(ours.train_loss_speedup, ours.train_loss_speedup_low, ours.train_loss_speedup_high, '×')}"
                 f"{_censored(int(ours.train_loss_censored), int(paper[paper['method'] == 'optex']['seed'].nunique()))}"
-                f" vs Target {ideal.train_loss_speedup:.2f}× on the training loss (effective at T: OptEx "
-                f"{ours.effective_end:.2f}×, Target {ideal.effective_end:.2f}×); test error at T lower than Vanilla's by "
+                f" vs Target {tables.fixed(ideal.train_loss_speedup, 2)}× on the training loss (effective at T: OptEx "
+                f"{tables.fixed(ours.effective_end, 2)}×, Target {tables.fixed(ideal.effective_end, 2)}×); test error at T "
+                "lower than Vanilla's by "
                 f"{_interval(100 * gaps['test_error'][0], 100 * gaps['test_error'][1], 100 * gaps['test_error'][2])} points"
-                + (f" (the better LargeBatch, {method_label(rivals.idxmax())}: {rivals.max():.2f}× effective)"
+                + (f" (the better LargeBatch, {method_label(rivals.idxmax())}: {tables.fixed(rivals.max(), 2)}× effective)"
                    if len(rivals) else ""))
         return Finding("; ".join(parts), _judge(passed, half))
     return evaluate
@@ -768,7 +798,7 @@ def reaches_error_sooner(optimizer: str = "SGD", error: str = "val_error") -> Ca
             half.append(row.censored == 0 and math.isfinite(row.speedup_low) and row.speedup_low > 1)
             passed.append(False)  # the wall-clock half is not measured where the N evaluations run in parallel
             parts.append(f"{row.panel}: {_interval(row.speedup, row.speedup_low, row.speedup_high, '×')} fewer iterations "
-                         f"to Vanilla's final {error.replace('_', ' ')}{_censored(row.censored, row.seeds)}")
+                         f"to Vanilla's final {AXIS_LABELS.get(error, error)}{_censored(row.censored, row.seeds)}")
         verdict = "partly" if half and all(half) else ("not reproduced" if half else "not yet run")
         return Finding("; ".join(parts) + "; per second: not yet run on a GPU (on a CPU the N evaluations share "
                        "the cores)", verdict)
@@ -821,10 +851,12 @@ def faster_per_iteration_and_second(method: str = "optex", ideal: str = "target"
             parts.append(f"{panel}{'' if judged else ' (beyond the paper, not judged)'}: per iteration {_interval(ours.speedup, ours.speedup_low, ours.speedup_high, '×')}"
                          f"{_censored(ours.censored, ours.seeds)}; per second "
                          f"{_interval(t_mean, t_low, t_high, '×')}{_censored(t_censored, len(timed))}; "
-                         f"effective at T {ours_end:.2f}× vs {method_label(ideal)} {ideal_end:.2f}×")
+                         f"effective at T {tables.fixed(ours_end, 2)}× vs {method_label(ideal)} "
+                         f"{tables.fixed(ideal_end, 2)}×")
         if not passed:
             return Finding(f"no panel with the paper's setting ({paper_setting}); " + "; ".join(parts), "not yet run")
-        return Finding(f"{method_label(method)} over {method_label(reference)}, {metric}: " + "; ".join(parts),
+        return Finding(f"{method_label(method)} over {method_label(reference)}, {AXIS_LABELS.get(metric, metric)}: "
+                       + "; ".join(parts),
                        _judge(passed, half))
     return evaluate
 
@@ -915,17 +947,19 @@ def report_markdown(table: pd.DataFrame) -> str:
 # ------------------------------------------------------------------------------------------ the surrogate
 ESTIMATOR_FIGURES = ("fig6", "image-classification", "cifar10", "text-autoregression", "rl-dqn")
 SURROGATES = ("optex", "last_gradient")
-_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "shakespeare": "Shakespeare",
-           "sgd": "SGD", "adam": "Adam"}
 
 
 def _setting(figure_id: str, settings: Mapping[str, Any]) -> str:
+    """A committed configuration's experiment in the names its chapter gives it (the RL task's
+    environment, "MNIST, SGD 0.01"), from its manifest's settings."""
+    from .experiments import rl, training
+
     if figure_id == "rl-dqn":
-        return str(settings.get("task", ""))
-    optimizer = f"{_TITLES.get(settings.get('optimizer'), settings.get('optimizer'))} {settings.get('lr'):g}"
+        return rl.TASKS[settings["task"]].env_id
+    optimizer = f"{training.OPTIMIZER_TITLES[settings['optimizer']]} {settings['lr']:g}"
     if "function" in settings:
         return f"{str(settings['function']).capitalize()}, d = {int(settings['dim']):,}, {optimizer}"
-    return f"{_TITLES.get(settings.get('dataset'), settings.get('dataset'))}, {optimizer}"
+    return f"{training.DATASET_TITLES[settings['dataset']]}, {optimizer}"
 
 
 def estimator_table(results_dir: str | Path, figures: Sequence[str] = ESTIMATOR_FIGURES) -> pd.DataFrame:
@@ -965,8 +999,6 @@ def estimator_display(table: pd.DataFrame) -> pd.DataFrame:
     (cosine, relative error), one column per proxy step s (and ``all`` for a runner that pools the
     steps), each cell ``GP mean / last gradient``. Columns: ``figure``, ``setting``, ``measure``, then
     ``s = 1``... and ``all steps`` as text."""
-    from . import tables
-
     steps = sorted({int(c.rsplit("_", 1)[1]) for c in table.columns if re.fullmatch(r"cosine_\d+", c)})
     cells = {f"s = {s}": (f"cosine_{s}", f"rel_error_{s}") for s in steps}
     if "cosine_all" in table:
@@ -988,8 +1020,6 @@ def estimator_display(table: pd.DataFrame) -> pd.DataFrame:
 
 def estimator_markdown(table: pd.DataFrame) -> str:
     """:func:`estimator_table` as the report's numbered table (:func:`estimator_display`)."""
-    from . import tables
-
     if table.empty:
         return "No committed result runs OptEx beside the last-gradient ablation yet."
     display = estimator_display(table)
@@ -1023,6 +1053,6 @@ def write_report(figures_dir: str | Path, path: str | Path, claims: Sequence[Cla
 
 
 __all__ = ["CLAIMS", "Claim", "Finding", "PROFILES", "Page", "Results", "VERDICTS", "changed_since",
-           "collects_more_reward", "estimator_display", "estimator_markdown", "estimator_table", "evaluate_claims", "faster_per_iteration_and_second", "glue_all", "project_root",
+           "collects_more_reward", "estimator_display", "estimator_markdown", "estimator_table", "evaluate_claims", "faster_per_iteration_and_second", "glue_all", "panel_title", "project_root",
            "provenance_note", "publish", "reaches_error_sooner", "report_markdown", "speedup_at_least", "summary",
            "trails_ideal", "trains_faster", "write_estimator_table", "write_report"]

@@ -68,6 +68,24 @@ def fixed(value: Any, decimals: int) -> str:
     return _grouped(f"{float(value):.{decimals}f}") if _finite(value) else MISSING
 
 
+def signed(value: Any, decimals: int) -> str:
+    """:func:`fixed` with a plus sign on a positive value (a difference: ``+12.3``, ``−4.0``, ``0.0``)."""
+    text = fixed(value, decimals)
+    return f"+{text}" if _finite(value) and float(f"{float(value):.{decimals}f}") > 0 else text
+
+
+def compact(value: Any) -> str:
+    """``value`` as short as it reads exactly (Python's ``:g``: ``-200`` as ``−200``, ``0.001``), with the
+    minus sign and grouping of :func:`fixed`; beyond ``:g``'s fixed-point range as a power of ten
+    (``1 × 10⁻⁵``, as :func:`significant` writes it)."""
+    if not _finite(value):
+        return MISSING
+    mantissa, _, exponent = f"{float(value):g}".partition("e")
+    if not exponent:
+        return _grouped(mantissa)
+    return f"{_grouped(mantissa)} × 10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+
+
 def _grouped(text: str) -> str:
     sign, text = ("-", text[1:]) if text.startswith("-") else ("", text)
     whole, dot, fraction = text.partition(".")
@@ -330,6 +348,6 @@ def _title_case(value: Any) -> str:
     return text[:1].upper() + text[1:]
 
 
-__all__ = ["CUT", "CUT_NOTE", "Column", "MISSING", "Table", "count_of", "decimals", "fixed", "format_duration", "format_interval",
-           "format_range", "interval", "speedups",
+__all__ = ["CUT", "CUT_NOTE", "Column", "MISSING", "Table", "compact", "count_of", "decimals", "fixed", "format_duration",
+           "format_interval", "format_range", "interval", "signed", "speedups",
            "interval_decimals", "label", "natural_key", "number", "ordered", "publish", "significant", "text"]

@@ -326,19 +326,51 @@ def test_prose_checks_find_raw_markup_equal_ranges_zero_durations_and_wide_table
       <p>The error falls as \\(T^{{-1}}\\) here.</p>
       <p>Across the functions $a$ lies between 4.00 and 4.00.</p>
       <p>The runs took 0 minutes in all, or 0.0 hours.</p>
+      <table id="r"><caption><span class="caption-number">Table 2 </span>x</caption><tr><td>21.0 [-42.5, 84.5]</td></tr>
+      </table><p>MountainCar returns -200 on every episode.</p>
       <table id="t"><caption><span class="caption-number">Table 1 </span>x</caption>{row}</table>
       </main></body></html>""")
     problems = " | ".join(book.prose_problems(page))
     for expected in ("a Markdown list shown as text", "raw math delimiter in the text '- MNIST",
                      "raw math delimiter in the text 'The error falls", "equal ends 'between 4.00 and 4.00'",
-                     "took 0 minutes'", "0.0 hours'", "a table of 8 columns"):
+                     "took 0 minutes'", "0.0 hours'", "a table of 8 columns", "[-42.5, 84.5",
+                     "MountainCar returns -200 on"):
         assert expected in problems, expected
+    assert problems.count("a hyphen as a minus sign") == 2
     good = _soup("""<html><body><main>
       <p>OptEx at <span class="math notranslate nohighlight">\\(T\\)</span> costs <code>$HOME</code>.</p>
       <ul><li><p><strong>MNIST</strong>: OptEx 2.1×</p></li></ul>
       <p>Across the functions a lies between 4 and 4.5, in 12 s, or 10 minutes (0.2 h is not zero).</p>
+      <p>MountainCar-v0 returns −200 [−200, −198] in 2026-12-02's run, <code>-p seeds=-1</code>.</p>
+      <dl><dt class="sig sig-object py">Config(init_low = -1.0)</dt><dd><p>A config.</p></dd></dl>
       <div class="cell_input"><pre>x = "$T$"</pre></div></main></body></html>""")
     assert book.prose_problems(good) == []
+
+
+def test_every_data_file_a_page_names_is_a_link_to_it_in_the_site(tmp_path):
+    page = tmp_path / "book" / "_executed" / "fig2"
+    page.parent.mkdir(parents=True)
+    (tmp_path / "_downloads" / "ab12").mkdir(parents=True)
+    (tmp_path / "_downloads" / "ab12" / "fig2.csv").write_text("iteration,gap\n0,1.0\n")
+    linked = ('<a class="reference download internal" download="" href="../../_downloads/ab12/fig2.csv">'
+              '<code class="xref download docutils literal notranslate"><span class="pre">fig2.csv</span></code></a>')
+    good = _soup(f"""<html><body><main><figcaption>Data: {linked}.</figcaption>
+      <div class="cell_input"><pre>frame.to_csv("scratch.csv")</pre></div></main></body></html>""")
+    assert book.download_problems(good, page) == []
+    named = _soup("<html><body><main><figcaption>Data: <code>fig6.csv</code>.</figcaption></main></body></html>")
+    assert book.download_problems(named, page) == ["names the data file fig6.csv without a link to it: write it as "
+                                                   "{download}`fig6.csv <figures/fig6.csv>`"]
+    dead = _soup(f"<html><body><main><p>{linked.replace('ab12', 'cd34')}</p></main></body></html>")
+    assert book.download_problems(dead, page) == ["links the data file fig2.csv to a file the built site does not hold"]
+
+
+def test_every_caption_that_names_a_data_file_links_it_with_the_download_role():
+    import re
+
+    for source in sorted((ROOT / "notebooks").glob("*.py")):
+        text = re.sub(r"\n# ?", " ", source.read_text())  # the jupytext comment markers of Markdown lines
+        for name in re.findall(r"(?<![\w./<-])[\w-]+\.csv\b", text):
+            assert f"{{download}}`{name} <figures/{name}>`" in text, f"{source.name} names {name} without a link"
 
 
 def test_check_reports_figures_wider_than_the_text(built):

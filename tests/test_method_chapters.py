@@ -19,9 +19,9 @@ from optex.results import config_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = {"thm1": thm1, "estimator": estimator, "fig1": fig1, "scaling": scaling}
-KNOBS = {"thm1": ("dim", "gp_lengthscale", "grad_noise", "delta"),
+KNOBS = {"thm1": ("dim", "gp_lengthscale", "grad_noise", "delta", "fit_from"),
          "estimator": ("function", "field_histories", "kernel", "lengthscale", "noise"),
-         "fig1": ("functions", "parallelism", "lr"), "scaling": ("parallelism", "worlds")}
+         "fig1": ("functions", "parallelism", "lr", "shown_iteration", "animate"), "scaling": ("parallelism", "worlds")}
 
 
 def _page(**kwargs):
@@ -72,6 +72,33 @@ def test_fig1_and_scaling_configs_follow_the_profile_with_the_chapters_knobs():
     timed = scaling.chapter_configs(_page(), parallelism=8, worlds=[1, 2, 4])
     assert [(c.parallelism, c.worlds, c.width) for c in timed("paper") + timed("quick")] == [
         (8, (1, 2, 4), 512), (8, (1, 2, 4), 64)]
+
+
+def _never_run(*args, **kwargs):
+    raise AssertionError("the runner was called: a bad parameter must fail before any result is read or computed")
+
+
+@pytest.mark.parametrize("name, change, match", [
+    ("thm1", dict(fit_from=0), "fit_from must be a positive integer"),
+    ("thm1", dict(fit_from=True), "fit_from must be a positive integer"),
+    ("thm1", dict(fit_from=2048), "fit_from must leave at least two history sizes"),
+    ("fig1", dict(animate="yes"), "animate must be True or False"),
+    ("fig1", dict(shown_iteration=2), "shown_iteration must be an integer from 3"),
+    ("fig1", dict(shown_iteration=10_000), "shown_iteration must be an integer from 3 to 30")])
+def test_a_chapters_bad_value_fails_where_its_configs_are_built_before_any_run(name, change, match, monkeypatch):
+    """As the notebook runs: the parameters cell's values into chapter_configs, then Page.results. The
+    runner is replaced by one that fails, so the error must come from chapter_configs, naming the value."""
+    experiment = EXPERIMENTS[name]
+    monkeypatch.setattr(experiment, "run", _never_run)
+    p = {**book.chapter_defaults(ROOT, name), **change}
+    page = _page(profile="quick", device=p["device"], backend=p["backend"], seeds=p["seeds"])
+    with pytest.raises(ValueError, match=match):
+        configs = experiment.chapter_configs(page, **{k: p[k] for k in KNOBS[name]})
+        page.results(experiment.FIGURE_ID, experiment.run, configs)
+    source = (ROOT / "notebooks" / f"{name}.py").read_text()
+    call = next(line for line in source.splitlines() if f"{name}.chapter_configs(" in line)
+    assert all(knob in call for knob in KNOBS[name]), call  # the notebook passes every knob to chapter_configs
+    assert source.index(call) < source.index("page.results(")
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))

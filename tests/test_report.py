@@ -197,7 +197,7 @@ def test_speedup_claim_reproduced_when_every_interval_clears_the_threshold():
     frame = _curves({("f", "vanilla"): 10, ("f", "optex"): 4, ("g", "vanilla"): 10, ("g", "optex"): 5})
     finding = report.speedup_at_least("optex", 2.0)(frame)
     assert finding.verdict == "reproduced"
-    assert "f 2.50× [2.50, 2.50]" in finding.ours
+    assert "F 2.50× [2.50, 2.50]" in finding.ours
 
 
 def test_speedup_claim_partly_when_only_some_functions_clear_it():
@@ -256,7 +256,7 @@ def test_claims_are_judged_per_panel_where_a_figure_has_panels():
     frame = _curves({("ackley", "vanilla"): 10, ("ackley", "optex"): 4})
     frame = pd.concat([frame.assign(panel="ackley"), frame.assign(panel="ackley-10x")], ignore_index=True)
     finding = report.speedup_at_least("optex", 2.0)(frame)
-    assert "ackley 2.50×" in finding.ours and "ackley-10x 2.50×" in finding.ours
+    assert "Ackley 2.50×" in finding.ours and "Ackley (10× d) 2.50×" in finding.ours
 
 
 def test_a_single_seed_gives_no_interval_and_at_most_partly():
@@ -313,7 +313,7 @@ def test_cifar10_claim_is_at_most_partly_without_parallel_evaluations():
     frame = _training({"vanilla": 1.0, "target": 4.0, "optex": 3.0}, "CIFAR-10, SGD 0.01")
     finding = report.reaches_error_sooner()(frame)
     assert finding.verdict == "partly" and "not yet run on a GPU" in finding.ours
-    assert "CIFAR-10, SGD 0.01: 2.00× [2.00, 2.00] fewer iterations to Vanilla's final val error" in finding.ours
+    assert "CIFAR-10, SGD 0.01: 2.00× [2.00, 2.00] fewer iterations to Vanilla's final validation error" in finding.ours
     slow = _training({"vanilla": 1.0, "target": 4.0, "optex": 0.9}, "CIFAR-10, SGD 0.01")
     assert report.reaches_error_sooner()(slow).verdict == "not reproduced"
 
@@ -347,6 +347,26 @@ def test_estimator_table_takes_medians_per_proxy_step_of_both_surrogates(tmp_pat
     assert f"| Rosenbrock, d = 10, Adam 0.01 | cosine | {gp}\u00a0/\u00a0{last} |" in text
 
 
+def test_the_committed_experiments_are_named_as_their_chapters_name_them():
+    """The estimator table's RL rows are the chapter's panels (the environments), not the runner's task keys."""
+    from optex.experiments import rl, training
+
+    table = report.estimator_table(report.project_root() / "results")
+    settings = table.groupby("figure")["setting"].unique()
+    assert set(settings["rl-dqn"]) <= {t.env_id for t in rl.TASKS.values()} and len(settings["rl-dqn"]) >= 1
+    for figure in ("image-classification", "cifar10", "text-autoregression"):
+        datasets = {s.split(",")[0] for s in settings[figure]}
+        assert datasets <= set(training.DATASET_TITLES.values()), figure
+    assert all(s[:1].isupper() and "_" not in s for s in table["setting"])
+
+
+@pytest.mark.parametrize("panel, title", [("sphere", "Sphere"), ("ackley-10x", "Ackley (10× d)"),
+                                          ("gp-matern32", "GP, Matérn-3/2"), ("CartPole-v1", "CartPole-v1"),
+                                          ("MNIST, SGD 0.01", "MNIST, SGD 0.01")])
+def test_panels_are_named_as_the_chapters_name_them(panel, title):
+    assert report.panel_title(panel) == title
+
+
 def test_estimator_table_fits_the_text_column_one_cell_per_step_for_both_surrogates():
     """Per-step cosines and relative errors of three proxy steps: rows per experiment and measure, each
     cell "GP / last gradient", six columns at most (nine before)."""
@@ -374,4 +394,4 @@ def test_speedup_claim_quotes_the_effective_speedup_beside_the_paper_metric():
             rows += [dict(panel="sphere", method=method, seed=seed, iteration=t, gap=1.0 / (1 + t))
                      for t in range(horizon + 1)]
     finding = report.speedup_at_least("optex", 1.5)(pd.DataFrame(rows))
-    assert "(effective, uncapped, at T: sphere 2.00× [2.00, 2.00])" in finding.ours
+    assert "(effective, uncapped, at T: Sphere 2.00× [2.00, 2.00])" in finding.ours

@@ -315,7 +315,8 @@ def test_the_rl_claim_is_judged_on_the_paired_final_return_and_skips_floor_tasks
     finding = report.collects_more_reward()(_episodes_frame(finals))
     # OptEx - Vanilla per seed: 20, 21, 20 -> interval above 0; it closes (20.33 / 30) of the gap to Target.
     assert finding.verdict == "reproduced"
-    assert "CartPole-v1: OptEx - Vanilla 20.3 [18.9, 21.8]" in finding.ours and "MountainCar-v0: every return -200" in finding.ours
+    assert "CartPole-v1: OptEx − Vanilla 20.3 [18.9, 21.8]" in finding.ours
+    assert "MountainCar-v0: every return −200" in finding.ours
     behind = {**finals, ("CartPole-v1", "optex"): [11, 14, 13]}  # ahead on the mean, interval not above 0
     assert report.collects_more_reward()(_episodes_frame(behind)).verdict == "partly"
     far = {**finals, ("CartPole-v1", "optex"): [15, 17, 19]}  # above Vanilla but only 1/6 of the way to Target
@@ -335,6 +336,27 @@ def test_rl_tables_read_the_runs():
     assert shown.loc["Vanilla", "episodes to threshold"] == "never within 4 (3 of 3 censored)"
     text = plotting.rl_reading_text(table, frame)
     assert "OptEx minus Vanilla, seed by seed: 181.3" in text
+
+
+def test_negative_returns_reach_tables_and_prose_with_a_minus_sign():
+    from optex import book, plotting, report
+
+    finals = {("MountainCar-v0", "vanilla"): [-200, -180, -190], ("MountainCar-v0", "optex"): [-150, -120, -170],
+              ("MountainCar-v0", "target"): [-100, -105, -110]}
+    frame = _episodes_frame(finals)
+    table = rl.threshold_table(frame)
+    shown = plotting.rl_threshold_display(table)
+    threshold = rl.TASKS["mountaincar"].threshold
+    assert threshold < 0 and set(shown["threshold"]) == {f"−{-threshold:g}"}
+    texts = [*shown.astype(str).to_numpy().ravel(), plotting.rl_reading_text(table, frame),
+             report.collects_more_reward()(frame).ours]
+    cosines = pd.DataFrame(dict(panel="MountainCar-v0", method=["optex", "last_gradient"], stale=[0.4, 0.1],
+                                current=[0.3, 0.2]))
+    texts.append(plotting.rl_cosine_reading(cosines))
+    assert "−0.10" in texts[-1]  # the cosine rose: a negative loss
+    for text in texts:
+        assert not book._HYPHEN_MINUS.search(text), text
+    assert "−" in texts[-2] and "−" in texts[-3]
 
 
 def test_rl_cosine_table_weights_episodes_by_their_updates_and_the_figures_draw_every_task():

@@ -22,6 +22,16 @@ def test_intervals_carry_the_precision_of_their_half_width():
     assert tables.interval_decimals(3.0, 3.0) == 2  # zero width: the default
 
 
+@pytest.mark.parametrize("value, text", [(-200, "−200"), (-110.5, "−110.5"), (0.001, "0.001"), (123456, "123\u2009456"),
+                                         (1e-5, "1 × 10⁻⁵"), (-2.5e7, "−2.5 × 10⁷"), (math.nan, "—")])
+def test_compact_is_the_shortest_exact_form_with_a_minus_sign(value, text):
+    assert tables.compact(value) == text
+
+
+def test_signed_differences_carry_their_sign():
+    assert [tables.signed(v, 1) for v in (12.34, -4.0, 0.0, 0.04, math.nan)] == ["+12.3", "−4.0", "0.0", "0.0", "—"]
+
+
 def test_rows_sort_numerically_and_by_a_given_order():
     frame = pd.DataFrame({"T0": ["T0=10", "T0=100", "T0=20", "T0=5"], "N": [10, 2, 5, 1],
                           "method": ["optex", "vanilla", "target", "optex"]})

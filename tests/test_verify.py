@@ -207,6 +207,27 @@ def test_book_check_enforces_verification_for_paper_results_only(committed, monk
     assert f"other/0123456789ab: shown by the book but not verified" in verify.verification_problems(root)
 
 
+def test_a_second_figure_of_verified_results_is_verified_too(committed):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root, store = committed
+    shown = report.Results("demo", pd.DataFrame(dict(iteration=[0, 1], gap=[1.0, 0.5])), "paper", "paper", [store])
+    verify.run(root, progress=False)
+    for name in (None, "demo-wallclock"):
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.plot([0, 1], [1.0, 0.5])
+        report.publish(fig, shown, directory=root / verify.FIGURES, name=name)
+        plt.close(fig)
+    assert sorted(p.name for p in (root / verify.FIGURES).glob("*.json")) == ["demo-wallclock.json", "demo.json"]
+    assert verify.verification_problems(root) == []
+    # The defect this replaces: a record under a figure id no committed result has.
+    with pytest.raises(ValueError, match="publish\\(name=...\\)"):
+        replace(shown, figure_id="demo-wallclock")
+
+
 def test_the_page_says_verified_or_names_what_changed(committed):
     root, store = committed
     shown = report.Results("demo", pd.DataFrame(), "paper", "paper", [store])

@@ -37,6 +37,7 @@ FIGURE_ID = "fig1"
 FUNCTIONS = ("rosenbrock", "ackley")
 METHODS = ("vanilla", "target", "linesearch", "optex")
 PROXY = {"vanilla": "none", "target": "target", "linesearch": "linesearch", "optex": "kernel"}
+FIRST_DRAWN = 3  # the first iteration the chapter draws: OptEx's first ones are a cold start
 # Starting points from which Adam's first iterations cross the interesting part of each landscape:
 # down into Rosenbrock's curved valley and along it, and into Ackley's ripples beside the central well.
 STARTS = {"rosenbrock": (-0.5, 1.5), "ackley": (1.6, -1.2)}
@@ -156,23 +157,36 @@ def verification(config: Config) -> list[Prefix]:
             for f in config.functions for m in config.methods]
 
 
+def check_shown_iteration(shown_iteration: Any, last: int) -> int:
+    """The iteration Fig. 1 draws: an integer from :data:`FIRST_DRAWN` to ``last`` (the trace's)."""
+    if (isinstance(shown_iteration, bool) or not isinstance(shown_iteration, int)
+            or not FIRST_DRAWN <= shown_iteration <= last):
+        raise ValueError(f"shown_iteration must be an integer from {FIRST_DRAWN} to {last} (the trace's length), got "
+                         f"{shown_iteration!r}")
+    return shown_iteration
+
+
 def chapter_configs(page: Any, functions: Sequence[str] = FUNCTIONS, parallelism: int = 5,
-                    lr: float = 0.15) -> Callable[[str], list[Config]]:
+                    lr: float = 0.15, shown_iteration: int = 8, animate: bool = True) -> Callable[[str], list[Config]]:
     """The configs of the Fig. 1 chapter by profile, for :meth:`optex.report.Page.results`: one
     :class:`Config` with the traced ``functions`` (a non-empty list), N and Adam's learning rate, on the
     ``page``'s device (the traces are deterministic: the page's seeds are not used). Both profiles are
-    built here, so that a bad value fails before any work starts."""
+    built here, and the chapter's ``shown_iteration`` (within the longer profile's trace; the chapter
+    checks it against the trace it shows) and ``animate`` checked, so that a bad value fails before any
+    work starts."""
     if not isinstance(functions, (list, tuple)) or not functions:
         raise ValueError(f"functions must be a non-empty list of function names, got {functions!r}")
+    check.flag("animate", animate)
 
     def configs(profile: str) -> list[Config]:
         return [Config(profile=profile, functions=tuple(functions), parallelism=parallelism, lr=lr,
                        device=page.device)]
 
-    for profile in PROFILES:
-        configs(profile)
+    longest = max(configs(profile)[0].iterations for profile in PROFILES)
+    check_shown_iteration(shown_iteration, longest)
     return configs
 
 
-__all__ = ["Config", "FIGURE_ID", "FUNCTIONS", "KINDS", "METHODS", "chapter_configs", "exact_path", "run",
+__all__ = ["Config", "FIGURE_ID", "FIRST_DRAWN", "FUNCTIONS", "KINDS", "METHODS", "chapter_configs",
+           "check_shown_iteration", "exact_path", "run",
            "run_unit", "verification"]

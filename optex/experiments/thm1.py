@@ -211,18 +211,24 @@ def decay_exponents(frame: pd.DataFrame, column: str = "error", min_history: int
 
 
 def chapter_configs(page: Any, dim: int = 2, gp_lengthscale: float = 0.5, grad_noise: float = 0.1,
-                    delta: float = 0.05) -> Callable[[str], list[Config]]:
+                    delta: float = 0.05, fit_from: int = 32) -> Callable[[str], list[Config]]:
     """The configs of the Thm. 1 chapter by profile, for :meth:`optex.report.Page.results`: one
     :class:`Config` with the chapter's d, lengthscale and noise of the sampled fields and delta, and the
-    ``page``'s seeds, device and backend. Both profiles are built here, so that a bad value fails before
-    any work starts."""
+    ``page``'s seeds, device and backend. Both profiles are built here, and ``fit_from`` (the smallest
+    history size of the decay fits, :func:`decay_exponents`) must leave each of them two history sizes
+    of the sampled fields to fit, so that a bad value fails before any work starts."""
+    check.positive_int("fit_from", fit_from)
 
     def configs(profile: str) -> list[Config]:
         return [Config(profile=profile, dim=dim, gp_lengthscale=gp_lengthscale, grad_noise=grad_noise, delta=delta,
                        seeds=page.seeds, device=page.device, backend=page.backend)]
 
     for profile in PROFILES:
-        configs(profile)
+        (config,) = configs(profile)
+        fitted = [t for t in config.histories if t >= fit_from]
+        if len(fitted) < 2:
+            raise ValueError(f"fit_from must leave at least two history sizes to fit the decay on; the {profile} "
+                             f"profile's are {', '.join(map(str, config.histories))}, got fit_from = {fit_from!r}")
     return configs
 
 
