@@ -827,10 +827,11 @@ def _laid_out(fig):
     return fig.canvas.get_renderer()
 
 
-def overlapping_text(fig) -> list[str]:
+def overlapping_text(fig, renderer: Any = None) -> list[str]:
     """Pairs of texts of ``fig`` (the panels' titles, notes and axis labels, and the legends) whose boxes
-    overlap, as laid out and drawn (:func:`_laid_out`); empty: each can be read."""
-    renderer = _laid_out(fig)
+    overlap, as laid out and drawn (:func:`_laid_out`, unless ``renderer`` comes from that); empty: each
+    can be read."""
+    renderer = renderer or _laid_out(fig)
     boxes = []
     for index, ax in enumerate(ax for ax in fig.axes if ax.get_visible()):
         named = [("title", ax.title), ("x label", ax.xaxis.label), ("y label", ax.yaxis.label), ("legend", ax.get_legend())]
@@ -842,10 +843,11 @@ def overlapping_text(fig) -> list[str]:
             if min(one.x1, other.x1) - max(one.x0, other.x0) > 0.5 and min(one.y1, other.y1) - max(one.y0, other.y0) > 0.5]
 
 
-def covered_data(fig) -> list[str]:
+def covered_data(fig, renderer: Any = None) -> list[str]:
     """The legends and panel notes of ``fig`` that lie over a drawn data point (:func:`drawn_points` of any
-    of its axes), as laid out and drawn (:func:`_laid_out`); empty: none hides a curve or a bar."""
-    renderer = _laid_out(fig)
+    of its axes), as laid out and drawn (:func:`_laid_out`, unless ``renderer`` comes from that); empty:
+    none hides a curve or a bar."""
+    renderer = renderer or _laid_out(fig)
     axes = [ax for ax in fig.axes if ax.get_visible()]
     boxes = [(f"the legend of panel {index + 1}", ax.get_legend()) for index, ax in enumerate(axes)
              if ax.get_legend() is not None] + [("the figure legend", legend) for legend in fig.legends]
@@ -889,7 +891,8 @@ def figure_problems(fig, data: pd.DataFrame) -> list[str]:
         absent = [label for label in legend_labels(fig) if label in known and label not in present]
         if absent:
             problems.append(f"the legend names {', '.join(absent)}, which the figure's data does not hold")
-    return problems + covered_data(fig) + overlapping_text(fig)
+    renderer = _laid_out(fig)
+    return problems + covered_data(fig, renderer) + overlapping_text(fig, renderer)
 
 
 def save_figure(fig, figure_id: str, data: pd.DataFrame, directory: str | Path) -> dict[str, Path]:
@@ -900,7 +903,8 @@ def save_figure(fig, figure_id: str, data: pd.DataFrame, directory: str | Path) 
     if problems:
         raise ValueError(f"figure {figure_id}: {'; '.join(problems)}")
     _fit_text_width(fig)
-    covered = covered_data(fig) + overlapping_text(fig)  # again at the width the files get
+    renderer = _laid_out(fig)  # again at the width the files get
+    covered = covered_data(fig, renderer) + overlapping_text(fig, renderer)
     if covered:
         raise ValueError(f"figure {figure_id}: {'; '.join(covered)}")
     directory = Path(directory)
