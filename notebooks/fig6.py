@@ -62,7 +62,8 @@ chapter = chapters.Fig6Chapter(results)
 # ## The five ablations
 #
 # Each panel of {numref}`fig6` shows the geometric mean over seeds of the optimality gap and its 95%
-# band, against sequential iterations. Where curves lie on top of each other, the panel says so.
+# band, against sequential iterations. Where curves lie on top of each other, the legend under the panel
+# marks them ≡.
 
 # %% tags=["hide-input"]
 report.glue_all(chapter.curves())

@@ -8,8 +8,9 @@ in the page, so a reader can go from a figure in the book to the files behind it
   (colours from the Okabe-Ito palette, safe for the common colour-vision deficiencies; marker and line
   style tell methods apart where colour cannot, and where curves lie on top of each other).
 - Figures are at most :data:`TEXT_WIDTH_IN` wide (the book's text width) with text of at least
-  :data:`MIN_FONT_PT`; :func:`save_figure` refuses one that is wider, has smaller text, or whose legend
-  names a method that is not in its data.
+  :data:`MIN_FONT_PT`; :func:`save_figure` refuses one that is wider, has smaller text, whose legend
+  names a method that is not in its data, or whose legends or panel notes lie over drawn data (they go
+  outside the axes: a figure legend below, :func:`legend_below`, :class:`PanelNote` under the title).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def _style(label: str, color: str, marker: str, linestyle: str) -> Mapping[str, 
 # Every method of optex.experiments.synthetic.METHODS and optex.experiments.training.METHODS.
 METHOD_STYLE: Mapping[str, Mapping[str, str]] = MappingProxyType({
     "vanilla": _style("Vanilla", "#666666", "x", "-"),
-    "vanilla_long": _style("Vanilla (N·T iterations)", "#999999", "+", ":"),
+    "vanilla_long": _style("Vanilla (N·T iterations)", "#222222", "+", ":"),  # dark: seen under the bands
     "linesearch": _style("LineSearch", "#e69f00", "^", "-."),
     "target": _style("Target", "#009e73", "s", "--"),
     "optex": _style("OptEx", "#0072b2", "o", "-"),
@@ -167,29 +168,45 @@ def best_so_far_on_grid(frame: pd.DataFrame, x: str = "wall_time", y: str = "gap
     return pd.concat(rows, ignore_index=True)
 
 
-def coinciding(summary: pd.DataFrame, hue: str, x: str, rtol: float = 0.02, log: bool = True,
-               share: float = 0.01) -> list[list[Any]]:
-    """Groups of ``hue`` values whose centre lines lie on top of each other at every shared ``x``: drawn,
-    only the last of them would show. On a log axis ``log=True``: within ``rtol`` (relative); on a linear
-    one: within ``share`` of the span of all the centre lines (a curve 4 units off on a 50-unit axis is
-    seen, however small 4 is against the values themselves)."""
-    lines = {name: part.set_index(x)["center"] for name, part in summary.groupby(hue, sort=False)}
-    values = summary["center"].to_numpy(dtype=float)
-    finite = values[np.isfinite(values)]
-    span = float(finite.max() - finite.min()) if finite.size else 0.0
-    rtol, atol = (rtol, 0.0) if log else (0.0, share * span)
-    groups: list[list[Any]] = []
-    for name, line in lines.items():
-        for group in groups:
-            other = lines[group[0]]
-            shared = line.index.intersection(other.index)
-            if len(shared) >= max(2, min(len(line), len(other)) // 2) and np.allclose(
-                    line[shared], other[shared], rtol=rtol, atol=atol, equal_nan=True):
-                group.append(name)
-                break
-        else:
-            groups.append([name])
-    return [g for g in groups if len(g) > 1]
+def coinciding(summary: pd.DataFrame, hue: str, x: str, share: float = 0.02, most: float = 0.6,
+               log: bool = True) -> list[list[Any]]:
+    """Groups of ``hue`` values whose centre lines lie on top of each other: drawn, only the last of them
+    would show. Distances are taken as the axis draws them (in log10 on a log axis, ``log=True``) against
+    the span of all the centre lines: two lines coincide when, at ``most`` of the ``x`` values they share
+    (at least half of the shorter line's), they are within ``share`` of that span. So a curve 4 units off
+    on a 50-unit axis is seen, however small 4 is against the values themselves, and two curves that part
+    only near their ends are noted, since one hides the other along the rest. A line that is hidden so
+    at ``most`` of its points by several lines drawn after it (later in ``summary``), each along a part,
+    joins the one that hides most of it. A group holds every line that coincides with another of it, in
+    the order of ``summary``."""
+    def drawn(part: pd.DataFrame) -> pd.Series:
+        values = part.set_index(x)["center"].astype(float)
+        return np.log10(values.where(values > 0)) if log else values
+
+    lines = {name: drawn(part) for name, part in summary.groupby(hue, sort=False)}
+    values = np.concatenate([line.to_numpy() for line in lines.values()]) if lines else np.empty(0)
+    values = values[np.isfinite(values)]
+    tolerance = share * float(values.max() - values.min()) if values.size else 0.0
+    names = list(lines)
+    linked = {name: frozenset([name]) for name in names}
+
+    def link(name: Any, other: Any) -> None:
+        joined = linked[name] | linked[other]
+        linked.update(dict.fromkeys(joined, joined))
+
+    for index, name in enumerate(names):
+        for other in names[index + 1:]:
+            gaps = (lines[name] - lines[other]).abs().dropna()
+            if len(gaps) >= max(2, min(len(lines[name]), len(lines[other])) // 2) and (gaps <= tolerance).mean() >= most:
+                link(name, other)
+    for index, name in enumerate(names[:-1]):  # hidden not under one line but under several in turn
+        own = lines[name].dropna()
+        near = pd.DataFrame({other: (own - lines[other].reindex(own.index)).abs() <= tolerance
+                             for other in names[index + 1:]})
+        if len(linked[name]) == 1 and len(own) >= 2 and near.any(axis=1).mean() >= most:
+            link(name, near.sum().idxmax())
+    groups = dict.fromkeys(linked[name] for name in names if len(linked[name]) > 1)
+    return [sorted(group, key=names.index) for group in groups]
 
 
 # ------------------------------------------------------------------------------------------ drawing
@@ -226,52 +243,57 @@ def band_plot(ax, frame: pd.DataFrame, x: str = "iteration", y: str = "gap", hue
         _readable_log_axis(ax)
     ax.grid(True, which="major", alpha=0.3)
     if groups and note_overlap is True:
-        (x0, y0), ha, va = _emptiest_corner(ax)
         if len(groups) == 1 and len(groups[0]) == len(order) > 2:  # the legend already lists them all
-            note = PanelNote(ax, "", [["all curves coincide"]], x0, y0, ha=ha, va=va)
+            PanelNote(ax, "", [["all curves coincide"]])
         else:
             counts = " and ".join(str(len(g)) for g in groups)
             short = f"{counts} curves coincide" if len(groups) == 1 else f"coincide: {counts} curves"
-            note = PanelNote(ax, "coincide:", [[look(v)["label"] for v in g] for g in groups], x0, y0, ha=ha, va=va,
-                             short=short)
-        ax.add_artist(note)
+            PanelNote(ax, "coincide:", [[look(v)["label"] for v in g] for g in groups], short=short)
     return summary
 
 
 class PanelNote(matplotlib.text.Text):
-    """A boxed note in a corner of its axes that stays inside them: at every draw its ``groups`` (lists
-    of names, one line each after the ``header``) are wrapped at their separators to the axes' width
-    then, which constrained layout may have narrowed after the note was placed. Where the wrapped
-    names would still be wider than the axes or cover more than ``max_height`` of them, the note says
-    only how many curves coincide (``short``; the staggered markers show which)."""
+    """A note between a panel's title and its axes, where it cannot cover a curve: it lives on a strip
+    (a child axes without axis) just above ``ax``, which the title then clears and constrained layout
+    makes room for. At every layout and draw its ``groups`` (lists of names, separated by ``;`` after
+    the ``header``) are wrapped at their separators to the axes' width then; where they would still be
+    wider than the axes or taller than ``max_height`` of them, the note says only how many curves
+    coincide (``short``; the staggered markers show which)."""
 
-    def __init__(self, ax, header: str, groups: Sequence[Sequence[str]], x: float, y: float, ha: str = "left",
-                 va: str = "bottom", fontsize: float = MIN_FONT_PT, separator: str = ", ", short: str | None = None,
-                 max_height: float = 0.45) -> None:
-        self._header, self._groups, self._separator = header, [list(g) for g in groups], separator
-        self._short, self._max_height = short, max_height
-        super().__init__(x, y, self._lines(None), transform=ax.transAxes, fontsize=fontsize, ha=ha, va=va,
-                         bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="0.7", alpha=0.9), clip_on=False)
-        self.set_in_layout(False)
-        self._note_axes = ax
+    def __init__(self, ax, header: str, groups: Sequence[Sequence[str]], fontsize: float = MIN_FONT_PT,
+                 short: str | None = None, max_height: float = 0.35, gap_pt: float = 2.0) -> None:
+        self._header, self._groups, self._short, self._max_height = header, [list(g) for g in groups], short, max_height
+        self._note_axes, self._gap_pt = ax, gap_pt
+        super().__init__(0.5, 0.5, self._lines(None), fontsize=fontsize, ha="center", va="center", color="0.25")
+        strip = ax.inset_axes([0.0, 1.0, 1.0, 0.0])
+        strip.set_axes_locator(self._strip)
+        strip.set_axis_off()
+        strip.add_artist(self)
+        self.set_transform(strip.transAxes)
 
-    def _lines(self, width: float | None, renderer: Any = None) -> str:
-        """The note with each group wrapped to ``width`` pixels (None: one line per group)."""
-        lines = [self._header] if self._header else []
-        for group in self._groups:
-            line = ""
-            for index, name in enumerate(group):
-                piece = name + (self._separator.rstrip() if index < len(group) - 1 else "")
-                candidate = f"{line} {piece}" if line else piece
-                if line and width is not None and self._extent(candidate, renderer)[0] > width:
-                    lines.append(line)
-                    candidate = piece
-                line = candidate
-            lines.append(line)
-        return "\n".join(lines)
+    def _pieces(self, short: bool = False) -> list[str]:
+        if short:
+            return self._short.split()
+        pieces = [self._header] if self._header else []
+        for number, group in enumerate(self._groups):
+            last = number == len(self._groups) - 1
+            pieces += [name + ("" if index == len(group) - 1 and last else ";" if index == len(group) - 1 else ",")
+                       for index, name in enumerate(group)]
+        return pieces
+
+    def _lines(self, width: float | None, renderer: Any = None, short: bool = False) -> str:
+        """The note's pieces (or the ``short`` text's words) wrapped to ``width`` pixels (None: one line)."""
+        lines, line = [], ""
+        for piece in self._pieces(short):
+            candidate = f"{line} {piece}" if line else piece
+            if line and width is not None and self._extent(candidate, renderer)[0] > width:
+                lines.append(line)
+                candidate = piece
+            line = candidate
+        return "\n".join(lines + [line])
 
     def _extent(self, text: str, renderer: Any) -> tuple[float, float]:
-        """Width and height in pixels of ``text`` in this note's font (without the box)."""
+        """Width and height in pixels of ``text`` in this note's font."""
         kept, self._text = self._text, text
         try:
             extent = super().get_window_extent(renderer)
@@ -279,32 +301,34 @@ class PanelNote(matplotlib.text.Text):
         finally:
             self._text = kept
 
-    def draw(self, renderer: Any) -> None:
+    def _settle(self, renderer: Any) -> float:
+        """Wrap (or shorten) the text to the axes as laid out now; returns its height in pixels."""
         box = self._note_axes.get_window_extent(renderer)
-        pad = 2 * (0.2 + 0.1) * self.get_fontsize() * self.get_figure(root=True).dpi / 72  # box pad and edge
-        width = 0.94 * box.width - pad
+        width = 0.98 * box.width
         text = self._lines(width, renderer)
         wide, high = self._extent(text, renderer)
-        if self._short is not None and (wide > width or high + pad > self._max_height * box.height):
-            text = self._short
-        self._text = text  # not set_text: a draw must not mark the figure stale
-        super().draw(renderer)
+        if self._short is not None and (wide > width or high > self._max_height * box.height):
+            text = self._lines(width, renderer, short=True)
+            high = self._extent(text, renderer)[1]
+        self._text = text  # not set_text: a layout or draw must not mark the figure stale
+        return high
+
+    def _strip(self, _axes: Any, renderer: Any):
+        """The strip's place (figure coordinates): the axes' width, the note's height, ``gap_pt`` above.
+        (Called with the parent axes or, when drawn, with the strip itself: it always follows ``ax``.)"""
+        from matplotlib.transforms import Bbox
+
+        ax = self._note_axes
+        high = self._settle(renderer)
+        box = ax.get_window_extent(renderer)
+        gap = self._gap_pt * ax.get_figure(root=True).dpi / 72
+        corners = [[box.x0, box.y1 + gap], [box.x1, box.y1 + 2 * gap + high]]
+        return Bbox(ax.get_figure(root=False).transSubfigure.inverted().transform(corners))
 
 
-def _emptiest_corner(ax) -> tuple[tuple[float, float], str, str]:
-    """The corner of ``ax`` (axes coordinates, alignment) with the fewest drawn points near it."""
-    ax.autoscale_view()
-    points = [ax.transAxes.inverted().transform(ax.transData.transform(line.get_xydata()))
-              for line in ax.get_lines() if len(line.get_xydata())]
-    points = np.concatenate(points) if points else np.empty((0, 2))
-    corners = [((0.03, 0.04), "left", "bottom"), ((0.97, 0.96), "right", "top"),
-               ((0.03, 0.96), "left", "top"), ((0.97, 0.04), "right", "bottom")]
-
-    def crowd(corner):
-        (x, y), _, _ = corner
-        return int(((np.abs(points[:, 0] - x) < 0.45) & (np.abs(points[:, 1] - y) < 0.3)).sum())
-
-    return min(corners, key=crowd)
+def panel_notes(ax) -> list[str]:
+    """The texts of the notes (:class:`PanelNote`) of ``ax`` as last drawn."""
+    return [text.get_text() for child in ax.child_axes for text in child.texts if isinstance(text, PanelNote)]
 
 
 def _readable_log_axis(ax) -> None:
@@ -389,11 +413,23 @@ def curve_grid(frame: pd.DataFrame, panels: Sequence[Any], by: str | Sequence[st
     return fig
 
 
+def legend_below(ax, **kwargs: Any):
+    """``ax``'s legend under its x label, outside the axes, where it cannot cover a curve (constrained
+    layout makes room for it); ``kwargs`` go to ``ax.legend``."""
+    from matplotlib.transforms import ScaledTranslation
+
+    # Below the tick labels (8 pt), the x label (9 pt, taller with math) and their pads: 36 points.
+    below = ax.transAxes + ScaledTranslation(0, -36 / 72, ax.get_figure(root=True).dpi_scale_trans)
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=below, frameon=False,
+                     borderaxespad=0.0, **kwargs)
+
+
 def sweep_grid(frame: pd.DataFrame, panels: Sequence[str], titles: Mapping[str, str],
                styles: Callable[[str, Sequence[str]], Mapping[str, Mapping[str, str]]], x: str = "iteration",
-               y: str = "gap", ncols: int = 3, height: float = 2.6) -> Figure:
-    """One panel per ablation (rows ``panel == name``) with a band per ``setting``, a legend per panel;
-    ``styles(panel, settings)`` gives each setting its look (methods keep theirs from METHOD_STYLE)."""
+               y: str = "gap", ncols: int = 3, height: float = 3.3) -> Figure:
+    """One panel per ablation (rows ``panel == name``) with a band per ``setting`` and a legend under each
+    panel (:func:`legend_below`); ``styles(panel, settings)`` gives each setting its look (methods keep
+    theirs from METHOD_STYLE)."""
     fig, axes = panel_grid(len(panels), ncols, height)
     with matplotlib.rc_context(RC):
         for ax, panel in zip(axes, panels):
@@ -403,9 +439,9 @@ def sweep_grid(frame: pd.DataFrame, panels: Sequence[str], titles: Mapping[str, 
                       note_overlap="legend")
             ax.set_title(titles.get(panel, panel))
             ax.set_xlabel(ITERATION_LABEL)
-            marked = any("≡" in text for text in ax.get_legend_handles_labels()[1])
-            ax.legend(frameon=False, fontsize=7.5, title="≡: curves coincide" if marked else None,
-                      title_fontsize=7.5)
+            labels = ax.get_legend_handles_labels()[1]
+            legend_below(ax, ncols=1 if len(labels) <= 3 else 2, fontsize=7.5, title_fontsize=7.5,
+                         title="≡: curves coincide" if any("≡" in text for text in labels) else None)
         for ax in axes[::ncols]:
             ax.set_ylabel(GAP_LABEL)
     return fig
@@ -712,6 +748,79 @@ def iteration_animation(trace: pd.DataFrame, function: str, methods: Sequence[st
 
 
 # ------------------------------------------------------------------------------------------ checks
+def drawn_points(ax, renderer: Any = None, spacing: float = 2.0) -> np.ndarray:
+    """The display coordinates of what ``ax`` draws as data: every line sampled along its segments every
+    ``spacing`` pixels (its markers included), and the corners and edges of every filled bar, restricted to
+    the axes' box (what lies outside it is clipped, not drawn)."""
+    box = ax.get_window_extent(renderer)
+    pieces = [np.empty((0, 2))]
+    for line in ax.get_lines():
+        if not line.get_visible() or not len(line.get_xydata()):
+            continue
+        points = line.get_transform().transform(line.get_xydata())
+        points = points[np.isfinite(points).all(axis=1)]
+        if line.get_linestyle() not in ("None", "none", "", " ") and len(points) > 1:
+            steps = [np.linspace(a, b, max(2, int(np.hypot(*(b - a)) // spacing) + 2)) for a, b in zip(points, points[1:])]
+            points = np.concatenate(steps)
+        pieces.append(points)
+    for patch in ax.patches:
+        if isinstance(patch, matplotlib.patches.Rectangle) and patch.get_visible() and patch.get_fill():
+            extent = patch.get_window_extent(renderer)
+            xs = np.arange(extent.x0, extent.x1 + spacing, spacing).clip(max=extent.x1)
+            ys = np.arange(extent.y0, extent.y1 + spacing, spacing).clip(max=extent.y1)
+            pieces.append(np.array([(x, y) for x in xs for y in (extent.y0, extent.y1)]
+                                   + [(x, y) for y in ys for x in (extent.x0, extent.x1)]))
+    points = np.concatenate(pieces)
+    inside = (points[:, 0] >= box.x0) & (points[:, 0] <= box.x1) & (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1)
+    return points[inside]
+
+
+def _laid_out(fig):
+    """Draw ``fig`` as it is saved and shown, and return the renderer. Twice: a panel note wraps to the
+    widths of the layout before, so the first layout of a figure can still be short of room for it;
+    :func:`save_figure` draws several times before it writes, and the notebook shows the figure after."""
+    for _ in range(2):
+        fig.canvas.draw()
+    return fig.canvas.get_renderer()
+
+
+def overlapping_text(fig, renderer: Any = None) -> list[str]:
+    """Pairs of texts of ``fig`` (the panels' titles, notes and axis labels, and the legends) whose boxes
+    overlap, as laid out and drawn (:func:`_laid_out`, unless ``renderer`` comes from that); empty: each
+    can be read."""
+    renderer = renderer or _laid_out(fig)
+    boxes = []
+    for index, ax in enumerate(ax for ax in fig.axes if ax.get_visible()):
+        named = [("title", ax.title), ("x label", ax.xaxis.label), ("y label", ax.yaxis.label), ("legend", ax.get_legend())]
+        named += [("note", note) for child in ax.child_axes for note in child.texts if isinstance(note, PanelNote)]
+        boxes += [(f"the {kind} of panel {index + 1}", artist.get_window_extent(renderer)) for kind, artist in named
+                  if artist is not None and artist.get_visible() and (kind == "legend" or artist.get_text())]
+    boxes += [("the figure legend", legend.get_window_extent(renderer)) for legend in fig.legends]
+    return [f"{a} overlaps {b}" for i, (a, one) in enumerate(boxes) for b, other in boxes[i + 1:]
+            if min(one.x1, other.x1) - max(one.x0, other.x0) > 0.5 and min(one.y1, other.y1) - max(one.y0, other.y0) > 0.5]
+
+
+def covered_data(fig, renderer: Any = None) -> list[str]:
+    """The legends and panel notes of ``fig`` that lie over a drawn data point (:func:`drawn_points` of any
+    of its axes), as laid out and drawn (:func:`_laid_out`, unless ``renderer`` comes from that); empty:
+    none hides a curve or a bar."""
+    renderer = renderer or _laid_out(fig)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    boxes = [(f"the legend of panel {index + 1}", ax.get_legend()) for index, ax in enumerate(axes)
+             if ax.get_legend() is not None] + [("the figure legend", legend) for legend in fig.legends]
+    boxes += [(f"the note of panel {index + 1}", note) for index, ax in enumerate(axes) for child in ax.child_axes
+              for note in child.texts if isinstance(note, PanelNote)]
+    points = np.concatenate([drawn_points(ax, renderer) for ax in axes]) if axes else np.empty((0, 2))
+    problems = []
+    for name, artist in boxes:
+        extent = artist.get_window_extent(renderer)
+        hits = int(((points[:, 0] > extent.x0) & (points[:, 0] < extent.x1)
+                    & (points[:, 1] > extent.y0) & (points[:, 1] < extent.y1)).sum())
+        if hits:
+            problems.append(f"{name} covers {hits} drawn data points")
+    return problems
+
+
 def legend_labels(fig) -> list[str]:
     """The texts of every legend of ``fig`` (figure legends and axes legends)."""
     legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
@@ -720,7 +829,9 @@ def legend_labels(fig) -> list[str]:
 
 def figure_problems(fig, data: pd.DataFrame) -> list[str]:
     """Why ``fig`` is not fit for the book (empty: it is): wider than the text, taller than a screen,
-    text below MIN_FONT_PT, or a legend naming a method that ``data`` (its ``method`` column) lacks."""
+    text below MIN_FONT_PT, a legend naming a method that ``data`` (its ``method`` column) lacks, a legend
+    or panel note over the data (:func:`covered_data`), or titles, notes, labels and legends over each
+    other (:func:`overlapping_text`)."""
     problems = []
     width, height = fig.get_size_inches()
     if width > TEXT_WIDTH_IN + 1e-6:
@@ -737,7 +848,8 @@ def figure_problems(fig, data: pd.DataFrame) -> list[str]:
         absent = [label for label in legend_labels(fig) if label in known and label not in present]
         if absent:
             problems.append(f"the legend names {', '.join(absent)}, which the figure's data does not hold")
-    return problems
+    renderer = _laid_out(fig)
+    return problems + covered_data(fig, renderer) + overlapping_text(fig, renderer)
 
 
 def save_figure(fig, figure_id: str, data: pd.DataFrame, directory: str | Path) -> dict[str, Path]:
@@ -748,6 +860,10 @@ def save_figure(fig, figure_id: str, data: pd.DataFrame, directory: str | Path) 
     if problems:
         raise ValueError(f"figure {figure_id}: {'; '.join(problems)}")
     _fit_text_width(fig)
+    renderer = _laid_out(fig)  # again at the width the files get
+    covered = covered_data(fig, renderer) + overlapping_text(fig, renderer)
+    if covered:
+        raise ValueError(f"figure {figure_id}: {'; '.join(covered)}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {fmt: directory / f"{figure_id}.{fmt}" for fmt in FIGURE_FORMATS}
@@ -783,9 +899,9 @@ def _stable_metadata(fmt: str) -> dict[str, str | None]:
 __all__ = ["FIG6_TITLES", "fig6_label", "fig6_styles", "GAP_LABEL", "ITERATION_LABEL", "METHOD_STYLE", "MIN_FONT_PT", "TEXT_WIDTH_IN",
            "RETURN_BOUNDS", "UNBOUNDED", "VALUE_BOUNDS", "band", "band_plot", "clip_to_bounds", "fill_band",
            "return_bounds", "value_bounds",
-           "best_so_far_on_grid", "check_figure_id", "coinciding", "cost_figure", "curve_grid", "draw_iteration",
+           "best_so_far_on_grid", "check_figure_id", "coinciding", "cost_figure", "covered_data", "drawn_points", "curve_grid", "draw_iteration",
            "error_decay_figure", "figure_problems", "gradient_fields", "iteration_animation", "iteration_grid",
-           "legend_labels", "local_exponents", "method_label", "method_style", "panel_grid", "relative_error_figure",
+           "legend_below", "legend_labels", "local_exponents", "overlapping_text", "panel_notes", "method_label", "method_style", "panel_grid", "relative_error_figure",
            "save_figure", "scaling_plot", "speedup_against_n", "stability_figure", "steps_figure", "sweep_grid", "sweep_styles",
            "thin_space_in_math"]
 
@@ -817,7 +933,7 @@ def scaling_plot(ax, summary: pd.DataFrame, model: pd.DataFrame | None = None) -
             ax.plot(*zip(*hits), "kD", label="cost model", markersize=6)
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("milliseconds per iteration")
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
 
 
 # ================================================================================ training curves
@@ -960,8 +1076,9 @@ def training_figure(frame: pd.DataFrame, panels: Sequence[str], columns: Sequenc
     for metric, x in columns:
         if x not in ("iteration", "time"):
             raise ValueError(f"columns: x must be 'iteration' or 'time', got {x!r} for {metric}")
-    height = min(2.6, (MAX_HEIGHT_IN - 0.8) / len(panels), 0.85 * TEXT_WIDTH_IN / len(columns))
-    fig, axes = plt.subplots(len(panels), len(columns), figsize=(TEXT_WIDTH_IN, height * len(panels) + 0.8),
+    note = 0.3  # room per row for a panel note under the titles
+    height = min(2.6, (MAX_HEIGHT_IN - 0.8) / len(panels) - note, 0.85 * TEXT_WIDTH_IN / len(columns))
+    fig, axes = plt.subplots(len(panels), len(columns), figsize=(TEXT_WIDTH_IN, (height + note) * len(panels) + 0.8),
                              squeeze=False, layout="constrained")
     summaries = []
     for row, panel in zip(axes, panels):

@@ -136,13 +136,17 @@ def test_coinciding_curves_are_found_and_noted_on_the_panel():
     assert plotting.coinciding(summary, "method", "iteration") == [["optex", "target"]]
     fig, ax = plt.subplots()
     plotting.band_plot(ax, frame, methods=("vanilla", "target", "optex"))
-    notes = [t.get_text() for t in ax.texts]
-    assert notes == ["coincide:\nTarget, OptEx"]
+    assert plotting.panel_notes(ax) == ["coincide: Target, OptEx"]
     # Each line carries its method's marker and line style.
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert lines["Target"].get_marker() == plotting.METHOD_STYLE["target"]["marker"]
     assert lines["OptEx"].get_linestyle() == plotting.METHOD_STYLE["optex"]["linestyle"]
     plt.close(fig)
+
+
+def _lines(**centres):
+    """A band summary (as band() returns it) of one line per method with the given centres."""
+    return pd.concat([pd.DataFrame(dict(method=m, iteration=range(len(c)), center=c)) for m, c in centres.items()])
 
 
 def test_on_a_linear_axis_curves_coincide_only_within_a_share_of_the_plotted_span():
@@ -153,8 +157,36 @@ def test_on_a_linear_axis_curves_coincide_only_within_a_share_of_the_plotted_spa
     summary = plotting.band(frame, y="ret", log=False)
     groups = [sorted(g) for g in plotting.coinciding(summary, "method", "iteration", log=False)]
     assert groups == [["picard", "vanilla"]]
-    groups = [sorted(g) for g in plotting.coinciding(summary, "method", "iteration", log=True)]
-    assert groups == [["optex", "picard", "vanilla"]]
+    # On a log axis the distance is in decades against the span: 100 and 103 on an axis of four decades
+    # are 0.3% of its height apart (one line), 100 and 130 are 2.8% apart (two lines).
+    vanilla = np.array([1e4, 1e3, 1e2, 1.0])
+    summary = _lines(vanilla=vanilla, optex=vanilla * 1.03, target=vanilla * 1.3)
+    groups = plotting.coinciding(summary, "method", "iteration", log=True)
+    assert groups == [["vanilla", "optex"]]
+
+
+def test_curves_that_coincide_along_most_of_their_length_are_noted_even_where_their_ends_part():
+    # On a 0..1 axis, LargeBatch lies within 1% of Vanilla for 8 of 10 points and parts by 20% at the end:
+    # along the rest it is hidden, so it is noted; Target shares only the first 3 points: it is seen.
+    vanilla = np.linspace(1.0, 0.0, 10)
+    parting = np.where(np.arange(10) < 8, vanilla + 0.005, vanilla + 0.2)
+    early = np.where(np.arange(10) < 3, vanilla, vanilla * 0.5)
+    summary = _lines(vanilla=vanilla, large_batch=parting, target=early)
+    assert plotting.coinciding(summary, "method", "iteration", log=False) == [["vanilla", "large_batch"]]
+    # A chain of lines each hiding the next is one group, in drawing order.
+    chain = _lines(optex=vanilla, target=vanilla + 0.015, large_batch=vanilla + 0.03, picard=vanilla - 0.5)
+    assert plotting.coinciding(chain, "method", "iteration", log=False) == [["optex", "target", "large_batch"]]
+    # Drawn: the partly coinciding pair is named in the panel's note, and every method the legend names is
+    # either apart from the others or in that note.
+    frame = pd.concat([pd.DataFrame(dict(method=m, seed=s, iteration=range(10), gap=c + 0.001 * s))
+                       for m, c in (("vanilla", vanilla), ("large_batch", parting), ("target", early)) for s in (0, 1)])
+    fig = plotting.curve_grid(frame.assign(panel="a"), ["a"], y="gap", methods=("vanilla", "large_batch", "target"),
+                              log=False)
+    fig.canvas.draw()
+    (note,) = plotting.panel_notes(fig.axes[0])
+    assert note.replace("\n", " ") == "coincide: Vanilla, LargeBatch"
+    assert plotting.covered_data(fig) == []
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------ figure checks
@@ -275,25 +307,26 @@ def _coinciding_frame(methods):
     (3, plotting.PANEL_HEIGHT_IN, ("target", "optex"), True),
     (2, plotting.PANEL_HEIGHT_IN, ("large_batch_scaled", "vanilla_long"), True),
     (4, 1.5, ("large_batch", "large_batch_scaled", "target", "optex"), False)])  # Fig. 4a's panels: too small
-def test_the_overlap_note_lies_inside_its_panel_in_a_laid_out_figure(ncols, height, methods, named):
+def test_the_overlap_note_lies_between_title_and_axes_and_covers_no_curve(ncols, height, methods, named):
     """Long lists of coinciding methods in panels a third or a quarter of the text width: after
-    constrained layout has placed the figure legend, every note's box (with its padding) is inside its
-    axes; where the names cannot fit, the note counts the curves instead."""
+    constrained layout has placed the figure legend, every note lies above its axes and below its title,
+    within the axes' width, so that it covers no drawn point; where the names cannot fit, the note
+    counts the curves instead."""
     frame = _coinciding_frame(methods)
     fig = plotting.curve_grid(frame.assign(panel="a"), ["a"] * ncols, ncols=ncols, height=height,
                               methods=("vanilla",) + tuple(methods))
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     for ax in fig.axes:
-        (note,) = ax.texts
+        (note,) = [t for child in ax.child_axes for t in child.texts]
         text = note.get_text().replace("\n", " ")
         if named:
             assert all(plotting.method_label(m) in text for m in methods), text
         else:
             assert text == f"{len(methods)} curves coincide"
-        box, inside = note.get_bbox_patch().get_window_extent(renderer), ax.get_window_extent(renderer)
-        assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
-        assert box.height <= 0.5 * inside.height
+        box, axes, title = (a.get_window_extent(renderer) for a in (note, ax, ax.title))
+        assert axes.y1 < box.y0 and box.y1 <= title.y0 and axes.x0 <= box.x0 and box.x1 <= axes.x1
+    assert plotting.covered_data(fig) == []
     plt.close(fig)
 
 
@@ -301,7 +334,7 @@ def test_when_every_curve_coincides_the_note_says_so_briefly():
     frame = pd.concat([_frame([[1.0, 0.5], [1.1, 0.6]]).assign(method=m) for m in ("vanilla", "target", "optex")])
     fig, ax = plt.subplots()
     plotting.band_plot(ax, frame)
-    assert [t.get_text() for t in ax.texts] == ["all curves coincide"]
+    assert plotting.panel_notes(ax) == ["all curves coincide"]
     plt.close(fig)
 
 
@@ -317,4 +350,53 @@ def test_panel_titles_are_broken_to_the_panel_width_and_never_overlap():
     renderer = fig.canvas.get_renderer()
     boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes[:len(panels)]]
     assert all(left.x1 <= right.x0 for left, right in zip(boxes, boxes[1:]))
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------- legends and data
+def _sweep_frame():
+    """Rosenbrock-like ablation rows: six settings whose curves fill the whole panel, as Fig. 6 (d)'s."""
+    t = np.arange(41)
+    rows = [pd.DataFrame(dict(panel="parallelism", setting=f"n{n}", seed=s, iteration=t,
+                              gap=5e6 * np.maximum(np.exp(-n * t / 40.0), 0.02) * (1 + 0.01 * s)))
+            for n in (1, 2, 3, 5, 8, 10) for s in (0, 1)]
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_covered_data_finds_a_legend_or_note_over_the_curves_and_save_figure_refuses_it(tmp_path):
+    frame = _sweep_frame()
+    fig = plotting.sweep_grid(frame, ["parallelism"], {"parallelism": "(d) parallelism"}, plotting.fig6_styles)
+    assert plotting.covered_data(fig) == []
+    fig.axes[0].legend(loc="center")  # inside, over the curves: what the screenshot review found
+    (problem,) = plotting.covered_data(fig)
+    assert problem.startswith("the legend of panel 1 covers ") and int(problem.split()[6]) > 0
+    with pytest.raises(ValueError, match="legend of panel 1 covers"):
+        plotting.save_figure(fig, "covered", frame, tmp_path)
+    plt.close(fig)
+
+
+def test_a_sweep_legend_lies_under_its_panel_clear_of_curves_labels_and_the_next_row():
+    frame = pd.concat([_sweep_frame().assign(panel=p) for p in ("a", "b", "c", "d")])
+    fig = plotting.sweep_grid(frame, ["a", "b", "c", "d"], {}, plotting.fig6_styles)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert plotting.covered_data(fig) == []
+    below = fig.axes[3]  # the first panel of the second row
+    for ax in fig.axes[:3]:
+        legend = ax.get_legend().get_window_extent(renderer)
+        label = ax.xaxis.label.get_window_extent(renderer)
+        assert legend.y1 <= label.y0 and legend.y0 >= below.title.get_window_extent(renderer).y1
+    plt.close(fig)
+
+
+def test_the_scaling_legend_lies_beside_the_bars():
+    summary = pd.DataFrame(dict(setup=["vmap", "distributed", "distributed"], world=[1, 1, 2], threads=1,
+                                time_proxy=[0.1, 0.1, 0.1], time_eval=[0.05, 0.1, 0.2], time_update=[0.3, 0.3, 0.3]))
+    model = pd.DataFrame(dict(world=[1, 2], predicted_s=[0.5, 0.58]))
+    fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
+    plotting.scaling_plot(ax, summary, model)
+    assert plotting.covered_data(fig) == []
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
     plt.close(fig)

@@ -183,3 +183,22 @@ def test_time_split_is_the_median_milliseconds_after_the_first_iterations():
     split = plotting.time_split(pd.DataFrame(rows), ["optex"], skip=5).set_index("method")
     assert split.loc["optex", "proxy"] == pytest.approx(np.median(np.arange(6, 12)))
     assert split.loc["optex", "total"] == pytest.approx(np.median(np.arange(6, 12)) + 2.0)
+
+
+def test_panel_notes_in_narrow_training_panels_push_no_title_into_the_row_above():
+    """Fig. 4a's shape: two rows of four narrow panels, every panel with a two-line note under its title
+    (Vanilla and LargeBatch coincide). The layout makes room for the notes: no title, note, axis label or
+    legend overlaps another, and none lies over a curve."""
+    rates = {"vanilla": 0.1, "large_batch": 0.1, "large_batch_scaled": 0.2, "target": 0.4, "optex": 0.3}
+    frame = pd.concat([_runs(rates, panel=p) for p in ("CIFAR-10, SGD 0.01", "CIFAR-10, Adam 0.001")])
+    columns = [("train_loss", "iteration"), ("val_error", "iteration"), ("train_loss", "time"), ("val_error", "time")]
+    fig, _ = plotting.training_figure(frame, ["CIFAR-10, SGD 0.01", "CIFAR-10, Adam 0.001"], columns,
+                                      ("vanilla", "large_batch", "large_batch_scaled", "target", "optex"))
+    assert plotting.overlapping_text(fig) == [] and plotting.covered_data(fig) == []
+    notes = [plotting.panel_notes(ax) for ax in fig.axes[:2]]
+    assert all(n and "Vanilla" in n[0] and "LargeBatch" in n[0] for n in notes), notes
+    # What the check finds: with the layout frozen, a title grown by five lines reaches into the row above.
+    fig.set_layout_engine("none")
+    fig.axes[4].set_title("\n".join(["a title of six lines"] * 6))
+    assert "the x label of panel 1 overlaps the title of panel 5" in plotting.overlapping_text(fig)
+    plt.close(fig)
