@@ -130,7 +130,7 @@ report.glue_all(chapter.prop41_table())
 
 # %% [markdown]
 # Across {glue:text}`estimator-prop41-cases` random cases the largest difference of any kind is
-# {glue:text}`estimator-prop41-max:.1e`: the decoupled posterior *is* the multi-output posterior, to
+# {glue:text}`estimator-prop41-max-text`: the decoupled posterior *is* the multi-output posterior, to
 # rounding error, and its covariance is exactly diagonal. Already at $d$ = {glue:text}`estimator-prop41-dim`
 # and $T'$ = {glue:text}`estimator-prop41-history`, the dense solve takes
 # {glue:text}`estimator-prop41-speed:.0f` times longer than the decoupled one.
@@ -169,7 +169,7 @@ report.glue_all(chapter.cost_fit())
 # per unit of $T_0^2$ for an estimate, {glue:text}`estimator-cost-ntd-ns:.3g` ns per unit of $N T_0 d$ and
 # {glue:text}`estimator-cost-t3-ns:.3g` ns per unit of $T_0^3$ for an update, on top of a fixed
 # {glue:text}`estimator-cost-overhead-us:.0f` µs of Python and library overhead per estimate, which
-# dominates for small problems. At $d$ = {glue:text}`estimator-cost-big-dim` and
+# dominates for small problems. At $d$ = {glue:text}`estimator-cost-big-dim:,` and
 # $T_0$ = {glue:text}`estimator-cost-big-history` an estimate takes
 # {glue:text}`estimator-cost-big-ms:.1f` ms: linear in $d$, like a gradient step itself, so for a model
 # whose gradient costs a forward and a backward pass through real data the $N-1$ proxy steps are

@@ -112,7 +112,9 @@ report.glue_all(chapter.wallclock())
 # :name: fig2-wallclock
 #
 # The runs of {numref}`fig2` against the optimizer's cumulative wall-clock time: each seed's best gap so
-# far on a common time grid, geometric mean and 95% band over seeds.
+# far on a common time grid, geometric mean and 95% band over seeds. The time axis is logarithmic, so that
+# Vanilla's much shorter runs are not squeezed against the left edge; each curve starts at its first
+# iteration's time.
 # ```
 #
 # Over its $T$ iterations OptEx took {glue:text}`fig2-wall-ratio:.1f` times Vanilla's time (median over

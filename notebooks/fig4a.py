@@ -145,7 +145,7 @@ report.glue_all(chapter.cosine_figure())
 # ```{glue:figure} cifar10-cosine
 # :name: cifar10-cosine
 #
-# Cosine between the gradient estimate and the true minibatch gradient at proxy steps $s = 1..N-1$:
+# Cosine between the gradient estimate and the true minibatch gradient at proxy steps $s = 1, \dots, N-1$:
 # median over proxy iterations and seeds and interquartile range, GP mean (OptEx) vs the last gradient.
 # ```
 #

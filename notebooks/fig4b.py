@@ -176,7 +176,7 @@ report.glue_all(chapter.cosine_sweep(sweep, sweep_configs(sweep.profile)))
 # ```{glue:figure} text-cosine-dimension
 # :name: text-cosine-dimension
 #
-# Cosine between the gradient estimate and the true minibatch gradient at proxy steps $s = 1..N-1$
+# Cosine between the gradient estimate and the true minibatch gradient at proxy steps $s = 1, \dots, N-1$
 # against the number of parameters $d$ ({glue:text}`text-sweep-d`), over the first
 # {glue:text}`text-sweep-T` iterations of {glue:text}`text-sweep-seeds` seed: median (points) and
 # interquartile range (bars), GP mean (OptEx) against the last true gradient.

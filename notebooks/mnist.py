@@ -153,7 +153,7 @@ report.glue_all(chapter.cosine_figure())
 # ```{glue:figure} image-classification-cosine
 # :name: image-classification-cosine
 #
-# Cosine between the gradient estimate and the true minibatch gradient at proxy steps $s = 1..N-1$:
+# Cosine between the gradient estimate and the true minibatch gradient at proxy steps $s = 1, \dots, N-1$:
 # median over proxy iterations and seeds (points) and interquartile range (bars), GP mean (OptEx) vs the
 # last true gradient.
 # ```

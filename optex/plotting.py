@@ -143,23 +143,26 @@ def band(frame: pd.DataFrame, x: str = "iteration", y: str = "gap", by: Iterable
 
 
 def best_so_far_on_grid(frame: pd.DataFrame, x: str = "wall_time", y: str = "gap", by: Sequence[str] = ("method",),
-                        points: int = 80) -> pd.DataFrame:
+                        points: int = 80, log: bool = False) -> pd.DataFrame:
     """Each seed's best-so-far ``y`` (running minimum) on a grid of ``x`` shared by all seeds of a group.
 
     Seeds of a run take different times, so their rows never share an ``x`` value: grouping by exact
     time interleaves them. Per group ``by``, the grid runs from the latest first ``x`` to the earliest
     last ``x`` over the seeds (where every seed has data), and each seed contributes the best ``y`` it had
     reached by each grid point (the last value recorded at or before it). :func:`band` of the result
-    averages over seeds at each grid point.
+    averages over seeds at each grid point. With ``log`` (a logarithmic ``x`` axis) the grid is spaced
+    evenly in log ``x`` and starts at the first positive ``x`` (the row at time 0 has no place there).
     """
     keys = list(by)
     rows = []
     for key, group in frame.groupby(keys, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         runs = [run.sort_values(x) for _, run in group.groupby("seed")]
-        start = max(float(run[x].iloc[0]) for run in runs)
+        firsts = [run.loc[run[x] > 0, x].iloc[0] if log and (run[x] > 0).any() else run[x].iloc[0] for run in runs]
+        start = max(float(v) for v in firsts)
         stop = min(float(run[x].iloc[-1]) for run in runs)
-        grid = np.linspace(start, stop, points) if stop > start else np.array([stop])
+        space = np.geomspace if log and start > 0 else np.linspace
+        grid = space(start, stop, points) if stop > start else np.array([stop])
         for run in runs:
             times = run[x].to_numpy(dtype=float)
             best = np.minimum.accumulate(run[y].to_numpy(dtype=float))
@@ -402,7 +405,7 @@ def curve_grid(frame: pd.DataFrame, panels: Sequence[Any], by: str | Sequence[st
             rows = frame[np.logical_and.reduce([frame[c] == k for c, k in zip(columns, key)])]
             if methods is not None:
                 rows = rows[rows["method"].isin(methods)]
-            shown = best_so_far_on_grid(rows, x, y) if best_so_far else rows
+            shown = best_so_far_on_grid(rows, x, y, log=xscale == "log") if best_so_far else rows
             band_plot(ax, shown, x=x, y=y, methods=methods, log=log)
             ax.set_xscale(xscale)
             ax.set_title(thin_space_in_math(title(value, rows) if title else str(value)))
@@ -562,7 +565,7 @@ def cost_figure(predictions: pd.DataFrame, parallelism: int) -> Figure:
     one line per d."""
     fig, axes = panel_grid(2, 2, 2.9)
     dims = sorted(predictions["dim"].unique())
-    styles = sweep_styles(dims, lambda d: f"d = {int(d):,}")
+    styles = sweep_styles(dims, lambda d: f"$d$ = {int(d):,}")
     with matplotlib.rc_context(RC):
         for ax, op in zip(axes, ("estimate", "update")):
             part = predictions[predictions["operation"] == op]
@@ -650,7 +653,7 @@ def fig6_label(setting: str) -> str:
     """The reader's name of a Fig. 6 setting (``T0=10`` becomes ``T0 = 10``)."""
     if setting in FIG6_SETTINGS:
         return FIG6_SETTINGS[setting]
-    return re.sub(r"^T0=", "$T_0$ = ", setting).replace("N=", "N = ").replace("(N = ", "($N$ = ")
+    return re.sub(r"^T0=", "$T_0$ = ", setting).replace("N=", "$N$ = ").replace("(N = ", "($N$ = ")
 
 
 def fig6_styles(panel: str, settings: Sequence[str]) -> dict[str, Mapping[str, str]]:
@@ -661,7 +664,7 @@ def fig6_styles(panel: str, settings: Sequence[str]) -> dict[str, Mapping[str, s
     for setting in settings:
         if setting in _FIG6_METHODS:
             style = method_style(_FIG6_METHODS[setting])
-            styles[setting] = _style(fig6_label(setting) if setting != "N=1" else "N = 1 (Vanilla)", style["color"],
+            styles[setting] = _style(fig6_label(setting) if setting != "N=1" else "$N$ = 1 (Vanilla)", style["color"],
                                      style["marker"], style["linestyle"])
     return styles
 
@@ -1010,7 +1013,7 @@ def effective_speedup_plot(ax, speedups: pd.DataFrame, parallelism: int, methods
     summary = band_plot(ax, speedups, x="iteration", y="vanilla_equivalent", log=False, level=level, methods=methods,
                         bounds=(0.0, most))  # no run is equivalent to more Vanilla iterations than were run
     t = np.array([0.0, float(speedups["iteration"].max())])
-    ax.plot(t, parallelism * t, color="black", ls="--", lw=1, label=f"slope N = {parallelism}")
+    ax.plot(t, parallelism * t, color="black", ls="--", lw=1, label=f"slope $N$ = {parallelism}")
     ax.plot(t, t, color="black", ls=":", lw=1, label="slope 1 (Vanilla)")
     ax.set_xlabel("sequential iteration $t$")
     ax.set_ylabel("Vanilla-equivalent iterations")
@@ -1207,9 +1210,11 @@ def training_speedup_table(frame: pd.DataFrame, loss: str = "train_loss", error:
       which it is only a lower bound;
     - for the surrogate methods, the estimator's median cosine at each proxy step.
 
-    Numeric columns (``*_iterations``, ``*_speedup``, ``*_low``, ``*_high``, ``*_censored``,
-    ``effective_T``..., ``cosine_<s>``) and ``text`` columns for display (``paper_<metric>``,
-    ``effective_at_<t>``).
+    Columns: the panel, ``method``, per metric ``<metric>_iterations``, ``_speedup``, ``_speedup_low``,
+    ``_speedup_high``, ``_censored``, ``_seeds``, ``_plateau``; per t (``half``, ``end``) ``t_<t>``,
+    ``effective_<t>`` with ``_low``, ``_high``, ``_censored``, ``_seeds``; and ``cosine_<s>``. The book
+    shows it through :func:`optex.tables.training_paper_table` and
+    :func:`optex.tables.training_effective_table`.
     """
     from .analysis import REFERENCE, effective_speedup_table, speedup_table
 
@@ -1220,17 +1225,18 @@ def training_speedup_table(frame: pd.DataFrame, loss: str = "train_loss", error:
     for metric in (loss, error):
         paper = speedup_table(frame, "vanilla", metric)
         paper = paper[paper["method"].isin(order)][[*keys, "method", "iterations", "speedup", "speedup_low",
-                                                    "speedup_high", "censored", "plateau"]]
+                                                    "speedup_high", "censored", "seeds", "plateau"]]
         paper = paper.rename(columns={c: f"{metric}_{c}" for c in paper.columns if c not in (*keys, "method")})
         table = paper if table is None else table.merge(paper, on=[*keys, "method"], how="outer")
     effective = effective_speedup_table(frame, metric=loss, interpolate=True, by=keys)
     effective = effective[effective["method"].isin(order)]
     for position, (t, part) in enumerate(sorted(effective.groupby("iteration"), key=lambda item: item[0])):
         name = "half" if position == 0 else "end"
-        part = part[[*keys, "method", "iteration", "effective_speedup", "effective_low", "effective_high", "censored"]]
+        part = part[[*keys, "method", "iteration", "effective_speedup", "effective_low", "effective_high", "censored",
+                     "seeds"]]
         part = part.rename(columns={"iteration": f"t_{name}", "effective_speedup": f"effective_{name}",
                                     "effective_low": f"effective_{name}_low", "effective_high": f"effective_{name}_high",
-                                    "censored": f"effective_{name}_censored"})
+                                    "censored": f"effective_{name}_censored", "seeds": f"effective_{name}_seeds"})
         table = table.merge(part, on=[*keys, "method"], how="left")
     if any(c.startswith("proxy_cosine_") for c in frame.columns):
         cosines = proxy_cosines(frame, order)
@@ -1241,48 +1247,7 @@ def training_speedup_table(frame: pd.DataFrame, loss: str = "train_loss", error:
     panels = {p: i for i, p in enumerate(dict.fromkeys(frame[keys[0]]))} if keys else {}
     table = table.sort_values([*keys, "method"], key=lambda c: c.map(rank if c.name == "method" else panels),
                               ignore_index=True)
-    for metric in (loss, error):
-        table[f"paper_{metric}"] = [_interval_text(m, lo, hi) for m, lo, hi in zip(
-            table[f"{metric}_speedup"], table[f"{metric}_speedup_low"], table[f"{metric}_speedup_high"])]
-    for name in ("half", "end"):
-        if f"effective_{name}" in table:
-            table[f"effective_text_{name}"] = [
-                _interval_text(m, lo, hi) + (f" (≥, {int(c)} censored)" if c else "")
-                for m, lo, hi, c in zip(table[f"effective_{name}"], table[f"effective_{name}_low"],
-                                        table[f"effective_{name}_high"], table[f"effective_{name}_censored"])]
     return table
-
-
-def training_table_display(table: pd.DataFrame, loss: str = "train_loss", error: str = "val_error") -> pd.DataFrame:
-    """:func:`training_speedup_table` as the chapter shows it: labels, intervals and cosines as text, in
-    seven columns (the paper's metric and its iterations share a cell) so that it fits the text column."""
-    out = pd.DataFrame({"panel": table["panel"], "method": table["method"].map(method_label)})
-    for metric in (loss, error):
-        name = AXIS_LABELS.get(metric, metric)
-        out[f"speedup ({name}, paper metric); iterations to Vanilla's"] = [
-            text + (f" ({int(c)} censored)" if c else "") + "; " + (tables.fixed(v, 0) if np.isfinite(v) else "never")
-            for text, c, v in zip(table[f"paper_{metric}"], table[f"{metric}_censored"], table[f"{metric}_iterations"])]
-    for name, title in (("half", "T/2"), ("end", "T")):
-        if f"effective_text_{name}" in table:
-            out[f"effective speedup at {title}"] = table[f"effective_text_{name}"]
-    cosines = sorted((c for c in table.columns if c.startswith("cosine_")), key=lambda c: int(c.split("_")[1]))
-    if cosines:
-        out["median cosine, s = 1..N-1"] = [
-            "—" if all(np.isnan(v) for v in values) else ", ".join(tables.fixed(v, 2) for v in values)
-            for values in table[cosines].to_numpy(float)]
-    return out
-
-
-def versus_display(versus: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """:func:`versus` (OptEx against the better LargeBatch, indexed by panel) as the chapter shows it."""
-    effective = table.set_index(["panel", "method"])["effective_text_end"]
-    rows = []
-    for panel, row in versus.iterrows():
-        rows.append({"panel": panel, "better LargeBatch": method_label(row["rival"]),
-                     "its effective speedup at T": effective.get((panel, row["rival"]), "n/a"),
-                     "OptEx's": effective.get((panel, row["method"]), "n/a"),
-                     "OptEx / LargeBatch (per seed)": _interval_text(row["ratio"], row["low"], row["high"])})
-    return pd.DataFrame(rows)
 
 
 def training_summary(table: pd.DataFrame, versus: pd.DataFrame, loss: str = "train_loss") -> pd.DataFrame:
@@ -1349,7 +1314,7 @@ def reading_text(summary: pd.DataFrame, parallelism: int, why: bool = True) -> s
                              for g, c in zip(losing["cosine_gp"], losing["cosine_last"]))
                  + ". The true gradient there is one minibatch's, so these cosines are low even for a good estimate of "
                  "the expected gradient; what they compare is how much the Gaussian process adds to the last "
-                 "gradient. LargeBatch spends the same N evaluations on one averaged, less noisy gradient."]
+                 "gradient. LargeBatch spends the same $N$ evaluations on one averaged, less noisy gradient."]
     if tables.CUT in text[0]:
         text += ["", tables.CUT_NOTE]
     return "\n".join(text)
@@ -1371,7 +1336,7 @@ def time_split(frame: pd.DataFrame, methods: Sequence[str], skip: int = 5) -> pd
 __all__ += ["AXIS_LABELS", "LARGE_BATCH", "SURROGATES", "TRAINING_STYLE", "best_large_batch", "curve_plot",
             "effective_speedup_figure", "effective_speedup_plot", "evaluation_rows", "proxy_cosine_figure",
             "proxy_cosine_plot", "proxy_cosines", "reading_text", "time_grid", "time_plot", "time_split", "training_figure",
-            "training_speedup_table", "training_summary", "training_table_display", "versus", "versus_display"]
+            "training_speedup_table", "training_summary", "versus"]
 
 
 # ================================================================================ reinforcement learning
@@ -1428,20 +1393,22 @@ def rl_threshold_display(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`optex.experiments.rl.threshold_table` as the chapter shows it: per task and method, the
     threshold, the training episodes to reach it (mean over the seeds that do, 95% interval, censored
     seeds), the best trailing mean return and the final cumulative average return."""
-    out = pd.DataFrame({"task": table["panel"], "threshold": table["threshold"].map(tables.compact),
-                        "method": table["method"].map(method_label)})
+    out = pd.DataFrame({"Task (threshold)": [f"{p} ({tables.compact(t)})" for p, t in zip(table["panel"],
+                                                                                        table["threshold"])],
+                        "Method": table["method"].map(method_label)})
     reach = []
     for row in table.itertuples():
         if row.censored == row.seeds:
-            reach.append(f"never within {row.training_episodes} ({row.censored} of {row.seeds} censored)")
+            reach.append(f"> {row.training_episodes}")
         else:
-            text = _mean_interval(row.episodes, row.episodes_low, row.episodes_high, 0, (0.0, row.training_episodes))
-            reach.append(text + (f" ({row.censored} of {row.seeds} censored)" if row.censored else ""))
-    out["episodes to threshold"] = reach
+            reach.append(_mean_interval(row.episodes, row.episodes_low, row.episodes_high, 0,
+                                        (0.0, row.training_episodes)))
+    out["Training episodes to the threshold (95% interval)"] = reach
+    out["Censored seeds"] = [f"{row.censored} of {row.seeds}" for row in table.itertuples()]
     ranges = [return_bounds(task) for task in table["task"]]
-    out["best trailing mean return"] = [_mean_interval(m, lo, hi, 1, r) for m, lo, hi, r in
+    out["Best trailing mean return (95% interval)"] = [_mean_interval(m, lo, hi, 1, r) for m, lo, hi, r in
                                          zip(table["best"], table["best_low"], table["best_high"], ranges)]
-    out["final cumulative average return"] = [
+    out["Final cumulative average return (95% interval)"] = [
         _mean_interval(m, lo, hi, 1, r) + (" (every return the same)" if floor else "")
         for m, lo, hi, r, floor in zip(table["final_cum_avg"], table["final_low"], table["final_high"], ranges,
                                        table["floor"])]
@@ -1476,12 +1443,12 @@ def rl_cosine_table(frame: pd.DataFrame, methods: Sequence[str] = SURROGATES) ->
 def rl_cosine_display(table: pd.DataFrame) -> pd.DataFrame:
     """:func:`rl_cosine_table` as the chapter shows it."""
     return pd.DataFrame({
-        "task": table["panel"], "estimator": table["method"].map(method_label),
-        "cosine, stale history": [_mean_interval(m, lo, hi, 2, value_bounds("cosine")) for m, lo, hi in
+        "Task": table["panel"], "Estimator": table["method"].map(method_label),
+        "Cosine, stale history (95% interval)": [_mean_interval(m, lo, hi, 2, value_bounds("cosine")) for m, lo, hi in
                                   zip(table["stale"], table["stale_low"], table["stale_high"])],
-        "cosine, current history": [_mean_interval(m, lo, hi, 2, value_bounds("cosine")) for m, lo, hi in
+        "Cosine, current history (95% interval)": [_mean_interval(m, lo, hi, 2, value_bounds("cosine")) for m, lo, hi in
                                     zip(table["current"], table["current_low"], table["current_high"])],
-        "proxy updates (stale / current)": [f"{s:,} / {c:,}" for s, c in
+        "Proxy updates (stale / current)": [f"{s:,} / {c:,}" for s, c in
                                             zip(table["stale_updates"], table["current_updates"])]})
 
 
@@ -1522,12 +1489,13 @@ def rl_anchor_table(frame: pd.DataFrame, anchors: Mapping[str, float | None], wi
     rows = []
     for panel, anchor in anchors.items():
         part = frame[frame["panel"] == panel]
-        entry = {"task": panel, "CleanRL DQN, 500k steps": "not reported" if anchor is None else tables.compact(anchor),
-                 "our environment steps per run": f"{part.groupby(['method', 'seed'])['env_steps'].max().mean():,.0f}"}
+        entry = {"Task": panel, "CleanRL DQN, 500k steps (return)": "not reported" if anchor is None
+                 else tables.compact(anchor),
+                 "Our environment steps per run": f"{part.groupby(['method', 'seed'])['env_steps'].max().mean():,.0f}"}
         for method in methods:
             last = part[part["method"] == method].groupby("seed").tail(window).groupby("seed")["return"].mean()
             returns = return_bounds(part["task"].iloc[0]) if "task" in part.columns and len(part) else UNBOUNDED
-            entry[f"{method_label(method)}: last {window} episodes"] = _mean_interval(
+            entry[f"{method_label(method)}: mean return, last {window} episodes"] = _mean_interval(
                 *mean_ci(last.to_numpy(), bounds=returns), 1, returns)
         rows.append(entry)
     return pd.DataFrame(rows)
@@ -1543,11 +1511,11 @@ def rl_settings_table(configs: Sequence, dims: Mapping[str, int], frame: pd.Data
     for config in configs:
         panel = rl.panel_name(config)
         ends = frame[frame["panel"] == panel].groupby(["method", "seed"])[["env_steps", "updates"]].max()
-        rows.append({"task": panel, "d": f"{dims[panel]:,}", "hidden width": config.width,
-                     "episodes: warm-up + training": f"{config.warmup_episodes} + {config.episodes}",
-                     "k (steps per update)": config.train_every,
-                     "threshold": tables.compact(rl.TASKS[config.task].threshold),
-                     "environment steps / updates per run": f"{ends['env_steps'].mean():,.0f} / "
+        rows.append({"Task": panel, "$d$": f"{dims[panel]:,}", "Hidden width": config.width,
+                     "Episodes: warm-up + training": f"{config.warmup_episodes} + {config.episodes}",
+                     "$k$ (environment steps per update)": config.train_every,
+                     "Threshold (return)": tables.compact(rl.TASKS[config.task].threshold),
+                     "Environment steps / updates per run": f"{ends['env_steps'].mean():,.0f} / "
                                                             f"{ends['updates'].mean():,.0f}"})
     return pd.DataFrame(rows)
 
@@ -1672,12 +1640,12 @@ def cosine_dimension_display(cosines: pd.DataFrame) -> pd.DataFrame:
     cosine at each proxy step."""
     index = ["panel", "d", "size", "method"] if "size" in cosines else ["panel", "d", "method"]
     wide = cosines.pivot_table(index=index, columns="step", values="median", sort=False).reset_index()
-    out = pd.DataFrame({"panel": wide["panel"], "d": [f"{int(d):,}" for d in wide["d"]]})
+    out = pd.DataFrame({"Panel": wide["panel"], "$d$": [f"{int(d):,}" for d in wide["d"]]})
     if "size" in wide:
-        out["model"] = wide["size"]
-    out["estimator"] = wide["method"].map(method_label)
+        out["Model"] = wide["size"]
+    out["Estimator"] = wide["method"].map(method_label)
     for step in sorted(c for c in wide.columns if isinstance(c, (int, np.integer))):
-        out[f"s = {step}"] = [tables.fixed(v, 2) for v in wide[step]]
+        out[f"Median cosine, $s = {step}$"] = [tables.fixed(v, 2) for v in wide[step]]
     return out
 
 

@@ -374,7 +374,7 @@ def _code_status(results: Results, info: Mapping[str, Any], root: Path) -> list[
                      "that rounding, are measured rather than required to match")
             if spread:
                 column = max(spread, key=spread.get)
-                text += f" (largest relative difference {spread[column]:.1e}, in `{column}`)."
+                text += f" (largest relative difference {tables.significant(spread[column], 2)}, in `{column}`)."
             else:
                 text += "."
         if skipped:

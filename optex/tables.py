@@ -32,6 +32,7 @@ CUT = "†"  # an interval end cut at the range its quantity can take
 CUT_NOTE = (f"{CUT} The 95% interval reached beyond the values the quantity can take (with few seeds a "
             "Student-t interval can) and is cut at that bound.")
 _DIGITS = re.compile(r"(\d+(?:\.\d+)?)")
+_NUMERIC_CELL = re.compile(r"^(?:[≥≤]\s?)?[−-]?(?:\d|—$|n/a)")  # "4.2× [3.9, 4.5]", "≥ 7×", "−0.03", "—"
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -117,7 +118,10 @@ def format_interval(mean: float, low: float, high: float, unit: str = "", decima
         return MISSING
     if not (_finite(low) and _finite(high)):
         return (fixed(mean, decimals) if decimals is not None else significant(mean)) + unit
-    places = interval_decimals(low, high) if decimals is None else decimals
+    if decimals is None:  # the precision the interval carries, but never beyond four significant digits
+        places = min(interval_decimals(low, high), max(0, 3 - math.floor(math.log10(abs(mean)))) if mean else 6)
+    else:
+        places = decimals
     floor, ceiling = (-math.inf if bounds[0] is None else bounds[0]), (math.inf if bounds[1] is None else bounds[1])
     # an end at the bound (where the estimate itself is not) was cut there, by mean_ci or here
     low_text = fixed(max(low, floor), places) + (CUT if low <= floor < mean else "")
@@ -204,6 +208,9 @@ class Column:
             raise ValueError(f"align must be 'left', 'right' or 'center', got {self.align!r}")
         if "_" in self.title.replace(r"\_", "") and "$" not in self.title:
             raise ValueError(f"column title {self.title!r} looks like a code name: give it a human name")
+        if self.title[:1].islower():
+            raise ValueError(f"column title {self.title!r} starts in lower case: a title is capitalised "
+                             "(a symbol goes in math, \"$d$\")")
 
 
 def label(title: str, key: str, name: Callable[[Any], str] = str) -> Column:
@@ -271,8 +278,9 @@ class Table:
 
 def frame_table(frame: pd.DataFrame) -> Table:
     """A display frame whose columns already carry readers' names (cells mostly text, as the chapters'
-    display helpers make them) as a :class:`Table`: text left-aligned, integers whole, other numbers to three
-    significant digits."""
+    display helpers make them) as a :class:`Table`: integers whole, other numbers to three significant
+    digits, text left-aligned unless every cell reads as a number (an interval, a count, a bound or a
+    dash), which is right-aligned as numbers are."""
     columns = []
     for name in frame.columns:
         column = frame[name]
@@ -281,7 +289,8 @@ def frame_table(frame: pd.DataFrame) -> Table:
         elif pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
             columns.append(Column(str(name), number(name)))
         else:
-            columns.append(Column(str(name), text(name), align="left"))
+            numeric = all(_NUMERIC_CELL.match(str(v)) for v in column)
+            columns.append(Column(str(name), text(name), align="right" if numeric and len(column) else "left"))
     return Table(frame.reset_index(drop=True), columns)
 
 
@@ -304,17 +313,17 @@ def speedups(frame: pd.DataFrame, groups: Sequence[tuple[str, str, Sequence[Any]
     """The speedup table of a figure (rows of ``optex.analysis.speedup_table``): per group and method,
     the mean iterations to reach the reference's final value, the speedup with its interval, and the
     censored seeds. ``groups`` lists ``(column, title, order)`` of the columns that tell panels apart,
-    e.g. ``[("function", "Function", functions)]``; rows follow those orders, then ``methods``."""
+    e.g. ``[("function", "Function", functions)]``, or ``(column, title, order, name)`` with ``name``
+    writing a value for the reader (default: capitalised); rows follow those orders, then ``methods``."""
     from .plotting import method_label
 
     return Table(frame[frame["method"].isin(methods)],
-                 [*(label(title, column, _title_case) for column, title, _ in groups),
-                  label("Method", "method", method_label),
+                 [*_group_labels(groups), label("Method", "method", method_label),
                   Column(f"Iterations to reach {reference}'s final value (mean)", decimals("iterations", 1)),
                   Column(f"Speedup over {reference} (95% interval)", interval("speedup", unit="×")),
                   Column("Censored seeds", count_of("censored", "seeds"))],
-                 by=[column for column, _, _ in groups] + ["method"],
-                 order={**{column: list(order) for column, _, order in groups}, "method": list(methods)})
+                 by=[group[0] for group in groups] + ["method"],
+                 order={**{group[0]: list(group[2]) for group in groups}, "method": list(methods)})
 
 
 def effective_speedups(frame: pd.DataFrame, groups: Sequence[tuple[str, str, Sequence[Any]]],
@@ -326,12 +335,10 @@ def effective_speedups(frame: pd.DataFrame, groups: Sequence[tuple[str, str, Seq
     from .plotting import method_label
 
     def speedup(table: pd.DataFrame) -> list[str]:
-        cells = interval("effective_speedup", "effective_low", "effective_high", unit="×")(table)
-        return [("≥ " if censored else "") + cell for cell, censored in zip(cells, table["censored"])]
+        return effective_cells(table, "effective_speedup", "effective_low", "effective_high", "censored", "seeds")
 
-    columns = [*(label(title, column, _title_case) for column, title, _ in groups),
-               label("Method", "method", method_label),
-               Column("Sequential iteration t", decimals("iteration", 0)),
+    columns = [*_group_labels(groups), label("Method", "method", method_label),
+               Column("Sequential iteration $t$", decimals("iteration", 0)),
                Column(f"Effective speedup over {reference} (95% interval)", speedup),
                Column("Censored seeds", count_of("censored", "seeds"))]
     if "plateau" in frame:
@@ -339,8 +346,95 @@ def effective_speedups(frame: pd.DataFrame, groups: Sequence[tuple[str, str, Seq
                               align="left"))
     shown = [m for m in methods if m != "vanilla"]  # Vanilla's own is 1 by definition
     return Table(frame[frame["method"].isin(shown)], columns,
-                 by=[column for column, _, _ in groups] + ["method", "iteration"],
-                 order={**{column: list(order) for column, _, order in groups}, "method": shown})
+                 by=[group[0] for group in groups] + ["method", "iteration"],
+                 order={**{group[0]: list(group[2]) for group in groups}, "method": shown})
+
+
+def _group_labels(groups: Sequence[tuple]) -> list[Column]:
+    return [label(group[1], group[0], group[3] if len(group) > 3 else _title_case) for group in groups]
+
+
+def effective_cells(frame: pd.DataFrame, key: str, low: str, high: str, censored: str, seeds: str) -> list[str]:
+    """Effective speedups with their intervals; ``≥`` before a mean that some censored seed makes a lower
+    bound, and the bound alone (``≥ 20×``, no interval) where every seed is censored: all of them then sit
+    at the reference run's length over t, so an interval would only repeat that number."""
+    cells = interval(key, low, high, unit="×", bounds=value_bounds("speedup"))(frame)
+    out = []
+    for cell, row in zip(cells, frame[[key, censored, seeds]].itertuples(index=False)):
+        mean, cut, total = row
+        if cut and cut == total:
+            out.append(f"≥ {significant(mean)}×")
+        else:
+            out.append(("≥ " if cut else "") + cell)
+    return out
+
+
+def training_paper_table(table: pd.DataFrame, metrics: Sequence[tuple[str, str]]) -> Table:
+    """The paper's metric of a training chapter (rows of :func:`optex.plotting.training_speedup_table`):
+    per panel and method, for each ``(metric, name)`` of ``metrics``, the speedup over Vanilla in
+    reaching Vanilla's value at T (mean over the seeds that reach it, 95% interval; a dash where none
+    does) and the seeds that never reach it."""
+    from .plotting import method_label
+
+    columns = [label("Panel", "panel"), label("Method", "method", method_label)]
+    for metric, name in metrics:
+        speedup = interval(f"{metric}_speedup", unit="×", bounds=value_bounds("speedup"))
+        columns += [Column(f"{_title_case(name)}: speedup (95% interval)", speedup),
+                    Column(f"{_title_case(name)}: censored seeds", count_of(f"{metric}_censored", f"{metric}_seeds"))]
+    return Table(table, columns)
+
+
+def training_effective_table(table: pd.DataFrame, halfway: int, end: int) -> Table:
+    """The effective speedup of a training chapter (rows of :func:`optex.plotting.training_speedup_table`)
+    at t = ``halfway`` and ``end`` (:func:`effective_cells`), and for the surrogate methods the median
+    cosine of the gradient estimate with the true gradient at each proxy step (a dash for the others)."""
+    from .plotting import method_label
+
+    columns = [label("Panel", "panel"), label("Method", "method", method_label)]
+    for name, t in (("half", halfway), ("end", end)):
+        columns.append(Column(f"Effective speedup at $t = {t}$ (95% interval)", lambda frame, name=name: effective_cells(
+            frame, f"effective_{name}", f"effective_{name}_low", f"effective_{name}_high",
+            f"effective_{name}_censored", f"effective_{name}_seeds")))
+    cosines = sorted((c for c in table.columns if c.startswith("cosine_")), key=lambda c: int(c.split("_")[1]))
+    if cosines:
+        steps = ", ".join(c.split("_")[1] for c in cosines)
+
+        def median_cosines(frame: pd.DataFrame) -> list[str]:
+            return [MISSING if all(np.isnan(v) for v in values) else ", ".join(fixed(v, 2) for v in values)
+                    for values in frame[cosines].to_numpy(float)]
+        columns.append(Column(f"Median cosine at proxy steps $s = {steps}$", median_cosines))
+    return Table(table, columns)
+
+
+def versus_table(versus: pd.DataFrame, table: pd.DataFrame) -> Table:
+    """OptEx against the better LargeBatch per panel (:func:`optex.plotting.versus`, indexed by panel),
+    with both effective speedups at T from ``table`` (:func:`optex.plotting.training_speedup_table`)."""
+    from .plotting import method_label
+
+    rows = versus.reset_index()
+    by = table.set_index(["panel", "method"])
+    for prefix, method in (("rival", rows["rival"]), ("ours", rows["method"])):
+        for column in ("effective_end", "effective_end_low", "effective_end_high", "effective_end_censored",
+                       "effective_end_seeds"):
+            rows[f"{prefix}_{column}"] = [by[column].get((p, m), np.nan) for p, m in zip(rows["panel"], method)]
+
+    def effective(prefix: str) -> Formatter:
+        return lambda frame: effective_cells(frame, *(f"{prefix}_effective_end{s}" for s in
+                                                      ("", "_low", "_high", "_censored", "_seeds")))
+    return Table(rows, [label("Panel", "panel"), label("Better LargeBatch", "rival", method_label),
+                        Column("Its effective speedup at $T$", effective("rival")),
+                        Column("OptEx's effective speedup at $T$", effective("ours")),
+                        Column("OptEx / LargeBatch, per seed (95% interval)",
+                               interval("ratio", "low", "high", unit="×", bounds=value_bounds("ratio")))])
+
+
+def time_split_table(split: pd.DataFrame) -> Table:
+    """Milliseconds per sequential iteration (:func:`optex.plotting.time_split`) by panel and method."""
+    from .plotting import method_label
+
+    return Table(split, [label("Panel", "panel"), label("Method", "method", method_label),
+                         Column("Proxy steps (ms)", decimals("proxy", 1)), Column("Evaluations (ms)", decimals("eval", 1)),
+                         Column("Update (ms)", decimals("update", 1)), Column("Iteration (ms)", decimals("total", 1))])
 
 
 def _title_case(value: Any) -> str:
@@ -348,6 +442,8 @@ def _title_case(value: Any) -> str:
     return text[:1].upper() + text[1:]
 
 
-__all__ = ["CUT", "CUT_NOTE", "Column", "MISSING", "Table", "compact", "count_of", "decimals", "fixed", "format_duration",
+__all__ = ["CUT", "CUT_NOTE", "Column", "MISSING", "Table", "compact", "count_of", "decimals", "effective_cells",
+           "fixed", "format_duration", "time_split_table", "training_effective_table", "training_paper_table",
+           "versus_table",
            "format_interval", "format_range", "interval", "signed", "speedups",
            "interval_decimals", "label", "natural_key", "number", "ordered", "publish", "significant", "text"]

@@ -105,9 +105,9 @@ def test_cosine_dimension_figure_draws_one_line_per_estimator_and_step_on_a_log_
     optex_step1 = [line for line in lines if np.allclose(line.get_ydata(), [0.85, 0.45])]
     assert len(optex_step1) == 1 and list(optex_step1[0].get_xdata()) == [100, 1000]
     plt.close(fig)
-    shown = plotting.cosine_dimension_display(cosines).set_index(["d", "estimator"])
-    assert shown.loc[("1,000", "OptEx"), "s = 1"] == "0.45"
-    assert shown.loc[("100", "Last gradient"), "s = 3"] == "0.55"
+    shown = plotting.cosine_dimension_display(cosines).set_index(["$d$", "Estimator"])
+    assert shown.loc[("1,000", "OptEx"), "Median cosine, $s = 1$"] == "0.45"
+    assert shown.loc[("100", "Last gradient"), "Median cosine, $s = 3$"] == "0.55"
 
 
 # ------------------------------------------------------------------------------ samples and timing

@@ -229,6 +229,8 @@ def test_estimator_prop41_table_holds_one_row_per_kernel_at_rounding_level(estim
     table, _ = published["estimator-prop41"]
     assert _titles(table) == ["Kernel", *method_chapters.PROP41_COLUMNS.values()]
     assert sorted(table.frame["kernel"]) == sorted(prop["kernel"].unique())
+    assert {row[0] for row in table.cells()} <= set(method_chapters.KERNEL_LABELS.values())  # readers' names
+    assert values["estimator-prop41-max-text"] == tables.significant(values["estimator-prop41-max"], 2)
     assert values["estimator-prop41-cases"] == len(prop)
     assert values["estimator-prop41-max"] == prop[list(method_chapters.PROP41_COLUMNS)].abs().to_numpy().max() < 1e-8
     assert (values["estimator-prop41-dim"], values["estimator-prop41-history"]) == (prop["dim"].max(),

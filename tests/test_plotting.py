@@ -400,3 +400,14 @@ def test_the_scaling_legend_lies_beside_the_bars():
     renderer = fig.canvas.get_renderer()
     assert ax.get_legend().get_window_extent(renderer).x0 >= ax.get_window_extent(renderer).x1
     plt.close(fig)
+
+
+def test_best_so_far_on_a_log_grid_starts_at_the_first_positive_time_and_is_even_in_log_time():
+    frame = pd.DataFrame(dict(method="m", seed=np.repeat([0, 1], 4), wall_time=[0.0, 0.1, 1.0, 10.0, 0.0, 0.2, 2.0, 8.0],
+                              gap=[5.0, 4.0, 2.0, 1.0, 5.0, 3.0, 2.5, 0.5]))
+    grid = plotting.best_so_far_on_grid(frame, points=5, log=True)
+    times = np.sort(grid["wall_time"].unique())
+    assert times[0] == pytest.approx(0.2) and times[-1] == pytest.approx(8.0)
+    assert np.allclose(np.diff(np.log(times)), np.log(8.0 / 0.2) / 4)
+    # seed 0 at t = 8 has reached 2.0 (its value at 1.0; the 1.0 comes at 10): the best so far, not the next
+    assert grid.query("seed == 0 and wall_time == wall_time.max()")["gap"].item() == 2.0

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from optex import plotting
+from optex import plotting, tables
 from optex.analysis import effective_speedup
 
 T, N = 8, 4
@@ -89,7 +89,7 @@ def test_effective_speedup_plot_draws_the_slope_n_line():
         ["method", "iteration"])
     lines = {line.get_label(): line for line in ax.get_lines()}
     plt.close(fig)
-    assert np.allclose(lines[f"slope N = {N}"].get_ydata(), [0, N * T])
+    assert np.allclose(lines[f"slope $N$ = {N}"].get_ydata(), [0, N * T])
     # Target's loss decays 4x faster than vanilla_long's: N Vanilla iterations per iteration (seed-wise rates
     # differ by 1%, the reference shares them).
     assert summary.loc[("target", T), "center"] == pytest.approx(N * T, rel=1e-6)
@@ -125,7 +125,7 @@ def test_training_table_has_both_metrics_the_better_large_batch_and_the_ratio():
     assert table.loc[("A", "optex"), "train_loss_speedup"] == pytest.approx(T / 4)
     assert table.loc[("A", "optex"), "cosine_1"] == pytest.approx(0.89)
     assert np.isnan(table.loc[("A", "target"), "cosine_1"])
-    assert table.loc[("A", "optex"), "effective_text_end"].startswith("3.00×")
+    assert table.loc[("A", "optex"), "effective_end_seeds"] == table.loc[("A", "optex"), "train_loss_seeds"] > 1
     best = plotting.best_large_batch(table.reset_index())
     assert best.to_dict() == {"A": "large_batch_scaled", "B": "large_batch"}
     speedups = effective_speedup(frame, "train_loss", interpolate=True, by=["panel"])
@@ -164,12 +164,25 @@ def test_the_display_tables_and_the_reading_quote_the_table():
     frame = pd.concat([_runs({**RATES, "optex": 1.2}, panel="B"), _runs(RATES, panel="A")], ignore_index=True)
     table = plotting.training_speedup_table(frame)
     assert list(dict.fromkeys(table["panel"])) == ["B", "A"]
-    shown = plotting.training_table_display(table)
-    assert len(shown) == len(table) and shown["method"].iloc[0] == "Target"
-    assert shown.loc[shown.method == "OptEx", "median cosine, s = 1..N-1"].iloc[1] == "0.89, 0.79, 0.69"
+    paper = tables.training_paper_table(table, [("train_loss", "training loss"), ("val_error", "validation error")])
+    titles = [c.title for c in paper.columns]
+    assert titles[:4] == ["Panel", "Method", "Training loss: speedup (95% interval)", "Training loss: censored seeds"]
+    rows = {(r[0], r[1]): r for r in paper.cells()}
+    assert len(rows) == len(table) and paper.cells()[0][:2] == ["B", "Target"]
+    # OptEx in A first reaches Vanilla's final loss at t = 4 on every seed: T / 4, a zero-width interval
+    assert rows[("A", "OptEx")][2] == f"{T / 4:.2f}× [{T / 4:.2f}, {T / 4:.2f}]" and rows[("A", "OptEx")][3].startswith("0 of ")
+    effective = tables.training_effective_table(table, T // 2, T)
+    assert [c.title for c in effective.columns][2:4] == [f"Effective speedup at $t = {T // 2}$ (95% interval)",
+                                                         f"Effective speedup at $t = {T}$ (95% interval)"]
+    cells = {(r[0], r[1]): r for r in effective.cells()}
+    assert cells[("A", "OptEx")][3].startswith("3.00×") and cells[("A", "OptEx")][4] == "0.89, 0.79, 0.69"
+    assert cells[("A", "Target")][4] == tables.MISSING
+    assert [c.align for c in effective.columns] == ["left", "left", "right", "right", "right"]
     speedups = effective_speedup(frame, "train_loss", interpolate=True, by=["panel"])
     versus = plotting.versus(speedups, "optex", plotting.best_large_batch(table)).set_index("panel")
-    assert plotting.versus_display(versus, table)["better LargeBatch"].tolist() == [plotting.method_label("large_batch_scaled")] * 2
+    shown = tables.versus_table(versus, table).cells()
+    assert [r[1] for r in shown] == [plotting.method_label("large_batch_scaled")] * 2
+    assert shown[1][0] == "A" and shown[1][3].startswith("3.00×") and shown[1][4].startswith("1.50×")
     summary = plotting.training_summary(table, versus).set_index("panel")
     assert summary.loc["A", "optex_of_target"] == pytest.approx(3.0 / 4.0, rel=1e-6)
     assert summary.loc["B", "ratio"] == pytest.approx(1.2 / 2.0, rel=1e-6)

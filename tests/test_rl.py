@@ -331,9 +331,10 @@ def test_rl_tables_read_the_runs():
     finals = {("CartPole-v1", "vanilla"): [10, 12, 14], ("CartPole-v1", "optex"): [300, 20, 260]}
     frame = _episodes_frame(finals)
     table = rl.threshold_table(frame)
-    shown = plotting.rl_threshold_display(table).set_index("method")
-    assert shown.loc["OptEx", "episodes to threshold"] == "1 [1, 1] (1 of 3 censored)"
-    assert shown.loc["Vanilla", "episodes to threshold"] == "never within 4 (3 of 3 censored)"
+    shown = plotting.rl_threshold_display(table).set_index("Method")
+    reach = "Training episodes to the threshold (95% interval)"
+    assert (shown.loc["OptEx", reach], shown.loc["OptEx", "Censored seeds"]) == ("1 [1, 1]", "1 of 3")
+    assert (shown.loc["Vanilla", reach], shown.loc["Vanilla", "Censored seeds"]) == ("> 4", "3 of 3")
     text = plotting.rl_reading_text(table, frame)
     assert "OptEx minus Vanilla, seed by seed: 181.3" in text
 
@@ -347,7 +348,7 @@ def test_negative_returns_reach_tables_and_prose_with_a_minus_sign():
     table = rl.threshold_table(frame)
     shown = plotting.rl_threshold_display(table)
     threshold = rl.TASKS["mountaincar"].threshold
-    assert threshold < 0 and set(shown["threshold"]) == {f"−{-threshold:g}"}
+    assert threshold < 0 and set(shown["Task (threshold)"]) == {f"MountainCar-v0 (−{-threshold:g})"}
     texts = [*shown.astype(str).to_numpy().ravel(), plotting.rl_reading_text(table, frame),
              report.collects_more_reward()(frame).ours]
     cosines = pd.DataFrame(dict(panel="MountainCar-v0", method=["optex", "last_gradient"], stale=[0.4, 0.1],

@@ -175,7 +175,11 @@ def test_fig2_chapter_glues_the_ceiling_speedups_and_wall_time_of_its_rows(fig2_
     assert glued["fig2-target-min"] == speed.loc[speed["method"] == "target", "speedup"].min()
     assert glued["fig2-verdict-2x"] in report.VERDICTS and glued["fig2-verdict-target"] in report.VERDICTS
     assert list(published) == ["fig2-speedups", "fig2-effective"]
+    # a panel is named as the report names it (never a code name such as "ackley-10x")
+    assert [row[0] for row in published["fig2-speedups"][0].cells()][:1] == [report.panel_title(FUNCTIONS[0])]
     wall = fig2_chapter.wallclock()
+    # time on a log axis, so that the short Vanilla runs are not squeezed against its left edge
+    assert {ax.get_xscale() for ax in wall["fig2-wallclock"].axes if ax.get_visible() and ax.lines} == {"log"}
     last = fig2_rows[fig2_rows["iteration"] == T].groupby(["panel", "method"])["wall_time"].mean().unstack()
     assert wall["fig2-wall-ratio"] == pytest.approx(float((last["optex"] / last["vanilla"]).median()))
     assert isinstance(wall["fig2-wallclock"], Figure)
@@ -196,6 +200,11 @@ def test_fig2_chapter_counts_the_noisy_cases_where_optex_beats_the_large_batch(f
     shown = published["fig2-noisy-table"][0]
     assert shown.columns[0].title == "Noise level (× RMS gradient)"
     assert list(shown.frame["noise_ratio"].drop_duplicates()) == [0.1, 1.0]  # the levels in increasing order
+    effective = published["fig2-noisy-effective"][0]
+    assert [c.title for c in effective.columns][:4] == ["Noise level (× RMS gradient)", "Function", "Method",
+                                                        "Sequential iteration $t$"]
+    assert {row[0] for row in effective.cells()} == {"0.1", "1"} and {row[2] for row in effective.cells()} == {
+        "OptEx", "LargeBatch"}
     assert isinstance(glued["fig2-noisy"], Figure)
 
 
@@ -210,9 +219,39 @@ def test_fig6_chapter_reads_picards_steps_per_round_from_its_rows(tmp_path):
     assert glued["fig6-picard-vs-vanilla"] == pytest.approx(steps / 6)
     assert 1.0 <= glued["fig6-picard-vs-vanilla"] <= N  # at least the exact first iterate, at most the window
     assert glued["fig6-picard-error"] == pytest.approx(rows["trajectory_error"].max())
+    assert glued["fig6-picard-error-text"] == tables.significant(rows["trajectory_error"].max(), 2)
+    pace = glued["fig6-picard-vs-vanilla"]
+    assert glued["fig6-picard-pace"] == ("exactly Vanilla's one step per round: on this problem its parallel "
+                                         "evaluations bought nothing" if pace == pytest.approx(1.0, abs=1e-9)
+                                         else f"{tables.fixed(pace, 2)} times Vanilla's one step per round")
     assert (tmp_path / "fig6-picard.csv").is_file()
 
 
 def test_cor2_largest_n_is_said_in_words_with_none_where_no_n_converges():
     assert chapters._n_text(np.inf) == chapters._n_text(np.nan) == "none"
     assert chapters._n_text(8.0) == "8"
+
+
+def test_fig6_effective_speedup_of_panel_d_reads_the_long_vanilla_run():
+    # Vanilla halves its log-gap every 10 iterations, N = 2 twice as fast and N = 4 so until it plateaus at
+    # t = 5: the effective speedup is 2 at every t for N = 2, and Vanilla's iterations to the plateau over t
+    # for N = 4 (4 at t = 5, 2 at t = 10): a plateau, not the parallelism, then sets it.
+    t = np.arange(21)
+    rows = []
+    for seed in (0, 1):
+        rows.append(pd.DataFrame(dict(panel="parallelism", setting="N=1", seed=seed, iteration=t, gap=np.exp(-0.1 * t))))
+        rows.append(pd.DataFrame(dict(panel="parallelism", setting="N=2", seed=seed, iteration=t, gap=np.exp(-0.2 * t))))
+        rows.append(pd.DataFrame(dict(panel="parallelism", setting="N=4", seed=seed, iteration=t,
+                                      gap=np.exp(-0.4 * np.minimum(t, 5)))))
+        long = np.arange(41)
+        rows.append(pd.DataFrame(dict(panel="reference", setting="vanilla_long", seed=seed, iteration=long,
+                                      gap=np.exp(-0.1 * long))))
+    frame = pd.concat(rows, ignore_index=True)
+    chapter = chapters.Fig6Chapter(report.Results("fig6", frame, "quick", "quick", []))
+    assert chapter.reference_factor == 2
+    table = chapter.parallelism_effective().set_index(["N", "iteration"])
+    assert sorted(table.index) == [(2, 10), (2, 20), (4, 10), (4, 20)]
+    assert table.loc[(2, 20), "effective_speedup"] == pytest.approx(2.0)
+    assert table.loc[(4, 10), "effective_speedup"] == pytest.approx(2.0)
+    assert table.loc[(4, 20), "effective_speedup"] == pytest.approx(1.0)
+    assert (table["censored"] == 0).all()

@@ -105,10 +105,34 @@ def test_ranges_with_equal_ends_say_so_instead_of_between():
 
 
 def test_a_display_frame_shows_integer_columns_whole_and_others_to_three_digits():
-    frame = pd.DataFrame({"hidden width": [64, 128], "k (steps per update)": [4, 10], "rate": [0.01234, 2.0],
-                          "task": ["CartPole-v1", "Acrobot-v1"]})
-    cells = tables.frame_table(frame).cells()
-    assert cells == [["64", "4", "0.0123", "CartPole-v1"], ["128", "10", "2.00", "Acrobot-v1"]]
+    frame = pd.DataFrame({"Hidden width": [64, 128], "$k$ (steps per update)": [4, 10], "Rate": [0.01234, 2.0],
+                          "Task": ["CartPole-v1", "Acrobot-v1"], "Return (95% interval)": ["≥ 7×", "−3.1 [−4.0, −2.2]"],
+                          "Reached": ["never", "—"]})
+    table = tables.frame_table(frame)
+    assert table.cells() == [["64", "4", "0.0123", "CartPole-v1", "≥ 7×", "never"],
+                             ["128", "10", "2.00", "Acrobot-v1", "−3.1 [−4.0, −2.2]", "—"]]
+    # text that reads as numbers (intervals, bounds, dashes) is right-aligned as numbers are; words are not
+    assert [c.align for c in table.columns] == ["right", "right", "right", "left", "right", "left"]
+
+
+def test_a_very_narrow_interval_is_written_to_four_significant_digits_at_most():
+    assert tables.format_interval(4.00817, 4.00792, 4.00842, "×") == "4.008× [4.008, 4.008]"
+    assert tables.format_interval(4.00817, 3.99, 4.02, "×") == "4.008× [3.990, 4.020]"
+    assert tables.format_interval(4.0, 3.6, 4.4, "×") == "4.0× [3.6, 4.4]"
+
+
+def test_a_column_title_is_a_capitalised_human_name():
+    for title in ("hidden width", "speedup_low"):
+        with pytest.raises(ValueError, match="column title"):
+            tables.Column(title, tables.text("x"))
+    assert tables.Column("$d$", tables.text("x")).title == "$d$"
+
+
+def test_an_effective_speedup_every_seed_censored_is_shown_as_its_bound_alone():
+    frame = pd.DataFrame(dict(s=[20.0, 7.0, 3.0], lo=[20.0, -1.0, 2.5], hi=[20.0, 16.0, 3.5], cut=[5, 1, 0],
+                              n=[5, 5, 5]))
+    assert tables.effective_cells(frame, "s", "lo", "hi", "cut", "n") == ["≥ 20.0×", "≥ 7× [0†, 16]",
+                                                                          "3.0× [2.5, 3.5]"]
 
 
 def test_an_interval_cut_at_its_bound_is_marked_and_the_caption_says_why(monkeypatch):

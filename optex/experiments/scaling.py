@@ -263,7 +263,7 @@ def summary_table(summary: pd.DataFrame) -> "Table":
     columns = [tables.label("Setup", "name"),
                tables.Column("Proxy steps (ms)", tables.number("time_proxy_ms")),
                tables.Column("Evaluations (ms)", tables.number("time_eval_ms")),
-               tables.Column("of which all-gather (ms)", tables.number("allgather_s_ms")),
+               tables.Column("All-gather, within evaluations (ms)", tables.number("allgather_s_ms")),
                tables.Column("Update (ms)", tables.number("time_update_ms")),
                tables.Column("Iteration (ms)", tables.number("total_s_ms"))]
     if "speedup" in frame:
