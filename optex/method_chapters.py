@@ -111,8 +111,8 @@ class Fig1Chapter:
         if not self.animate:
             return []
         function = self.functions[0]
-        heading = Markdown(f"**Every iteration from $t = {FIRST_DRAWN}$ on**, Target and OptEx on {function} (use the "
-                           "controls to step through):")
+        heading = Markdown(f"**Every iteration from $t = {FIRST_DRAWN}$ on**, Target and OptEx on "
+                           f"{function.capitalize()} (use the controls to step through):")
         frames = range(FIRST_DRAWN, self.last + 1)
         return [heading, HTML(plotting.iteration_animation(self.trace, function, ("target", "optex"), frames))]
 

@@ -741,7 +741,7 @@ def iteration_animation(trace: pd.DataFrame, function: str, methods: Sequence[st
             for ax, method in zip(axes[0], methods):
                 ax.clear()
                 draw_iteration(ax, trace, function, method, t)
-                ax.set_title(f"{method_label(method)}, {function.capitalize()}, t = {t}")
+                ax.set_title(f"{method_label(method)}, {function.capitalize()}, $t$ = {t}")
 
         animation = FuncAnimation(fig, update, frames=list(frames), interval=700)
         with plt.rc_context({"animation.frame_format": "jpeg"}):
@@ -1282,14 +1282,18 @@ def reading_text(summary: pd.DataFrame, parallelism: int, why: bool = True) -> s
     against Target's (the ceiling N) and the better LargeBatch's, and the estimators' cosines; then
     where OptEx beats LargeBatch (interval above 1) and where it does not (with ``why``, and the cosine
     as the reason)."""
+    def effective(row: Any, name: str) -> str:  # "≥" where a censored seed makes the mean a lower bound
+        bound = "≥ " if getattr(row, f"{name}_censored", 0) else ""
+        return bound + _interval_text(getattr(row, name), getattr(row, f"{name}_low"), getattr(row, f"{name}_high"))
+
     lines = []
     for row in summary.itertuples():
         lines.append(
-            f"- **{row.panel}**: OptEx {_interval_text(row.optex, row.optex_low, row.optex_high)} effective speedup "
+            f"- **{row.panel}**: OptEx {effective(row, 'optex')} effective speedup "
             f"at $T$ (paper metric {_interval_text(row.paper_optex, np.nan, np.nan)}), "
             f"{tables.fixed(100 * row.optex_of_target, 0)}% of Target's {tables.fixed(row.target, 2)}× (ceiling "
             f"{parallelism}); the better LargeBatch, "
-            f"{method_label(row.rival)}, {_interval_text(row.large_batch, row.large_batch_low, row.large_batch_high)}, "
+            f"{method_label(row.rival)}, {effective(row, 'large_batch')}, "
             f"so OptEx / LargeBatch = {_interval_text(row.ratio, row.ratio_low, row.ratio_high)}; LineSearch "
             f"{tables.fixed(row.linesearch, 2)}×, last gradient {tables.fixed(row.last_gradient, 2)}×. Median cosine "
             f"of the estimate with the true gradient: GP {tables.fixed(row.cosine_gp, 2)}, last gradient "
@@ -1382,8 +1386,9 @@ def rl_curves(frame: pd.DataFrame, titles: Mapping[str, str], methods: Sequence[
     return fig, pd.concat(summaries, ignore_index=True)
 
 
-def _mean_interval(mean: float, low: float, high: float, digits: int = 0, bounds: Bounds = UNBOUNDED) -> str:
-    """A mean with its interval to ``digits`` decimals, cut (and marked) at ``bounds``."""
+def _mean_interval(mean: float, low: float, high: float, digits: int | None = 0, bounds: Bounds = UNBOUNDED) -> str:
+    """A mean with its interval to ``digits`` decimals (None: the precision the interval carries), cut
+    (and marked) at ``bounds``."""
     if not np.isfinite(mean):
         return "n/a"
     return tables.format_interval(mean, low, high, decimals=digits, bounds=bounds)
@@ -1406,10 +1411,10 @@ def rl_threshold_display(table: pd.DataFrame) -> pd.DataFrame:
     out["Training episodes to the threshold (95% interval)"] = reach
     out["Censored seeds"] = [f"{row.censored} of {row.seeds}" for row in table.itertuples()]
     ranges = [return_bounds(task) for task in table["task"]]
-    out["Best trailing mean return (95% interval)"] = [_mean_interval(m, lo, hi, 1, r) for m, lo, hi, r in
+    out["Best trailing mean return (95% interval)"] = [_mean_interval(m, lo, hi, None, r) for m, lo, hi, r in
                                          zip(table["best"], table["best_low"], table["best_high"], ranges)]
     out["Final cumulative average return (95% interval)"] = [
-        _mean_interval(m, lo, hi, 1, r) + (" (every return the same)" if floor else "")
+        _mean_interval(m, lo, hi, None, r) + (" (every return the same)" if floor else "")
         for m, lo, hi, r, floor in zip(table["final_cum_avg"], table["final_low"], table["final_high"], ranges,
                                        table["floor"])]
     return out
@@ -1496,7 +1501,7 @@ def rl_anchor_table(frame: pd.DataFrame, anchors: Mapping[str, float | None], wi
             last = part[part["method"] == method].groupby("seed").tail(window).groupby("seed")["return"].mean()
             returns = return_bounds(part["task"].iloc[0]) if "task" in part.columns and len(part) else UNBOUNDED
             entry[f"{method_label(method)}: mean return, last {window} episodes"] = _mean_interval(
-                *mean_ci(last.to_numpy(), bounds=returns), 1, returns)
+                *mean_ci(last.to_numpy(), bounds=returns), None, returns)
         rows.append(entry)
     return pd.DataFrame(rows)
 

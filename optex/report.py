@@ -587,11 +587,11 @@ def _effective_at_end(frame: pd.DataFrame, method: str) -> str:
     for _, group in rows.groupby(keys) if keys else [("", rows)]:
         row = group.sort_values("iteration").iloc[-1]
         name = f"{panel_title(row[keys[0]])} " if keys else ""
-        bound = "≥ " if row["censored"] else ""
         flat = " (plateau)" if row.get("plateau", False) else ""
-        value = _interval(row["effective_speedup"], row["effective_low"], row["effective_high"], "×")
-        parts.append(f"{name}{bound}{value}{flat}")
-    return " (effective, uncapped, at T: " + "; ".join(parts) + ")" if parts else ""
+        value = tables.effective_cells(group.sort_values("iteration").tail(1), "effective_speedup", "effective_low",
+                                       "effective_high", "censored", "seeds")[0]
+        parts.append(f"{name}{value}{flat}")
+    return " (effective, uncapped, at $T$: " + "; ".join(parts) + ")" if parts else ""
 
 
 def trails_ideal(method: str, ideal: str, within: float,
@@ -800,7 +800,7 @@ def reaches_error_sooner(optimizer: str = "SGD", error: str = "val_error") -> Ca
             parts.append(f"{row.panel}: {_interval(row.speedup, row.speedup_low, row.speedup_high, '×')} fewer iterations "
                          f"to Vanilla's final {AXIS_LABELS.get(error, error)}{_censored(row.censored, row.seeds)}")
         verdict = "partly" if half and all(half) else ("not reproduced" if half else "not yet run")
-        return Finding("; ".join(parts) + "; per second: not yet run on a GPU (on a CPU the N evaluations share "
+        return Finding("; ".join(parts) + "; per second: not yet run on a GPU (on a CPU the $N$ evaluations share "
                        "the cores)", verdict)
     return evaluate
 
@@ -872,7 +872,7 @@ CLAIMS: tuple[Claim, ...] = (
           "slightly behind Target (no number given)", "fig2", "book/_executed/fig2",
           trails_ideal("optex", "target", within=2.0)),
     Claim("synthetic-ablations", "App. B.3, Fig. 6 (v2)",
-          "On Rosenbrock, OptEx's gain comes from running the N evaluations in parallel: done one after "
+          "On Rosenbrock, OptEx's gain comes from running the $N$ evaluations in parallel: done one after "
           "another, the same run is no faster than Vanilla.",
           "not legible in the available text", "fig6", "book/_executed/fig6", parallel_is_the_gain()),
     Claim("estimation-error", "Sec. 5, Thm. 1 / Cor. 1",

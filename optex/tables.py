@@ -32,7 +32,10 @@ CUT = "†"  # an interval end cut at the range its quantity can take
 CUT_NOTE = (f"{CUT} The 95% interval reached beyond the values the quantity can take (with few seeds a "
             "Student-t interval can) and is cut at that bound.")
 _DIGITS = re.compile(r"(\d+(?:\.\d+)?)")
-_NUMERIC_CELL = re.compile(r"^(?:[≥≤]\s?)?[−-]?(?:\d|—$|n/a)")  # "4.2× [3.9, 4.5]", "≥ 7×", "−0.03", "—"
+# the bracket of an interval: published with no-break spaces, so that a narrow column breaks a cell between
+# its mean and its interval ("2.005×" over "[1.991, 2.019]"), never inside the interval
+_INTERVAL = re.compile(r"\[[^\]|]*\]")
+_NUMERIC_CELL = re.compile(r"^(?:[≥≤<>]\s?)?[−-]?(?:\d|—$|n/a)")  # "4.2× [3.9, 4.5]", "≥ 7×", "> 100", "−0.03", "—"
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -249,6 +252,7 @@ class Table:
     columns: Sequence[Column]
     by: Sequence[str] = ()
     order: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    notes: Sequence[str] = ()  # sentences :func:`publish` adds to the caption (what a column left out said)
 
     def __post_init__(self) -> None:
         if not self.columns:
@@ -273,7 +277,8 @@ class Table:
             raise ValueError(f"table name must be lower-case words joined by '-', got {name!r}")
         if not caption.strip():
             raise ValueError(f"table {name} needs a caption")
-        return f"::::{{table}} {' '.join(caption.split())}\n:name: {name}\n:align: center\n\n{self.markdown()}\n::::"
+        body = _INTERVAL.sub(lambda m: m.group(0).replace(" ", "\u00a0"), self.markdown())
+        return f"::::{{table}} {' '.join(caption.split())}\n:name: {name}\n:align: center\n\n{body}\n::::"
 
 
 def frame_table(frame: pd.DataFrame) -> Table:
@@ -302,6 +307,7 @@ def publish(table: Table, name: str, caption: str) -> None:
     """Show ``table`` in the page as numbered table ``name`` (refer to it with ``{numref}`name```)."""
     from IPython.display import Markdown, display
 
+    caption = " ".join([caption, *table.notes])
     if any(CUT in cell for row in table.cells() for cell in row):
         caption = f"{caption} {CUT_NOTE}"
     display(Markdown(table.myst(name, caption)))
@@ -341,13 +347,17 @@ def effective_speedups(frame: pd.DataFrame, groups: Sequence[tuple[str, str, Seq
                Column("Sequential iteration $t$", decimals("iteration", 0)),
                Column(f"Effective speedup over {reference} (95% interval)", speedup),
                Column("Censored seeds", count_of("censored", "seeds"))]
-    if "plateau" in frame:
+    shown = [m for m in methods if m != "vanilla"]  # Vanilla's own is 1 by definition
+    rows = frame[frame["method"].isin(shown)]
+    notes = []
+    if "plateau" in rows and rows["plateau"].any():
         columns.append(Column("Reference on a plateau", lambda t: ["yes" if p else "no" for p in t["plateau"]],
                               align="left"))
-    shown = [m for m in methods if m != "vanilla"]  # Vanilla's own is 1 by definition
-    return Table(frame[frame["method"].isin(shown)], columns,
-                 by=[group[0] for group in groups] + ["method", "iteration"],
-                 order={**{group[0]: list(group[2]) for group in groups}, "method": shown})
+    elif "plateau" in rows:  # a column of "no" only: said once in the caption instead
+        notes.append(f"On no panel is {reference}'s curve flat over the last quarter of its run (a plateau, where "
+                     "both speedup metrics are ill-conditioned).")
+    return Table(rows, columns, by=[group[0] for group in groups] + ["method", "iteration"],
+                 order={**{group[0]: list(group[2]) for group in groups}, "method": shown}, notes=notes)
 
 
 def _group_labels(groups: Sequence[tuple]) -> list[Column]:

@@ -188,6 +188,10 @@ def test_the_display_tables_and_the_reading_quote_the_table():
     assert summary.loc["B", "ratio"] == pytest.approx(1.2 / 2.0, rel=1e-6)
     text = plotting.reading_text(summary.reset_index(), N)
     assert "in 1 of 2 panels (A)" in text and "behind in B" in text and "75% of Target's 4.00×" in text
+    assert "≥" not in text
+    # a censored seed makes the mean a lower bound: the reading marks it as the tables do
+    censored = plotting.reading_text(summary.reset_index().assign(large_batch_censored=[0.0, 1.0]), N)
+    assert censored.count("≥ ") == 1 and f"{plotting.method_label('large_batch_scaled')}, ≥ " in censored
 
 
 def test_time_split_is_the_median_milliseconds_after_the_first_iterations():

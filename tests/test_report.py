@@ -394,4 +394,4 @@ def test_speedup_claim_quotes_the_effective_speedup_beside_the_paper_metric():
             rows += [dict(panel="sphere", method=method, seed=seed, iteration=t, gap=1.0 / (1 + t))
                      for t in range(horizon + 1)]
     finding = report.speedup_at_least("optex", 1.5)(pd.DataFrame(rows))
-    assert "(effective, uncapped, at T: Sphere 2.00× [2.00, 2.00])" in finding.ours
+    assert "(effective, uncapped, at $T$: Sphere 2.00× [2.00, 2.00])" in finding.ours
