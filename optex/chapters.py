@@ -406,12 +406,18 @@ class SyntheticChapter:
         tables.publish(tables.effective_speedups(effective_speedup_table(self.frame), groups, methods),
                        f"{self.figure_id}-effective",
                        "Effective (uncapped) speedup over Vanilla at half the budget and at its end: the Vanilla "
-                       "iterations (from a Vanilla run $N$ times as long, continued to $2N$ and $4N$ times while another method is still ahead) whose best gap first reaches the method's "
-                       "best gap at $t$, over $t$; ≥: a lower bound, as some seed got below anything that run reached.")
+                       f"iterations (from {_LONG_RUN}) whose best gap first reaches the method's best gap at $t$, "
+                       f"over $t$; {_LOWER_BOUND}.")
         low, high = speedups.groupby("method")["speedup"].min(), speedups.groupby("method")["speedup"].max()
         return {f"{self.figure_id}-optex-range": tables.format_range(low["optex"], high["optex"], 1, "×",
                                                                      equal="on every function"),
                 f"{self.figure_id}-target-min": float(low["target"]), f"{self.figure_id}-profile": self.results.profile}
+
+
+# How the effective-speedup tables of the synthetic chapters describe their reference run and their "≥".
+_LONG_RUN = ("a Vanilla run $N$ times as long, continued to $2N$ and $4N$ times while another method is still "
+             "ahead")
+_LOWER_BOUND = "≥: a lower bound, as some seed got below anything that run reached"
 
 
 def _fig2_title(panel: str, rows: pd.DataFrame) -> str:
@@ -464,9 +470,9 @@ class Fig2Chapter:
                        "count).")
         tables.publish(tables.effective_speedups(effective_speedup_table(self.frame), groups, methods),
                        f"{key}-effective", "Effective (uncapped) speedup over Vanilla at $T/2$ and $T$: Vanilla "
-                       "iterations (from a Vanilla run $N$ times as long, continued to $2N$ and $4N$ times while another method is still ahead) to reach the method's best gap at $t$, over "
-                       "$t$; ≥: a lower bound, as some seed got below anything that run reached (the bound alone "
-                       "where every seed did). Unlike the paper's metric it is not capped by the cold-start iteration.")
+                       f"iterations (from {_LONG_RUN}) to reach the method's best gap at $t$, over $t$; "
+                       f"{_LOWER_BOUND} (the bound alone where every seed did). Unlike the paper's metric it is not "
+                       "capped by the cold-start iteration.")
         ceiling = 1 + math.ceil((self.iterations - 1) / self.parallelism)
         low, high = (self.speedups.groupby("method")["speedup"].agg(f) for f in ("min", "max"))
         pivot = self.speedups.pivot_table(index="panel", columns="method", values="speedup")
@@ -514,8 +520,8 @@ class Fig2Chapter:
                                for r in noise_ratios])
         tables.publish(tables.effective_speedups(effective, groups, methods), f"{self.figure_id}-noisy-effective",
                        "Effective (uncapped) speedup over Vanilla with noisy gradients at $T/2$ and $T$: Vanilla "
-                       "iterations (from a noisy Vanilla run $N$ times as long, continued to $2N$ and $4N$ times while another method is still ahead) to reach the method's best gap at $t$, "
-                       "over $t$; ≥: a lower bound, as some seed got below anything that run reached.")
+                       f"iterations (from {_LONG_RUN.replace('a Vanilla run', 'a noisy Vanilla run')}) to reach the "
+                       f"method's best gap at $t$, over $t$; {_LOWER_BOUND}.")
         final = frame[frame["method"].isin(methods) & (frame["iteration"] == self.iterations)]
         final_gap = final.groupby(["noise_ratio", "panel", "method"])["gap"].mean().unstack()
         return {noisy.figure_id: fig,
@@ -573,15 +579,18 @@ class Fig6Chapter:
                        "setting.")
         speedups, effective = self.parallelism_speedups(), self.parallelism_effective()
         half, end = sorted(effective["iteration"].unique())
-        wide = speedups.merge(effective[effective["iteration"] == half].add_suffix("_half").rename(columns={"N_half": "N"}),
-                              on="N").merge(effective[effective["iteration"] == end].add_suffix("_end")
-                                            .rename(columns={"N_end": "N"}), on="N")
+
+        def at(t: int, suffix: str) -> pd.DataFrame:  # the effective speedups at t, columns suffixed, by N
+            return effective[effective["iteration"] == t].drop(columns=["method", "iteration"]).add_suffix(suffix) \
+                .rename(columns={f"N{suffix}": "N"})
+        wide = speedups.merge(at(half, "_half"), on="N").merge(at(end, "_end"), on="N")
         tables.publish(tables.Table(wide, [
             tables.Column("Parallelism $N$", tables.decimals("N", 0)),
             tables.Column("Speedup over Vanilla, paper's metric (95% interval)", tables.interval("speedup", unit="×")),
             tables.Column("Censored seeds", tables.count_of("censored", "seeds")),
-            *(tables.Column(f"Effective speedup at $t = {t}$ (95% interval)", lambda f, n=name: tables.effective_cells(
-                f, f"effective_speedup_{n}", f"effective_low_{n}", f"effective_high_{n}", f"censored_{n}", f"seeds_{n}"))
+            *(tables.effective_column(f"Effective speedup at $t = {t}$ (95% interval)",
+                                      *(f"{part}_{name}" for part in ("effective_speedup", "effective_low",
+                                                                      "effective_high", "censored", "seeds")))
               for name, t in (("half", half), ("end", end)))], by=["N"]), f"{key}-speedup-n",
             "Panel (d) as speedups. The paper's metric: iterations Vanilla ($N = 1$) needs to reach its final gap, "
             "divided by those OptEx needs with $N$ processes. The effective speedup: iterations of a Vanilla run "
@@ -597,7 +606,8 @@ class Fig6Chapter:
                 f"{key}-sequential-vs-vanilla": report.fig6_sequential_ratio(self.frame),
                 f"{key}-proxy-ratio": float(proxy["last_gradient"] / proxy["kernel"]),
                 f"{key}-effective-half-t": int(half), f"{key}-effective-end-t": int(end),
-                f"{key}-effective-half-best": float(best["effective_speedup"]), f"{key}-effective-half-best-n": int(best["N"]),
+                f"{key}-effective-half-best": float(best["effective_speedup"]),
+                f"{key}-effective-half-best-n": int(best["N"]),
                 f"{key}-effective-end-range": tables.format_range(at_end["effective_speedup"].min(),
                                                                    at_end["effective_speedup"].max(), 2, "×",
                                                                    equal="for every $N$")}

@@ -146,9 +146,10 @@ class EstimatorChapter:
 
     def prop41_table(self) -> dict[str, Any]:
         """Publish ``estimator-prop41`` (per kernel, the largest difference between the dense and the
-        decoupled posteriors, :data:`PROP41_COLUMNS`); return ``estimator-prop41-max`` (over every column; ``-max-text`` as the tables write it),
-        ``-cases`` (rows checked), ``-dim`` and ``-history`` (the largest d and T') and ``-speed``: how many
-        times longer the dense solve takes there (ratio of the medians)."""
+        decoupled posteriors, :data:`PROP41_COLUMNS`); return ``estimator-prop41-max`` (over every column;
+        ``-max-text``: as the tables write it), ``-cases`` (rows checked), ``-dim`` and ``-history`` (the
+        largest d and T') and ``-speed``: how many times longer the dense solve takes there (ratio of the
+        medians)."""
         prop = self.frame[self.frame["part"] == "prop41"]
         columns = list(PROP41_COLUMNS)
         tables.publish(tables.Table(prop.groupby("kernel")[columns].max().reset_index(), [
@@ -159,7 +160,8 @@ class EstimatorChapter:
         largest = prop[(prop["dim"] == prop["dim"].max()) & (prop["history"] == prop["history"].max())]
         largest_difference = float(prop[columns].to_numpy().max())
         return {"estimator-prop41-max": largest_difference,
-                "estimator-prop41-max-text": tables.significant(largest_difference, 2), "estimator-prop41-cases": len(prop),
+                "estimator-prop41-max-text": tables.significant(largest_difference, 2),
+                "estimator-prop41-cases": len(prop),
                 "estimator-prop41-dim": int(prop["dim"].max()), "estimator-prop41-history": int(prop["history"].max()),
                 "estimator-prop41-speed": float(largest["dense_s"].median() / largest["separable_s"].median())}
 

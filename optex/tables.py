@@ -35,7 +35,8 @@ _DIGITS = re.compile(r"(\d+(?:\.\d+)?)")
 # the bracket of an interval: published with no-break spaces, so that a narrow column breaks a cell between
 # its mean and its interval ("2.005×" over "[1.991, 2.019]"), never inside the interval
 _INTERVAL = re.compile(r"\[[^\]|]*\]")
-_NUMERIC_CELL = re.compile(r"^(?:[≥≤<>]\s?)?[−-]?(?:\d|—$|n/a)")  # "4.2× [3.9, 4.5]", "≥ 7×", "> 100", "−0.03", "—"
+# a text cell that reads as a number: "4.2× [3.9, 4.5]", "≥ 7×", "> 100", "−0.03", "—"
+_NUMERIC_CELL = re.compile(r"^(?:[≥≤<>]\s?)?[−-]?(?:\d|—$|n/a)")
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -379,6 +380,11 @@ def effective_cells(frame: pd.DataFrame, key: str, low: str, high: str, censored
     return out
 
 
+def effective_column(title: str, key: str, low: str, high: str, censored: str, seeds: str) -> Column:
+    """A column of effective speedups (:func:`effective_cells` of the named columns)."""
+    return Column(title, lambda frame: effective_cells(frame, key, low, high, censored, seeds))
+
+
 def training_paper_table(table: pd.DataFrame, metrics: Sequence[tuple[str, str]]) -> Table:
     """The paper's metric of a training chapter (rows of :func:`optex.plotting.training_speedup_table`):
     per panel and method, for each ``(metric, name)`` of ``metrics``, the speedup over Vanilla in
@@ -402,9 +408,8 @@ def training_effective_table(table: pd.DataFrame, halfway: int, end: int) -> Tab
 
     columns = [label("Panel", "panel"), label("Method", "method", method_label)]
     for name, t in (("half", halfway), ("end", end)):
-        columns.append(Column(f"Effective speedup at $t = {t}$ (95% interval)", lambda frame, name=name: effective_cells(
-            frame, f"effective_{name}", f"effective_{name}_low", f"effective_{name}_high",
-            f"effective_{name}_censored", f"effective_{name}_seeds")))
+        columns.append(effective_column(f"Effective speedup at $t = {t}$ (95% interval)", f"effective_{name}",
+                                        *(f"effective_{name}_{part}" for part in ("low", "high", "censored", "seeds"))))
     cosines = sorted((c for c in table.columns if c.startswith("cosine_")), key=lambda c: int(c.split("_")[1]))
     if cosines:
         steps = ", ".join(c.split("_")[1] for c in cosines)
@@ -428,12 +433,12 @@ def versus_table(versus: pd.DataFrame, table: pd.DataFrame) -> Table:
                        "effective_end_seeds"):
             rows[f"{prefix}_{column}"] = [by[column].get((p, m), np.nan) for p, m in zip(rows["panel"], method)]
 
-    def effective(prefix: str) -> Formatter:
-        return lambda frame: effective_cells(frame, *(f"{prefix}_effective_end{s}" for s in
-                                                      ("", "_low", "_high", "_censored", "_seeds")))
+    def effective(title: str, prefix: str) -> Column:
+        return effective_column(title, *(f"{prefix}_effective_end{s}" for s in ("", "_low", "_high", "_censored",
+                                                                                 "_seeds")))
     return Table(rows, [label("Panel", "panel"), label("Better LargeBatch", "rival", method_label),
-                        Column("Its effective speedup at $T$", effective("rival")),
-                        Column("OptEx's effective speedup at $T$", effective("ours")),
+                        effective("Its effective speedup at $T$", "rival"),
+                        effective("OptEx's effective speedup at $T$", "ours"),
                         Column("OptEx / LargeBatch, per seed (95% interval)",
                                interval("ratio", "low", "high", unit="×", bounds=value_bounds("ratio")))])
 
@@ -443,8 +448,9 @@ def time_split_table(split: pd.DataFrame) -> Table:
     from .plotting import method_label
 
     return Table(split, [label("Panel", "panel"), label("Method", "method", method_label),
-                         Column("Proxy steps (ms)", decimals("proxy", 1)), Column("Evaluations (ms)", decimals("eval", 1)),
-                         Column("Update (ms)", decimals("update", 1)), Column("Iteration (ms)", decimals("total", 1))])
+                         *(Column(title, decimals(key, 1)) for key, title in (
+                             ("proxy", "Proxy steps (ms)"), ("eval", "Evaluations (ms)"), ("update", "Update (ms)"),
+                             ("total", "Iteration (ms)")))])
 
 
 def _title_case(value: Any) -> str:
@@ -453,6 +459,7 @@ def _title_case(value: Any) -> str:
 
 
 __all__ = ["CUT", "CUT_NOTE", "Column", "MISSING", "Table", "compact", "count_of", "decimals", "effective_cells",
+           "effective_column",
            "fixed", "format_duration", "time_split_table", "training_effective_table", "training_paper_table",
            "versus_table",
            "format_interval", "format_range", "interval", "signed", "speedups",
