@@ -1270,6 +1270,7 @@ def training_summary(table: pd.DataFrame, versus: pd.DataFrame, loss: str = "tra
             entry[f"{name}_low"] = get(method, "effective_end_low")
             entry[f"{name}_high"] = get(method, "effective_end_high")
             entry[f"{name}_censored"] = get(method, "effective_end_censored", 0.0)
+            entry[f"{name}_seeds"] = get(method, "effective_end_seeds")
         entry["optex_of_target"] = entry["optex"] / entry["target"]
         entry["cosine_gp"] = float(np.nanmedian([get("optex", c) for c in cosines])) if cosines else np.nan
         entry["cosine_last"] = float(np.nanmedian([get("last_gradient", c) for c in cosines])) if cosines else np.nan
@@ -1282,9 +1283,9 @@ def reading_text(summary: pd.DataFrame, parallelism: int, why: bool = True) -> s
     against Target's (the ceiling N) and the better LargeBatch's, and the estimators' cosines; then
     where OptEx beats LargeBatch (interval above 1) and where it does not (with ``why``, and the cosine
     as the reason)."""
-    def effective(row: Any, name: str) -> str:  # "≥" where a censored seed makes the mean a lower bound
-        bound = "≥ " if getattr(row, f"{name}_censored", 0) else ""
-        return bound + _interval_text(getattr(row, name), getattr(row, f"{name}_low"), getattr(row, f"{name}_high"))
+    def effective(row: Any, name: str) -> str:  # as the tables write it (a lower bound marked "≥")
+        return tables.effective_text(*(getattr(row, f"{name}{part}", np.nan)
+                                       for part in ("", "_low", "_high", "_censored", "_seeds")))
 
     lines = []
     for row in summary.itertuples():
@@ -1395,21 +1396,18 @@ def _mean_interval(mean: float, low: float, high: float, digits: int | None = 0,
 
 
 def rl_threshold_display(table: pd.DataFrame) -> pd.DataFrame:
-    """:func:`optex.experiments.rl.threshold_table` as the chapter shows it: per task and method, the
-    threshold, the training episodes to reach it (mean over the seeds that do, 95% interval, censored
-    seeds), the best trailing mean return and the final cumulative average return."""
+    """:func:`optex.experiments.rl.threshold_table` as the chapter shows it: per task (with its threshold)
+    and method, the training episodes to reach the threshold (mean over the seeds that do, 95% interval;
+    "> E" where none does within its E episodes), the censored seeds, the best trailing mean return and
+    the final cumulative average return."""
     out = pd.DataFrame({"Task (threshold)": [f"{p} ({tables.compact(t)})" for p, t in zip(table["panel"],
                                                                                         table["threshold"])],
                         "Method": table["method"].map(method_label)})
-    reach = []
-    for row in table.itertuples():
-        if row.censored == row.seeds:
-            reach.append(f"> {row.training_episodes}")
-        else:
-            reach.append(_mean_interval(row.episodes, row.episodes_low, row.episodes_high, 0,
-                                        (0.0, row.training_episodes)))
-    out["Training episodes to the threshold (95% interval)"] = reach
-    out["Censored seeds"] = [f"{row.censored} of {row.seeds}" for row in table.itertuples()]
+    out["Training episodes to the threshold (95% interval)"] = [
+        f"> {row.training_episodes}" if row.censored == row.seeds else
+        _mean_interval(row.episodes, row.episodes_low, row.episodes_high, 0, (0.0, row.training_episodes))
+        for row in table.itertuples()]
+    out["Censored seeds"] = tables.count_of("censored", "seeds")(table)
     ranges = [return_bounds(task) for task in table["task"]]
     out["Best trailing mean return (95% interval)"] = [_mean_interval(m, lo, hi, None, r) for m, lo, hi, r in
                                          zip(table["best"], table["best_low"], table["best_high"], ranges)]

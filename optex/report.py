@@ -588,8 +588,8 @@ def _effective_at_end(frame: pd.DataFrame, method: str) -> str:
         row = group.sort_values("iteration").iloc[-1]
         name = f"{panel_title(row[keys[0]])} " if keys else ""
         flat = " (plateau)" if row.get("plateau", False) else ""
-        value = tables.effective_cells(group.sort_values("iteration").tail(1), "effective_speedup", "effective_low",
-                                       "effective_high", "censored", "seeds")[0]
+        value = tables.effective_text(row["effective_speedup"], row["effective_low"], row["effective_high"],
+                                      row["censored"], row["seeds"])
         parts.append(f"{name}{value}{flat}")
     return " (effective, uncapped, at $T$: " + "; ".join(parts) + ")" if parts else ""
 

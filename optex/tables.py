@@ -122,10 +122,10 @@ def format_interval(mean: float, low: float, high: float, unit: str = "", decima
         return MISSING
     if not (_finite(low) and _finite(high)):
         return (fixed(mean, decimals) if decimals is not None else significant(mean)) + unit
-    if decimals is None:  # the precision the interval carries, but never beyond four significant digits
-        places = min(interval_decimals(low, high), max(0, 3 - math.floor(math.log10(abs(mean)))) if mean else 6)
-    else:
-        places = decimals
+    places = decimals
+    if places is None:  # the precision the interval carries, but never beyond four significant digits
+        four_digits = max(0, 3 - math.floor(math.log10(abs(mean)))) if mean else 6
+        places = min(interval_decimals(low, high), four_digits)
     floor, ceiling = (-math.inf if bounds[0] is None else bounds[0]), (math.inf if bounds[1] is None else bounds[1])
     # an end at the bound (where the estimate itself is not) was cut there, by mean_ci or here
     low_text = fixed(max(low, floor), places) + (CUT if low <= floor < mean else "")
@@ -365,19 +365,18 @@ def _group_labels(groups: Sequence[tuple]) -> list[Column]:
     return [label(group[1], group[0], group[3] if len(group) > 3 else _title_case) for group in groups]
 
 
-def effective_cells(frame: pd.DataFrame, key: str, low: str, high: str, censored: str, seeds: str) -> list[str]:
-    """Effective speedups with their intervals; ``≥`` before a mean that some censored seed makes a lower
+def effective_text(mean: float, low: float, high: float, censored: int, seeds: int) -> str:
+    """An effective speedup with its interval; ``≥`` before a mean that some censored seed makes a lower
     bound, and the bound alone (``≥ 20×``, no interval) where every seed is censored: all of them then sit
     at the reference run's length over t, so an interval would only repeat that number."""
-    cells = interval(key, low, high, unit="×", bounds=value_bounds("speedup"))(frame)
-    out = []
-    for cell, row in zip(cells, frame[[key, censored, seeds]].itertuples(index=False)):
-        mean, cut, total = row
-        if cut and cut == total:
-            out.append(f"≥ {significant(mean)}×")
-        else:
-            out.append(("≥ " if cut else "") + cell)
-    return out
+    if censored and censored == seeds:
+        return f"≥ {significant(mean)}×"
+    return ("≥ " if censored else "") + format_interval(mean, low, high, "×", bounds=value_bounds("speedup"))
+
+
+def effective_cells(frame: pd.DataFrame, key: str, low: str, high: str, censored: str, seeds: str) -> list[str]:
+    """:func:`effective_text` of every row of ``frame``, from the columns named."""
+    return [effective_text(*row) for row in frame[[key, low, high, censored, seeds]].itertuples(index=False)]
 
 
 def effective_column(title: str, key: str, low: str, high: str, censored: str, seeds: str) -> Column:
@@ -459,7 +458,7 @@ def _title_case(value: Any) -> str:
 
 
 __all__ = ["CUT", "CUT_NOTE", "Column", "MISSING", "Table", "compact", "count_of", "decimals", "effective_cells",
-           "effective_column",
+           "effective_column", "effective_text",
            "fixed", "format_duration", "time_split_table", "training_effective_table", "training_paper_table",
            "versus_table",
            "format_interval", "format_range", "interval", "signed", "speedups",

@@ -192,6 +192,11 @@ def test_the_display_tables_and_the_reading_quote_the_table():
     # a censored seed makes the mean a lower bound: the reading marks it as the tables do
     censored = plotting.reading_text(summary.reset_index().assign(large_batch_censored=[0.0, 1.0]), N)
     assert censored.count("≥ ") == 1 and f"{plotting.method_label('large_batch_scaled')}, ≥ " in censored
+    # every seed censored: the bound alone, as the tables show it
+    rows = summary.reset_index()
+    everywhere = plotting.reading_text(rows.assign(large_batch_censored=rows["large_batch_seeds"]), N)
+    assert f"{plotting.method_label('large_batch_scaled')}, ≥ {tables.significant(rows['large_batch'].iloc[1])}×, " \
+        in everywhere
 
 
 def test_time_split_is_the_median_milliseconds_after_the_first_iterations():
